@@ -57,23 +57,34 @@ def _elementwise_derivative(f: Callable[[Array], Array]) -> Callable[[Array], Ar
 _REGISTRY: dict[str, Callable[..., Activation]] = {}
 
 
-def register(name: str, factory: Callable[..., Activation] | Callable[[Array], Array], *, overwrite: bool = False) -> None:
+def register(
+    name: str,
+    fn: Callable[[Array], Array] | None = None,
+    *,
+    factory: Callable[..., Activation] | None = None,
+    overwrite: bool = False,
+) -> None:
     """Register an activation under ``name``.
 
-    ``factory`` is either an elementwise jnp function (registered as is) or a
-    function of keyword parameters returning an :class:`Activation`.
+    Give either ``fn``, an elementwise jnp function (derivatives come from
+    autodiff, dual kernels from quadrature), or ``factory``, a function of
+    keyword parameters returning an :class:`Activation` (for parametrised
+    families such as leaky ReLU).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"activation {name!r} is already registered; pass overwrite=True to replace it")
-    if not callable(factory):
-        raise TypeError(f"factory must be callable, got {factory!r}")
-    if isinstance(factory, Activation):
-        act = factory
-        _REGISTRY[name] = lambda: act
-        return
-    _REGISTRY[name] = factory
+    if (fn is None) == (factory is None):
+        raise ValueError("give exactly one of fn (elementwise function) or factory")
+    if fn is not None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        _REGISTRY[name] = lambda: Activation(name=name, fn=fn)
+    else:
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, got {factory!r}")
+        _REGISTRY[name] = factory
 
 
 def names() -> tuple[str, ...]:
@@ -91,11 +102,12 @@ def get(activation: str | Activation, **params: float) -> Activation:
         raise TypeError(f"activation must be a name or an Activation, got {activation!r}")
     if activation not in _REGISTRY:
         raise ValueError(f"unknown activation {activation!r}; expected one of {list(names())}")
-    made = _REGISTRY[activation](**params)
-    if not isinstance(made, Activation):  # a plain function was registered
-        if params:
-            raise ValueError(f"activation {activation!r} takes no parameters, got {params}")
-        made = Activation(name=activation, fn=_REGISTRY[activation])
+    try:
+        made = _REGISTRY[activation](**params)
+    except TypeError as err:
+        raise ValueError(f"bad parameters {params} for activation {activation!r}: {err}") from None
+    if not isinstance(made, Activation):
+        raise TypeError(f"the factory of activation {activation!r} must return an Activation, got {made!r}")
     return made
 
 
