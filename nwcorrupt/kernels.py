@@ -46,3 +46,14 @@ class MLP:
     def act(self) -> _act.Activation:
         """The resolved :class:`~nwcorrupt.activations.Activation`."""
         return _act.get(self.activation)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """Result of a kernel computation: NNGP and/or NTK matrices of shape (N1, N2).
+
+    A field is ``None`` when it was not requested in ``get``.
+    """
+
+    nngp: object | None = None
+    ntk: object | None = None
