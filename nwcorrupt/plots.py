@@ -1,0 +1,64 @@
+"""Figures (matplotlib, Agg backend). The core modules never import this one."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nwcorrupt._io import atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Save ``fig`` atomically as ``path`` with each suffix in ``formats``; returns the paths."""
+    path = Path(path)
+    out = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight")
+        out.append(atomic_write_bytes(path.with_suffix("." + fmt), buf.getvalue()))
+    return out
+
+
+def corrupted_strip(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
+    ps: Sequence[float],
+    image_shape: tuple[int, int],
+    *,
+    title: str | None = None,
+):
+    """A grid of corrupted copies of one image: one row per noise model, one column per p.
+
+    Args:
+      rows: (label, images) pairs; images is a sequence of len(ps) flattened (d,) arrays.
+      ps: the corruption levels of the columns.
+      image_shape: (h, w) with h·w = d.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), len(ps), figsize=(1.3 * len(ps), 1.45 * len(rows) + 0.3), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c, (p, img) in enumerate(zip(ps, images)):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(img).reshape(image_shape), cmap="gray", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"p = {p:g}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
