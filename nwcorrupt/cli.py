@@ -129,7 +129,71 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
     demo.add_argument("--quiet", action="store_true", help="print only the table")
     demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser("run", help="run a configured study (resumable)")
+    run.add_argument("config", help="TOML config file (see experiments/)")
+    run.add_argument("--scale", default="quick", help="scale table of the config: quick (CPU, minutes) or full")
+    run.add_argument("--out", default=None, help="results folder (default: results/<study>-<scale>)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild tables and figures of a results folder from its records")
+    rep.add_argument("dir", help="results folder written by `nwcorrupt run`")
+    rep.set_defaults(func=_cmd_report)
+
+    lst = sub.add_parser("list", help="list the studies and the config files in experiments/")
+    lst.set_defaults(func=_cmd_list)
     return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from nwcorrupt.experiments import runner, studies
+    from nwcorrupt.experiments.schema import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.scale)
+        out = Path(args.out or f"results/{config.study}-{config.scale}")
+        if args.dry_run:
+            studies.get(config.study).preflight(config.params)
+            print(runner.format_plan(config, out))
+            return 0
+        summary = runner.run(config, out, quiet=args.quiet)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{config.study} ({config.scale}): {summary.ran} points run, {summary.skipped} already stored, "
+          f"{summary.seconds:.1f} s; results in {out}")
+    tables = runner.report(out)
+    print(runner.format_tables(tables))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from nwcorrupt.experiments import runner
+
+    try:
+        tables = runner.report(args.dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(runner.format_tables(tables))
+    print(f"tables in {Path(args.dir) / 'tables'}, figures in {Path(args.dir) / 'figures'}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from nwcorrupt.experiments import studies
+
+    for name in studies.names():
+        print(f"{name:<22} {studies.get(name).DESCRIPTION}")
+    configs = sorted(Path("experiments").glob("*.toml")) if Path("experiments").is_dir() else []
+    if configs:
+        print()
+        print("config files:")
+        for c in configs:
+            print(f"  {c}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,3 +62,32 @@ def corrupted_strip(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def accuracy_curves(rows: Sequence[Sequence], *, title: str | None = None, chance: float | None = 0.1):
+    """Accuracy vs p with ±1 std bands, one panel per noise model, one line per predictor.
+
+    Args:
+      rows: table rows (noise, p, predictor, mean, std, ...).
+    """
+    plt = _pyplot()
+    noises = list(dict.fromkeys(r[0] for r in rows))
+    fig, axes = plt.subplots(1, len(noises), figsize=(4.2 * len(noises), 3.4), squeeze=False, sharey=True)
+    for ax, noise in zip(axes[0], noises):
+        sub = [r for r in rows if r[0] == noise]
+        for name in dict.fromkeys(r[2] for r in sub):
+            pts = sorted((r[1], r[3], r[4]) for r in sub if r[2] == name)
+            p, m, s = (np.asarray(v, dtype=float) for v in zip(*pts))
+            ax.plot(p, m, marker="o", ms=3, label=name)
+            ax.fill_between(p, m - s, m + s, alpha=0.25)
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_xlabel("corruption level p")
+        ax.set_title(noise, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("clean test accuracy")
+    axes[0, -1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

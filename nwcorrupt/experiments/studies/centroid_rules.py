@@ -1,0 +1,85 @@
+"""Accuracy of prototype (centroid) rules fitted on corrupted training sets, vs p.
+
+For each noise model and corruption level p, K noisy training sets (noise seeds
+0..K−1) are drawn; each prototype rule is fitted on the corrupted set and
+evaluated on the clean test set. Reports mean ± std over the K sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nwcorrupt import corruption, data, metrics, prototype
+from nwcorrupt.experiments.studies import common
+
+DESCRIPTION = "prototype rules (overlap, centred, Euclidean) fitted on corrupted data: accuracy vs p"
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    dataset: str = "mnist"
+    n_train: int = 4000
+    normalize: str = "example"
+    noises: tuple[str, ...] = ("replacement", "additive")
+    ps: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 1.0)
+    rules: tuple[str, ...] = ("overlap", "euclidean")
+    k: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        common.check_dataset(self.dataset)
+        common.check_noises(self.noises)
+        common.check_ps("ps", self.ps)
+        if self.normalize not in data.NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {list(data.NORMALIZATIONS)}, got {self.normalize!r}")
+        bad = [r for r in self.rules if r not in prototype.RULES]
+        if bad or not self.rules:
+            raise ValueError(f"rules must be a non-empty list from {list(prototype.RULES)}, got {list(self.rules)}")
+        if self.n_train < 1 or self.k < 1 or self.seed < 0:
+            raise ValueError("n_train and k must be >= 1 and seed >= 0")
+
+
+def preflight(params: Params) -> None:
+    common.preflight_dataset(params.dataset)
+
+
+def points(params: Params) -> list[dict]:
+    return [{"noise": n, "p": p} for n in params.noises for p in params.ps]
+
+
+def estimate(params: Params, point: dict) -> float:
+    return 0.15 * params.k * params.n_train / 4000 + 0.1
+
+
+def _dataset(params: Params) -> data.Dataset:
+    return data.load(params.dataset, n_train=params.n_train, seed=params.seed, normalize=params.normalize)
+
+
+def run_point(params: Params, point: dict) -> dict:
+    ds = _dataset(params)
+    model = common.noise_model(point["noise"], params.normalize, ds.x_train)
+    accs: dict[str, list[float]] = {r: [] for r in params.rules}
+    for k in range(params.k):
+        noisy = corruption.corrupt(ds, model, point["p"], params.seed + k)
+        for r in params.rules:
+            pred = prototype.predict(ds.x_test, noisy.x_train, noisy.y_train, num_classes=ds.num_classes, rule=r)
+            accs[r].append(metrics.accuracy(pred, ds.y_test))
+    return {"accuracy": accs, "noise_seeds": [params.seed + k for k in range(params.k)]}
+
+
+def tables(params: Params, records: list[dict]) -> dict:
+    rows = []
+    for rec in records:
+        for rule, vals in rec["metrics"]["accuracy"].items():
+            v = np.asarray(vals)
+            rows.append([rec["point"]["noise"], rec["point"]["p"], rule, float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)])
+    return {"accuracy": (["noise", "p", "rule", "mean", "std", "k"], rows)}
+
+
+def figures(params: Params, records: list[dict]) -> dict:
+    from nwcorrupt import plots
+
+    (header, rows) = tables(params, records)["accuracy"]
+    return {"accuracy_vs_p": plots.accuracy_curves(rows, title=f"{params.dataset}, N = {params.n_train}")}

@@ -1,0 +1,73 @@
+"""Helpers shared by studies: noise specs, data loading and parameter checks."""
+
+from __future__ import annotations
+
+import math
+
+from nwcorrupt import corruption, data
+from nwcorrupt.experiments.schema import ConfigError
+
+NOISE_SPECS = (
+    "replacement",
+    "replacement:uniform",
+    "replacement:gaussian",
+    "replacement:salt_pepper",
+    "replacement:marginal",
+    "additive",
+    "additive:gaussian",
+    "additive:uniform",
+    "additive:laplace",
+)
+
+
+def noise_model(spec: str, normalize: str, x_train=None):
+    """The corruption model named by ``spec`` (``"kind[:law]"``).
+
+    Replacement laws are matched to the data scale: on per-example normalised
+    data uniform is U[−√3, √3], Gaussian N(0, 1) and salt-and-pepper ±1; on raw
+    pixels (``normalize="none"``) U[0, 1], N(1/2, 1/12) and {0, 1}. ``marginal``
+    is the empirical marginal of ``x_train``.
+    """
+    kind, _, law = spec.partition(":")
+    if kind == "additive":
+        return corruption.Additive(law or "gaussian")
+    raw = normalize == "none"
+    law = law or "uniform"
+    if law == "uniform":
+        return corruption.Replacement("uniform", low=0.0, high=1.0) if raw else corruption.Replacement("uniform")
+    if law == "gaussian":
+        return corruption.Replacement("gaussian", loc=0.5, scale=math.sqrt(1 / 12)) if raw else corruption.Replacement("gaussian")
+    if law == "salt_pepper":
+        return corruption.Replacement("salt_pepper", low=0.0, high=1.0) if raw else corruption.Replacement("salt_pepper", low=-1.0, high=1.0)
+    if x_train is None:
+        raise ValueError("replacement:marginal needs the training inputs")
+    return corruption.Replacement.from_marginal(x_train)
+
+
+def check_ps(name: str, ps: tuple[float, ...]) -> None:
+    if not ps:
+        raise ValueError(f"{name} must list at least one corruption level")
+    bad = [p for p in ps if not 0.0 <= p <= 1.0]
+    if bad:
+        raise ValueError(f"{name} must lie in [0, 1], got {bad}")
+
+
+def check_noises(noises: tuple[str, ...]) -> None:
+    bad = [n for n in noises if n not in NOISE_SPECS]
+    if bad or not noises:
+        raise ValueError(f"noises must be a non-empty list from {list(NOISE_SPECS)}, got {list(noises)}")
+
+
+def check_dataset(name: str) -> None:
+    if name not in data.names():
+        raise ValueError(f"dataset must be one of {list(data.names())}, got {name!r}")
+
+
+def preflight_dataset(name: str) -> None:
+    """Fail before any work when the data set's files are missing."""
+    if name == "gaussian_mixture":
+        return
+    try:
+        data.load_raw(name)
+    except data.DatasetNotFoundError as err:
+        raise ConfigError(str(err)) from None

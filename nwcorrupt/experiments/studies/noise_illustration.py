@@ -1,0 +1,73 @@
+"""Corrupted copies of training images at several corruption levels, for each noise model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nwcorrupt import data
+from nwcorrupt.experiments.studies import common
+
+DESCRIPTION = "what the noise models do to images: strips of corrupted examples at each p"
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    dataset: str = "mnist"
+    normalize: str = "none"
+    noises: tuple[str, ...] = ("replacement", "additive")
+    ps: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
+    n_examples: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        common.check_dataset(self.dataset)
+        if self.dataset == "gaussian_mixture":
+            raise ValueError("dataset must hold images for noise_illustration, got 'gaussian_mixture'")
+        common.check_noises(self.noises)
+        common.check_ps("ps", self.ps)
+        if self.normalize not in data.NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {list(data.NORMALIZATIONS)}, got {self.normalize!r}")
+        if self.n_examples < 1:
+            raise ValueError(f"n_examples must be >= 1, got {self.n_examples}")
+
+
+def preflight(params: Params) -> None:
+    common.preflight_dataset(params.dataset)
+
+
+def points(params: Params) -> list[dict]:
+    return [{"noise": n} for n in params.noises]
+
+
+def estimate(params: Params, point: dict) -> float:
+    return 0.5
+
+
+def run_point(params: Params, point: dict) -> dict:
+    ds = data.load(params.dataset, n_train=10 * ds_classes(params), seed=params.seed, normalize=params.normalize)
+    x = ds.x_train[: params.n_examples]
+    model = common.noise_model(point["noise"], params.normalize, ds.x_train)
+    images = [[np.asarray(model.apply(x, p, params.seed))[i].round(5).tolist() for p in params.ps] for i in range(len(x))]
+    return {"images": images, "image_shape": list(ds.image_shape), "labels": ds.y_train[: params.n_examples].tolist()}
+
+
+def ds_classes(params: Params) -> int:
+    return data.load_raw(params.dataset).num_classes
+
+
+def tables(params: Params, records: list[dict]) -> dict:
+    rows = [[r["point"]["noise"], len(r["metrics"]["images"]), len(params.ps)] for r in records]
+    return {"illustration": (["noise", "examples", "levels"], rows)}
+
+
+def figures(params: Params, records: list[dict]) -> dict:
+    from nwcorrupt import plots
+
+    figs = {}
+    for i in range(params.n_examples):
+        strip = [(r["point"]["noise"], [np.asarray(img) for img in r["metrics"]["images"][i]]) for r in records]
+        shape = tuple(records[0]["metrics"]["image_shape"])
+        figs[f"corrupted_example_{i}"] = plots.corrupted_strip(strip, params.ps, shape, title=f"{params.dataset}: example {i}")
+    return figs
