@@ -49,11 +49,12 @@ Solvers (``solver=``):
 
 Precision: everything runs in the default JAX float dtype (float64 under
 :func:`nwcorrupt.precision.x64`, else float32 with ``HIGHEST``-precision matrix
-products). The relative error of a direct solve is about ``eps * cond(K + r I)``:
-with ``eps = 1.2e-7`` in float32 a kernel of condition number 1e3 loses about four
-digits, and unregularised NTKs of thousands of points (cond 1e5-1e7) are not
-solvable in float32 -- use float64 or a ``diag_reg`` (see ``docs/predict.md`` for
-measured errors).
+products). The relative error of Cholesky and CG solves is about
+``eps * cond(K + r I)`` (measured in float32, eps = 1.2e-7: 1.3e-5 at cond 1e3,
+1e-3 at cond 1e5); ``"eigh"`` is about ten times less accurate and in float32 drops
+all directions below ``N * eps * lam_max``. Unregularised NTKs of thousands of points
+(cond 1e4-1e6) should be solved in float64 or with a ``diag_reg`` (measured tables
+in ``docs/predict.md``).
 
 None of these functions is jittable as a whole (they make decisions on values:
 jitter retries, convergence checks); their inner steps are jitted.
@@ -125,8 +126,8 @@ class SolveInfo:
       cond: condition-number estimate of ``K + r I`` (``inf`` if singular; NaN if
         not estimated, i.e. ``estimate_cond=False``).
       cond_method: how ``cond`` was obtained: ``"eigh"`` (exact eigenvalues),
-        ``"power"`` (power and inverse iteration with the Cholesky factor; a lower
-        bound, usually within a few percent), ``"lanczos"`` (Ritz values from the CG
+        ``"power"`` (40 power and 40 inverse iterations with the Cholesky factor, of
+        ``K + (r + jitter) I``; a lower bound, within 5% in the tests), ``"lanczos"`` (Ritz values from the CG
         coefficients; condition number of the *preconditioned* operator) or ``"none"``.
       dropped: eigen-directions dropped as numerical zeros by ``"eigh"``.
     """
