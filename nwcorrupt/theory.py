@@ -179,8 +179,12 @@ def overlap_poly(noise, x_train, x_test) -> OverlapPoly:
 # ---------------------------------------------------------------------------
 
 KERNELS = ("ntk", "nngp")
-#: Gauss–Hermite nodes per dimension for activations without a closed-form dual.
+#: Gauss–Hermite nodes per dimension for activations without a closed-form dual
+#: (per pair of :func:`meanfield_predict`; tanh at kernel variances ~3 is accurate to ~1e-6).
 QUAD_ORDER = 80
+#: Nodes for the Taylor coefficients and transfer coefficients, which are evaluated at
+#: few points only (tanh to ~1e-10; smooth entire activations to machine precision).
+SERIES_QUAD_ORDER = 200
 
 
 @functools.lru_cache(maxsize=16)
@@ -471,7 +475,7 @@ class KernelSeries:
 
 
 def kernel_series(arch, noise, x_train, x_test, *, order: int = 1, kernel: str = "ntk",
-                  quad_order: int = QUAD_ORDER) -> KernelSeries:
+                  quad_order: int = SERIES_QUAD_ORDER) -> KernelSeries:
     """Taylor coefficients of the mean-field kernels in ε by automatic differentiation.
 
     Every off-diagonal train pair sits at the same pure-noise point (μ₂, μ², μ₂)
@@ -609,7 +613,7 @@ def taylor(
     kernel: str = "ntk",
     diag_reg: float = 0.0,
     num_classes: int | None = None,
-    quad_order: int = QUAD_ORDER,
+    quad_order: int = SERIES_QUAD_ORDER,
 ) -> np.ndarray:
     """Taylor coefficients in ε = 1 − p of the mean-field predictor, (order + 1, M, C) float64.
 
@@ -651,3 +655,186 @@ def leading_decision(coeffs, *, rtol: float = 1e-9) -> np.ndarray:
         scale = np.max(np.abs(c[j]), axis=1, keepdims=True)
         alive &= vals >= best - rtol * scale
     return np.argmax(alive, axis=1).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Closed-form first order: transfer coefficients from dual kernels of derivatives
+# ---------------------------------------------------------------------------
+
+
+def _price_pair(act, k11, k12, k22, n: int):
+    """Dual kernels of an off-diagonal pair and their partial derivatives (Price's theorem).
+
+    Returns (V, D, E, V2, D2) with V = ⟨σσ⟩, D = ⟨σ'σ'⟩ = ∂V/∂k12, E = ∂D/∂k12 =
+    ⟨σ''σ''⟩, V2 = ∂V/∂k22 = ½⟨σ σ''⟩, D2 = ∂D/∂k22 = ½⟨σ' σ'''⟩ (the second factor
+    acts on v, the variable of variance k22). For the piecewise-linear family
+    σ = α x + (1 − α) relu the delta-function expectations are evaluated in closed
+    form: E = b/(2π√det), V2 = b√det/(4π k22), D2 = −b k12/(4π k22 √det),
+    b = (1 − α)², det = k11 k22 − k12² (finite for |ρ| < 1).
+    """
+    alpha = _relu_alpha(act)
+    if alpha is not None:
+        b = (1 - alpha) ** 2
+        v, dd = _vd_pair(act, k11, k12, k22, n)
+        sdet = jnp.sqrt(k11 * k22 - k12 * k12)
+        return v, dd, b / (2 * jnp.pi * sdet), b * sdet / (4 * jnp.pi * k22), -b * k12 / (4 * jnp.pi * k22 * sdet)
+    d = [act.derivative(k) for k in range(4)]
+
+    def q(i, j):
+        return _quad_pair(d[i], d[j], k11, k12, k22, n)
+
+    return q(0, 0), q(1, 1), q(2, 2), q(0, 2) / 2, q(1, 3) / 2
+
+
+def _price_diag(act, k, n: int):
+    """(Vd, Dd, Vd', Dd') at variance k: ⟨σ²⟩, ⟨σ'²⟩ and their k-derivatives ⟨σ'²⟩ + ⟨σσ''⟩, ⟨σ''²⟩ + ⟨σ'σ'''⟩."""
+    alpha = _relu_alpha(act)
+    if alpha is not None:
+        c = alpha + (1 - alpha) ** 2 / 2
+        return c * k, c + 0 * k, c + 0 * k, 0 * k
+    d = [act.derivative(j) for j in range(4)]
+
+    def q(i, j):
+        return _quad_diag(d[i], d[j], k, n)
+
+    return q(0, 0), q(1, 1), q(1, 1) + q(0, 2), q(2, 2) + q(1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    """Output kernel of a pair and its sensitivities to the first-layer overlaps (arrays broadcast).
+
+    Attributes:
+      value: F = Θ^L (or K^L) at (g11, g12, g22).
+      T: ∂F/∂g12 (test-train overlap sensitivity; = C_w^L T^{1→L} of SCIENCE.md §5).
+      S: ∂F/∂g22 (sensitivity to the second point's norm ⟨x₂, x₂⟩).
+      T_science: C_w^L [P^{1→L} + Σ_i (⟨σ'σ'⟩ + Θ ⟨σ''σ''⟩)^{(i)} P^{1→i} P^{i+1→L}], the
+        hypothesis formula evaluated layer by layer (NTK only; NNGP: C_w^L P^{1→L}).
+    """
+
+    value: jax.Array
+    T: jax.Array
+    S: jax.Array
+    T_science: jax.Array
+
+
+def transfer(arch, g11, g12, g22, *, kernel: str = "ntk", quad_order: int = SERIES_QUAD_ORDER) -> Transfer:
+    """Transfer coefficients by forward recursion through the layers (no autodiff of the recursion).
+
+    Layer 1: K¹ = C_b + C_w g, Θ¹ = K¹. With a = ∂K₁₂/∂g12, b = ∂Θ₁₂/∂g12,
+    r = ∂K₂₂/∂g22, s = ∂K₁₂/∂g22, t = ∂Θ₁₂/∂g22 (a = b = r = C_w, s = t = 0 at
+    layer 1), each layer maps
+      a ← C_w D a,  b ← C_w D a + C_w (D b + Θ E a),
+      r ← C_w Vd'(K₂₂) r,  s ← C_w (D s + V2 r),  t ← s_new + C_w (D t + Θ (E s + D2 r)),
+    with the duals of :func:`_price_pair` at the layer's (K₁₁, K₁₂, K₂₂).
+
+    Args:
+      arch: MLP (``parameterization="ntk"``); g11, g12, g22: first-layer overlaps
+        (arrays broadcast; |g12| < √(g11 g22)).
+    """
+    act, cw, cb = _check_arch(arch, kernel)
+    g11, g12, g22 = (jnp.asarray(g, dtype=jnp.result_type(float)) for g in (g11, g12, g22))
+    k11, k12, k22 = cb + cw * g11, cb + cw * g12, cb + cw * g22
+    th = k12
+    a = b = r = cw + 0 * k12
+    s = t = 0 * k12
+    prod = 1.0 + 0 * k12  # P^{1→ℓ}
+    t_sci_terms = 0 * k12  # Σ_i (D + Θ E)^{(i)} P^{1→i} P^{i+1→ℓ} (accumulated with later P factors)
+    for _ in range(arch.depth - 1):
+        v, dd, e, v2, d2 = _price_pair(act, k11, k12, k22, quad_order)
+        vd22, _, vd22p, _ = _price_diag(act, k22, quad_order)
+        vd11 = _price_diag(act, k11, quad_order)[0]
+        s_new = cw * (dd * s + v2 * r)
+        t = s_new + cw * (dd * t + th * (e * s + d2 * r))
+        s = s_new
+        b = cw * dd * a + cw * (dd * b + th * e * a)
+        a = cw * dd * a
+        r = cw * vd22p * r
+        t_sci_terms = t_sci_terms * dd + (dd + th * e) * prod
+        prod = prod * dd
+        k12 = cb + cw * v
+        th = k12 + cw * dd * th
+        k11, k22 = cb + cw * vd11, cb + cw * vd22
+    cwl = cw ** arch.depth
+    if kernel == "ntk":
+        return Transfer(value=th, T=b, S=t, T_science=cwl * (prod + t_sci_terms))
+    return Transfer(value=k12, T=a, S=s, T_science=cwl * prod)
+
+
+def transfer_diag(arch, g, *, kernel: str = "ntk", quad_order: int = SERIES_QUAD_ORDER):
+    """(F_diag(g), dF_diag/dg) of a point with itself (forward recursion, Price duals)."""
+    act, cw, cb = _check_arch(arch, kernel)
+    k = cb + cw * jnp.asarray(g, dtype=jnp.result_type(float))
+    th, r, t = k, cw + 0 * k, cw + 0 * k
+    for _ in range(arch.depth - 1):
+        vd, dd, vdp, ddp = _price_diag(act, k, quad_order)
+        knew = cb + cw * vd
+        r_new = cw * vdp * r
+        t = r_new + cw * (dd * t + th * ddp * r)
+        th = knew + cw * dd * th
+        k, r = knew, r_new
+    return (th, t) if kernel == "ntk" else (k, r)
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstOrder:
+    """Closed-form zeroth and first Taylor coefficients of the mean-field predictor.
+
+    Attributes:
+      f0, f1: (M, C) coefficients of ε⁰ and ε¹.
+      pure: :class:`PureNoise` (θ_d, θ_o, Δ, ψ, q) of the train kernel at ε = 0.
+      theta_star, T_star, S_star: (M,) test-train kernel at ε = 0 and its sensitivities.
+      S_o, T_o: off-diagonal train sensitivities at the pure-noise point; S_d: diagonal.
+      class_term: (M, C) the class-dependent part (N/(CΔ)) T_* ΔE_i[⟨x*, x_α⟩] for balanced
+        classes (general: T_* Σ_α ⟨x*, x_α⟩ A_αi with A = K0⁻¹Y).
+    """
+
+    f0: np.ndarray
+    f1: np.ndarray
+    pure: PureNoise
+    theta_star: np.ndarray
+    T_star: np.ndarray
+    S_star: np.ndarray
+    T_o: float
+    S_o: float
+    S_d: float
+    class_term: np.ndarray
+
+
+def first_order(arch, noise, x_train, y_train, x_test, *, kernel: str = "ntk", diag_reg: float = 0.0,
+                num_classes: int | None = None, quad_order: int = SERIES_QUAD_ORDER) -> FirstOrder:
+    """Closed-form first-order expansion f̄ = f0 + ε f1 + O(ε²) (cost O(M N d + N C)).
+
+    With A = K0⁻¹Y = (Y − q N_i/N)/Δ (Sherman–Morrison), ġ the ε-coefficients of the
+    overlaps (ġ_αα diagonal, ġ_αβ = μ(x̄_α + x̄_β) − 2μ² off-diagonal,
+    ġ*_α = ⟨x*, x_α⟩ − μ x̄*):
+      f0_i = θ_* ψ N_i / N,
+      f1 = w A,  w_α = T_* ġ*_α + S_* ġ_αα − θ_*/(Δ + N θ_o) c_α,
+      c_β = (K1 1)_β = (S_d + (N−2) S_o) ġ_ββ + S_o Σ_α ġ_αα + T_o [μ((N−2) x̄_β + Σ_α x̄_α) − 2(N−1)μ²].
+    """
+    reg = _check_diag_reg(diag_reg)
+    poly = overlap_poly(noise, x_train, x_test)
+    n = poly.train.shape[1]
+    y = _targets(y_train, n, num_classes)
+    mu, mu2 = poly.mu, poly.mu2
+    off = transfer(arch, mu2, mu * mu, mu2, kernel=kernel, quad_order=quad_order)
+    fd, sd = transfer_diag(arch, mu2, kernel=kernel, quad_order=quad_order)
+    pure = PureNoise(float(fd) + reg, float(off.value), n)
+    if not pure.delta > 0:
+        raise ValueError(f"the pure-noise kernel has Δ = θ_d − θ_o = {pure.delta} <= 0: K(ε=0) is singular; add diag_reg")
+    g0 = poly.test_train[0][:, 0]
+    ts = transfer(arch, poly.test_diag, g0, np.full_like(g0, mu2), kernel=kernel, quad_order=quad_order)
+    theta_star, t_star, s_star = (np.asarray(v, dtype=np.float64) for v in (ts.value, ts.T, ts.S))
+    so, to, sd = float(off.S), float(off.T), float(sd)
+    gdd = poly.train_diag[1]  # (N,)
+    xbar = np.asarray(x_train, dtype=np.float64).mean(axis=1)  # x̄_α
+    counts = y.sum(axis=0)
+    a_mat = (y - pure.q * counts[None, :] / n) / pure.delta  # (N, C)
+    c = (sd + (n - 2) * so) * gdd + so * gdd.sum() + to * (mu * ((n - 2) * xbar + xbar.sum()) - 2 * (n - 1) * mu * mu)
+    gstar = poly.test_train[1]  # (M, N)
+    w = t_star[:, None] * gstar + s_star[:, None] * gdd[None, :] - (theta_star / (pure.delta + n * pure.theta_o))[:, None] * c[None, :]
+    f1 = w @ a_mat
+    f0 = theta_star[:, None] * (a_mat.sum(axis=0))[None, :]
+    xs = poly.test_train[1] + poly.test_train[0]  # ⟨x*, x_α⟩
+    class_term = t_star[:, None] * (xs @ a_mat)
+    return FirstOrder(f0, f1, pure, theta_star, t_star, s_star, to, so, sd, class_term)
