@@ -838,3 +838,47 @@ def first_order(arch, noise, x_train, y_train, x_test, *, kernel: str = "ntk", d
     xs = poly.test_train[1] + poly.test_train[0]  # ⟨x*, x_α⟩
     class_term = t_star[:, None] * (xs @ a_mat)
     return FirstOrder(f0, f1, pure, theta_star, t_star, s_star, to, so, sd, class_term)
+
+
+# ---------------------------------------------------------------------------
+# Sign sweep of the leading-order rule
+# ---------------------------------------------------------------------------
+
+
+def transfer_signs(
+    activations=("erf", "tanh", "gelu", "swish", "sin", "relu"),
+    depths=range(1, 9),
+    W_stds=(0.5, 1.0, 1.5),
+    b_stds=(0.0, 0.5),
+    noises=((0.0, 1.0),),
+    *,
+    test_norm: float = 1.0,
+    kernel: str = "ntk",
+    quad_order: int = SERIES_QUAD_ORDER,
+) -> list[dict]:
+    """T_* and Δ on a grid: the leading-order rule is argmax ⟨x*, μ_i⟩ iff T_*/Δ > 0.
+
+    For normalised data (x̄ = 0) the pure-noise point depends on the noise only
+    through μ₂ (= E⟨x̃, x̃⟩ at ε = 0) and μ² (off-diagonal overlap): ``noises`` is a
+    sequence of (μ, μ₂) pairs. The test-train pair is (test_norm, μ x̄* = 0, μ₂).
+
+    Returns:
+      one dict per grid point: activation, depth, W_std, b_std, mu, mu2, T_star,
+      Delta, ok (T_* > 0 and Δ > 0).
+    """
+    from nwcorrupt.kernels import MLP
+
+    rows = []
+    for act in activations:
+        for w in W_stds:
+            for b in b_stds:
+                for mu, mu2 in noises:
+                    for L in depths:
+                        arch = MLP(int(L), act, W_std=float(w), b_std=float(b))
+                        ts = transfer(arch, test_norm, 0.0, mu2, kernel=kernel, quad_order=quad_order)
+                        off = transfer(arch, mu2, mu * mu, mu2, kernel=kernel, quad_order=quad_order)
+                        fd, _ = transfer_diag(arch, mu2, kernel=kernel, quad_order=quad_order)
+                        t, dl = float(ts.T), float(fd) - float(off.value)
+                        rows.append(dict(activation=act, depth=int(L), W_std=float(w), b_std=float(b), mu=float(mu),
+                                         mu2=float(mu2), T_star=t, Delta=dl, ok=bool(t > 0 and dl > 0)))
+    return rows
