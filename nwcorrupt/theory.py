@@ -475,28 +475,38 @@ class KernelSeries:
 
 
 def kernel_series(arch, noise, x_train, x_test, *, order: int = 1, kernel: str = "ntk",
-                  quad_order: int = SERIES_QUAD_ORDER) -> KernelSeries:
+                  quad_order: int = SERIES_QUAD_ORDER, test_chunk: int = 1024) -> KernelSeries:
     """Taylor coefficients of the mean-field kernels in ε by automatic differentiation.
 
     Every off-diagonal train pair sits at the same pure-noise point (μ₂, μ², μ₂)
     at ε = 0, and every test-train pair of test point t at (⟨x*,x*⟩, μ x̄*, μ₂):
     derivative tensors of the scalar kernel map are taken there (nested
     ``jax.jacfwd``) and composed with the overlap polynomials entry by entry.
-    Cost O((N² + M N)·3^order) plus O(M·quad_order²·3^order) kernel evaluations.
+    Cost O((N² + M N)·3^order) plus O(M·quad_order²·3^order) kernel evaluations;
+    test points are processed in chunks of ``test_chunk`` to bound memory.
     """
     _check_arch(arch, kernel)
     order = check_positive_int("order", order, allow_zero=True)
     poly = overlap_poly(noise, x_train, x_test)
     dt = jnp.result_type(float)
-    train, test_train = _kernel_series_jit(
-        arch.act, kernel, order, quad_order, *_hyper(arch), jnp.asarray([poly.mu, poly.mu2], dt), jnp.asarray(poly.train, dt),
-        jnp.asarray(poly.train_diag, dt), jnp.asarray(poly.test_train, dt), jnp.asarray(poly.test_diag, dt),
-    )
-    return KernelSeries(train=train, test_train=test_train)
+    args = (arch.act, kernel, order, quad_order, *_hyper(arch), jnp.asarray([poly.mu, poly.mu2], dt))
+    pd = jnp.asarray(poly.train_diag, dt)
+    train = _train_series_jit(*args, jnp.asarray(poly.train, dt), pd)
+    chunk = max(1, int(test_chunk))
+    m = poly.test_train.shape[1]
+    parts = [
+        _test_series_jit(*args, pd, jnp.asarray(poly.test_train[:, i:i + chunk], dt), jnp.asarray(poly.test_diag[i:i + chunk], dt))
+        for i in range(0, m, chunk)
+    ]
+    return KernelSeries(train=train, test_train=jnp.concatenate(parts, axis=1))
+
+
+def _pair_fn(act, kernel, depth, hyper, quad_order):
+    return lambda gvec: _pair_kernel(act, kernel, depth, hyper, gvec[0], gvec[1], gvec[2], quad_order)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _kernel_series_jit(act, kernel, order, quad_order, depth, hyper, moments, pt, pd, ptt, ptd):
+def _train_series_jit(act, kernel, order, quad_order, depth, hyper, moments, pt, pd):
     dt = pt.dtype
     mu, mu2 = moments[0], moments[1]
     n = pt.shape[1]
@@ -523,8 +533,15 @@ def _kernel_series_jit(act, kernel, order, quad_order, depth, hyper, moments, pt
     v_d = jnp.stack([pd[j][None] if 0 < j <= 2 else jnp.zeros((1, n), dt) for j in range(order + 1)])
     dg = _compose_series(tens_d, v_d, order)  # (order + 1, N)
     eye = jnp.eye(n, dtype=bool)
-    train = jnp.where(eye[None], dg[:, None, :], off)
+    return jnp.where(eye[None], dg[:, None, :], off)
 
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _test_series_jit(act, kernel, order, quad_order, depth, hyper, moments, pd, ptt, ptd):
+    dt = pd.dtype
+    mu2 = moments[1]
+    n = pd.shape[1]
+    pair = _pair_fn(act, kernel, depth, hyper, quad_order)
     m = ptt.shape[1]
     bases = jnp.stack([ptd, ptt[0][:, 0], jnp.full((m,), mu2, dt)], axis=1)  # (M, 3)
     tens_t = jax.vmap(lambda b: _derivative_tensors(pair, b, order))(bases)
@@ -537,7 +554,7 @@ def _kernel_series_jit(act, kernel, order, quad_order, depth, hyper, moments, pt
          else jnp.zeros((3, m, n), dt)
          for j in range(order + 1)]
     )
-    return train, _compose_series(tens_t, v_t, order)
+    return _compose_series(tens_t, v_t, order)
 
 
 @dataclasses.dataclass(frozen=True)
