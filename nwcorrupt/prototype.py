@@ -124,3 +124,92 @@ def centroid_scores(x_test, x_train, y_train, *, num_classes: int | None = None)
     np.add.at(sums, y, x_train)
     total = x_train.sum(axis=0)
     return (x_test @ sums.T * (c / n) - (x_test @ total / n)[:, None]) / d
+
+
+# ---------------------------------------------------------------------------
+# The centroid logit model (SCIENCE.md §7)
+# ---------------------------------------------------------------------------
+
+
+def _init_average(logits) -> np.ndarray:
+    """(K, N_test, C) init-averaged logits from (K, M, N_test, C) or (K, N_test, C)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 4:
+        z = z.mean(axis=1)
+    if z.ndim != 3:
+        raise ValueError(f"logits must have shape (K, M, N_test, C) or (K, N_test, C), got {z.shape}")
+    if z.shape[0] < 2:
+        raise ValueError(f"logits need K >= 2 noisy data sets to estimate c, got K = {z.shape[0]}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or inf values")
+    return z
+
+
+def fit_centroid_model(logits, s, p_ref: float) -> dict:
+    """Fit f_i = a s_i + b + c ξ_i to ensembles of logits at corruption level p_ref.
+
+    Args:
+      logits: (K, M, N_test, C) logits of K noisy data sets × M initialisations, or
+        (K, N_test, C) already averaged over initialisations.
+      s: (N_test, C) centroid scores (:func:`centroid_scores`).
+      p_ref: corruption level of the ensembles (p_ref < 1).
+
+    Returns:
+      dict with a, b (least squares of the mean logits on s), c (mean over
+      (test point, class) of the std across data sets, ddof = 1), A = a/(1 − p_ref)
+      and r2 (R² of a s + b against the mean logits).
+    """
+    from nwcorrupt._checks import check_probability
+
+    p_ref = check_probability("p_ref", p_ref)
+    if p_ref >= 1:
+        raise ValueError("p_ref must be < 1 so that A = a / (1 - p_ref) is defined")
+    z = _init_average(logits)
+    s = np.asarray(check_matrix("s", s), dtype=np.float64)
+    if s.shape != z.shape[1:]:
+        raise ValueError(f"s has shape {s.shape} but the logits have (N_test, C) = {z.shape[1:]}")
+    mean = z.mean(axis=0)
+    design = np.stack([s.ravel(), np.ones(s.size)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, mean.ravel(), rcond=None)
+    resid = mean.ravel() - design @ np.array([a, b])
+    r2 = 1.0 - resid @ resid / np.sum((mean.ravel() - mean.mean()) ** 2)
+    c = float(z.std(axis=0, ddof=1).mean())
+    return dict(a=float(a), b=float(b), c=c, A=float(a) / (1 - p_ref), r2=float(r2))
+
+
+def centroid_model_accuracy(model: dict, s, y_test, ps, *, n_draws: int = 200, seed: int = 0) -> np.ndarray:
+    """Monte Carlo accuracy of argmax_i A(1 − p) s_i + b + c ξ_i at each p (ξ ~ N(0, 1) i.i.d.).
+
+    Args:
+      model: output of :func:`fit_centroid_model` (uses A, b, c).
+      s: (N_test, C) centroid scores; y_test: (N_test,) true labels; ps: (P,) levels.
+      n_draws: ξ draws per test point; seed: numpy seed.
+
+    Returns:
+      (P,) mean accuracy over test points and draws.
+    """
+    s = np.asarray(check_matrix("s", s), dtype=np.float64)
+    y = check_labels("y_test", y_test, n=s.shape[0], num_classes=s.shape[1], data_name="s")
+    rng = np.random.default_rng(seed)
+    xi = rng.standard_normal((n_draws,) + s.shape)
+    out = []
+    for p in np.atleast_1d(np.asarray(ps, dtype=np.float64)):
+        f = model["A"] * (1 - p) * s[None] + model["b"] + model["c"] * xi
+        out.append(np.mean(np.argmax(f, axis=2) == y[None]))
+    return np.asarray(out)
+
+
+def centroid_model_accuracy_analytic(a_eff: float, c: float, num_classes: int, *, n_nodes: int = 200) -> float:
+    """Accuracy ∫ Dz Φ(z + a_eff / c)^{C−1} of the model in its own setting.
+
+    Setting: the true class has score s_true = s_other + 1 and all other classes
+    the same score, so with margin a_eff = A(1 − p) (per unit score gap) the true
+    logit wins iff c ξ_true + a_eff > c ξ_j for all j. With c = 1 this is
+    ∫Dz Φ(z + a(1 − p))^{C−1} of SCIENCE.md §7 (z standard normal, Gauss–Hermite).
+    """
+    from scipy.special import ndtr
+
+    if not c > 0:
+        raise ValueError(f"c must be > 0, got {c}")
+    z, w = np.polynomial.hermite_e.hermegauss(n_nodes)
+    return float(np.sum(w * ndtr(z + a_eff / c) ** (num_classes - 1)) / np.sqrt(2 * np.pi))
