@@ -17,12 +17,17 @@ _SUBMODULES = (
     "cli",
     "corruption",
     "data",
+    "empirical",
+    "experiments",
     "kernels",
     "metrics",
+    "mlp",
     "plots",
     "precision",
     "predict",
     "prototype",
+    "theory",
+    "train",
 )
 
 

@@ -48,7 +48,7 @@ def check_array(
         shape = x.shape
     if ndim is not None and len(shape) != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {tuple(shape)}")
-    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
     if dtype_kind is not None and dtype.kind not in dtype_kind:
         raise TypeError(f"{name} must have a numeric dtype, got {dtype}")
     if finite and dtype.kind == "f" and not _is_traced(x):
