@@ -381,14 +381,17 @@ def _programs(spec: _Spec) -> dict[str, Callable]:
                     f"got {tuple(x_all.shape)}"
                 )
             x_all = x_all.astype(dtype)
+
+            def take(idx: Array) -> Array:
+                return x_all[idx]
+
         else:
-            x_all = member["x"]
+
+            def take(idx: Array) -> Array:  # rows of this member's training set, without copying the set
+                return shared["x"][member["x_index"], idx]
+
         y_all = shared["y"]
         total = shared["total_steps"]
-        if es is not None:
-            x_tr, y_tr = x_all[shared["train_rows"]], y_all[shared["train_rows"]]
-        else:
-            x_tr, y_tr = x_all, y_all
         stopped = state["stopped"] if es is not None else jnp.asarray(False)
         perm = jax.random.permutation(jax.random.fold_in(member["shuffle_key"], epoch_idx), spec.n_train)
         batches = perm[: spe * bsz].reshape(spe, bsz)
@@ -396,7 +399,9 @@ def _programs(spec: _Spec) -> dict[str, Callable]:
         def step(carry: tuple, inp: tuple) -> tuple:
             params, opt_state = carry
             j, rows = inp
-            value, grads = jax.value_and_grad(loss)(params, x_tr[rows], y_tr[rows])
+            if es is not None:
+                rows = shared["train_rows"][rows]
+            value, grads = jax.value_and_grad(loss)(params, take(rows), y_all[rows])
             updates, new_opt = opt.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             active = jnp.logical_and(epoch_idx * spe + j < total, jnp.logical_not(stopped))
@@ -410,7 +415,7 @@ def _programs(spec: _Spec) -> dict[str, Callable]:
         )
         new_state = dict(state, params=params, opt=opt_state)
         if es is not None:
-            val = loss(params, x_all[shared["val_rows"]], y_all[shared["val_rows"]])
+            val = loss(params, take(shared["val_rows"]), y_all[shared["val_rows"]])
             ran = jnp.logical_not(stopped)
             improved = jnp.logical_and(ran, val < state["best_val"] - es.min_delta)
             bad = jnp.where(improved, 0, jnp.where(ran, state["bad"] + 1, state["bad"]))
@@ -587,9 +592,10 @@ def train_member(
     dtype = np.dtype(spec.dtype)
     init_key, shuffle_key = member_keys(config.seed, k, m)
     member = {"k": jnp.asarray(k, jnp.int32), "shuffle_key": shuffle_key}
-    if corrupt is None:
-        member["x"] = jnp.asarray(x[0], dtype)
     shared = _shared_inputs(spec, x if corrupt is not None else None, y)
+    if corrupt is None:
+        member["x_index"] = jnp.asarray(0, jnp.int32)
+        shared["x"] = jnp.asarray(x, dtype)  # (1, N, d)
     state = prog["init"](init_key)
     losses, vals = [], []
     for e in range(spec.num_epochs):
@@ -926,6 +932,7 @@ def train_ensemble(
         shared = jax.device_put(_shared_inputs(spec, x if corrupt is not None else None, y), replicated)
         xt_dev = jax.device_put(jnp.asarray(xt, dtype), replicated)
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        num_sets = min(k_count, size)
         bar = _progress(len(chunks) * spec.num_epochs, quiet or not sys.stderr.isatty())
         try:
             for ci, chunk in enumerate(chunks):
@@ -935,13 +942,19 @@ def train_ensemble(
                 ms = np.array([mm for _, mm in padded], np.int32)
                 init_keys, shuffle_keys = jax.vmap(member_keys, in_axes=(None, 0, 0))(config.seed, ks, ms)
                 member = {"k": jnp.asarray(ks), "shuffle_key": shuffle_keys}
+                chunk_shared = shared
                 if corrupt is None:
-                    member["x"] = x[ks].astype(dtype, copy=False)
+                    # the distinct training sets of this chunk, padded to a fixed count (one
+                    # compiled program for all chunks); members index into them
+                    sets, member["x_index"] = np.unique(ks, return_inverse=True)
+                    sets = np.concatenate([sets, np.full(num_sets - len(sets), sets[-1])])
+                    chunk_shared = dict(shared, x=jax.device_put(x[sets].astype(dtype, copy=False), replicated))
+                    member["x_index"] = member["x_index"].astype(np.int32).reshape(-1)
                 member = jax.device_put(member, on_members)
                 state = prog["init"](jax.device_put(init_keys, on_members))
                 losses, vals = [], []
                 for e in range(spec.num_epochs):
-                    state, l, act, v = prog["epoch"](state, jnp.asarray(e, jnp.int32), member, shared)
+                    state, l, act, v = prog["epoch"](state, jnp.asarray(e, jnp.int32), member, chunk_shared)
                     l, act = np.asarray(l)[: len(chunk)], np.asarray(act)[: len(chunk)]
                     _diverged(spec, l, act, e, chunk)
                     losses.append(np.where(act, l, np.nan))
