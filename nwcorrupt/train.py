@@ -612,9 +612,8 @@ def train_member(
     if config.early_stopping is not None:
         val_losses = np.full(spec.num_epochs, np.nan)
         val_losses[: len(vals)] = vals
-    return MemberResult(
-        params=_programs(spec.program_key())["final"](state), test_logits=logits, step_losses=step_losses, val_losses=val_losses
-    )
+    final = _programs(spec.program_key())["final"](state)
+    return MemberResult(params=final, test_logits=logits, step_losses=step_losses, val_losses=val_losses)
 
 
 def _pad_losses(per_epoch: list[np.ndarray], spec: _Spec) -> np.ndarray:
@@ -635,9 +634,10 @@ def estimate_member_bytes(
     """Rough device memory of one ensemble member while training, in bytes.
 
     Counts parameters, gradients, updates, the optimiser state (via
-    ``jax.eval_shape``), the early-stopping copy, the member's own training set
-    (not with online corruption), the activations and cotangents of one minibatch,
-    and the activations of one evaluation block.
+    ``jax.eval_shape``), the early-stopping copy, one (N, d) training set (an upper
+    bound: members of one data set share it; none with online corruption), the
+    activations and cotangents of one minibatch, and the activations of one
+    evaluation block.
     """
     shapes = _mlp.layer_shapes(config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale)
     itemsize = np.dtype(default_float()).itemsize

@@ -177,6 +177,7 @@ def test_step_budget_ends_mid_epoch(x64):
     assert five.step_losses.shape == (1, 1, 5) and np.isfinite(five.step_losses).all()
     np.testing.assert_allclose(five.step_losses[..., :5], two.step_losses[..., :5], rtol=0, atol=1e-12)
     np.testing.assert_allclose(one.step_losses, two.step_losses[..., :4], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(five.epoch_losses(4)[0, 0], [two.step_losses[0, 0, :4].mean(), two.step_losses[0, 0, 4]])
     assert np.abs(five.test_logits - one.test_logits).max() > 1e-6
     assert np.abs(five.test_logits - two.test_logits).max() > 1e-6
 
