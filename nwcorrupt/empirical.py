@@ -210,7 +210,7 @@ def nngp(
     x1: Array,
     x2: Array | None = None,
     *,
-    width: int,
+    width: int | None = None,
     num_inits: int,
     num_outputs: int = 1,
     readout: str = "analytic",
@@ -223,7 +223,7 @@ def nngp(
     f_c(x1) f_c(x2) over draws and outputs c (uncentred: the outputs have mean 0).
 
     Args:
-      arch: architecture; width, width_scale: see :func:`nwcorrupt.mlp.init`.
+      arch: architecture; width (None: ``arch.width``), width_scale: see :func:`nwcorrupt.mlp.init`.
       key: ``jax.random`` key.
       x1: (N1, d); x2: (N2, d) or None for x1.
       num_inits: number of random networks M >= 1.
@@ -249,6 +249,7 @@ def nngp(
         x2 = jnp.asarray(_mlp.check_input("x2", x2))
         if x2.shape[1] != d:
             raise ValueError(f"x2 has {x2.shape[1]} features but x1 has {d}; they must match")
+    width = _mlp.resolve_width(arch, width)
     _mlp.layer_shapes(arch, width, d, num_outputs, width_scale=width_scale)  # validates arguments
 
     fn = _nngp_fn(arch, width, num_inits, num_outputs, readout, width_scale, precision)

@@ -64,15 +64,29 @@ def _check_width_scale(arch: MLP, width_scale: Any) -> int:
     return s
 
 
+def resolve_width(arch: MLP, width: int | None) -> int:
+    """The hidden (base) width: ``width``, or ``arch.width`` when width is None; they must agree."""
+    _check_arch(arch)
+    arch_width = getattr(arch, "width", None)
+    if width is None:
+        if arch_width is None:
+            raise ValueError("width must be given (a positive integer) when arch.width is None")
+        return int(arch_width)
+    width = check_positive_int("width", width)
+    if arch_width is not None and arch_width != width:
+        raise ValueError(f"width={width} but arch.width={arch_width}; they must agree (or pass width=None)")
+    return width
+
+
 def layer_shapes(
-    arch: MLP, width: int, d_in: int, num_outputs: int, *, width_scale: int = 1
+    arch: MLP, width: int | None, d_in: int, num_outputs: int, *, width_scale: int = 1
 ) -> list[tuple[int, int]]:
     """(fan_in, fan_out) of each of the ``arch.depth`` dense layers.
 
     Hidden layers have ``width * width_scale`` units; the readout has ``num_outputs``.
+    ``width=None`` takes ``arch.width``.
     """
-    _check_arch(arch)
-    width = check_positive_int("width", width)
+    width = resolve_width(arch, width)
     d_in = check_positive_int("d_in", d_in)
     num_outputs = check_positive_int("num_outputs", num_outputs)
     s = _check_width_scale(arch, width_scale)
@@ -88,7 +102,7 @@ def num_params(params: Params) -> int:
 def init(
     key: Array,
     arch: MLP,
-    width: int,
+    width: int | None,
     d_in: int,
     num_outputs: int,
     *,
@@ -101,7 +115,9 @@ def init(
       key: a ``jax.random`` key. All parameters are cut, in layer order (W then b),
         from one standard-normal draw of length :func:`num_params`.
       arch: the architecture spec (depth, activation, W_std, b_std, parameterisation).
-      width: hidden-layer (base) width n >= 1.
+      width: hidden-layer (base) width n >= 1; None takes ``arch.width`` (which,
+        when set, must equal ``width``: it is the width the standard-parameterisation
+        kernel is computed with).
       d_in: input dimension d.
       num_outputs: number of outputs C (classes).
       width_scale: neural-tangents' width scale s (standard parameterisation only):

@@ -150,7 +150,7 @@ class TrainConfig:
 
     Attributes:
       arch: the :class:`~nwcorrupt.kernels.MLP` spec.
-      width: hidden-layer (base) width n >= 1.
+      width: hidden-layer (base) width n >= 1 (None: ``arch.width``).
       num_classes: number of outputs C >= 1.
       optimizer: an :class:`Optimizer` or any ``optax.GradientTransformation`` (for
         the latter, name it in ``tag`` so resumed runs can tell configurations apart).
@@ -168,7 +168,7 @@ class TrainConfig:
     """
 
     arch: MLP
-    width: int
+    width: int | None
     num_classes: int
     optimizer: Any = Optimizer()
     loss: str = "mse"
@@ -183,7 +183,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _mlp._check_arch(self.arch)
-        check_positive_int("width", self.width)
+        _mlp.resolve_width(self.arch, self.width)
         check_positive_int("num_classes", self.num_classes)
         check_positive_int("batch_size", self.batch_size)
         _mlp._check_width_scale(self.arch, self.width_scale)
@@ -232,7 +232,7 @@ class TrainConfig:
                 "b_std": arch.b_std,
                 "parameterization": arch.parameterization,
             },
-            "width": self.width,
+            "width": _mlp.resolve_width(self.arch, self.width),
             "num_classes": self.num_classes,
             "optimizer": opt,
             "loss": self.loss,

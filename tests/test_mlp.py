@@ -109,6 +109,11 @@ def test_errors_name_the_bad_argument():
         mlp.init(key, arch, 4, 4, 2, width_scale=2)
     with pytest.raises(TypeError, match="arch must be an nwcorrupt.kernels.MLP"):
         mlp.init(key, "relu", 4, 4, 2)
+    with pytest.raises(ValueError, match="width must be given"):
+        mlp.init(key, arch, None, 4, 2)
+    with pytest.raises(ValueError, match="width=5 but arch.width=4"):
+        mlp.init(key, MLP(2, width=4), 5, 4, 2)
+    assert mlp.init(key, MLP(2, width=4), None, 3, 2)[0]["W"].shape == (3, 4)
     params = mlp.init(key, arch, 4, 4, 2)
     with pytest.raises(ValueError, match="x has 3 features but the network expects d_in=4"):
         mlp.apply(arch, params, np.ones((2, 3)))
