@@ -1,0 +1,250 @@
+"""Finite-width MLPs as plain pytrees.
+
+A network for the :class:`~nwcorrupt.kernels.MLP` spec with depth L is a list of
+L dense layers, each a dict ``{"W": (fan_in, fan_out), "b": (fan_out,)}``: L - 1
+hidden layers of width ``width * width_scale`` followed by a readout to C outputs.
+Both parameterisations follow neural-tangents' ``stax.Dense`` exactly, so the
+infinite-width limit of these networks is the kernel that
+:mod:`nwcorrupt.kernels` computes (same input convention ⟨x, x'⟩ = x·x'/d):
+
+``"ntk"``
+    W_ij ~ N(0, 1), b_i ~ N(0, 1), and the layer computes
+    h = (W_std / sqrt(fan_in)) · x W + b_std · b.
+    With ``b_std = 0`` the bias is multiplied by zero: it receives no gradient
+    and contributes nothing to the NTK. ``width_scale`` must be 1.
+
+``"standard"``
+    W_ij ~ N(0, W_std² / (fan_in / s_in)), b_i ~ N(0, b_std²), and the layer
+    computes h = x W / sqrt(s_in) + b. Here s_in is the width scale of the
+    layer's input (1 for the first layer, ``width_scale`` after), so a hidden
+    layer has ``width * width_scale`` units while its kernel is that of base
+    width ``width`` (neural-tangents' ``s = (s_in, s_out)``). The bias is a
+    trainable parameter even when ``b_std = 0`` (it starts at zero), as in
+    neural-tangents with a numeric ``b_std``: every layer adds 1 to the NTK.
+    The standard-parameterisation NTK grows with the base width (the weight
+    gradient of a layer contributes fan_in / s_in times its input kernel), so
+    the analytic kernel must be evaluated with the same base width.
+
+Activations come from ``arch.act.fn``. Matrix products use
+:data:`nwcorrupt.precision.MATMUL_PRECISION` unless ``precision`` is given.
+Parameters are created in :func:`nwcorrupt.precision.default_float` (float32, or
+float64 under x64).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nwcorrupt._checks import check_array, check_positive_int
+from nwcorrupt.kernels import MLP
+from nwcorrupt.precision import MATMUL_PRECISION, default_float
+
+Array = jax.Array
+Params = list  # list[dict[str, Array]], one dict {"W", "b"} per dense layer
+
+
+def _check_arch(arch: Any) -> MLP:
+    if not isinstance(arch, MLP):
+        raise TypeError(f"arch must be an nwcorrupt.kernels.MLP, got {type(arch).__name__}")
+    return arch
+
+
+def _check_width_scale(arch: MLP, width_scale: Any) -> int:
+    s = check_positive_int("width_scale", width_scale)
+    if s != 1 and arch.parameterization != "standard":
+        raise ValueError(
+            f"width_scale applies to the standard parameterisation only; got width_scale={s} "
+            f"with parameterization={arch.parameterization!r} (expected 1)"
+        )
+    return s
+
+
+def resolve_width(arch: MLP, width: int | None) -> int:
+    """The hidden (base) width: ``width``, or ``arch.width`` when width is None; they must agree."""
+    _check_arch(arch)
+    arch_width = getattr(arch, "width", None)
+    if width is None:
+        if arch_width is None:
+            raise ValueError("width must be given (a positive integer) when arch.width is None")
+        return int(arch_width)
+    width = check_positive_int("width", width)
+    if arch_width is not None and arch_width != width:
+        raise ValueError(f"width={width} but arch.width={arch_width}; they must agree (or pass width=None)")
+    return width
+
+
+def layer_shapes(
+    arch: MLP, width: int | None, d_in: int, num_outputs: int, *, width_scale: int = 1
+) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of each of the ``arch.depth`` dense layers.
+
+    Hidden layers have ``width * width_scale`` units; the readout has ``num_outputs``.
+    ``width=None`` takes ``arch.width``.
+    """
+    width = resolve_width(arch, width)
+    d_in = check_positive_int("d_in", d_in)
+    num_outputs = check_positive_int("num_outputs", num_outputs)
+    s = _check_width_scale(arch, width_scale)
+    sizes = [d_in] + [width * s] * (arch.depth - 1) + [num_outputs]
+    return [(sizes[i], sizes[i + 1]) for i in range(arch.depth)]
+
+
+def num_params(params: Params) -> int:
+    """Total number of scalar parameters in a network pytree."""
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def init(
+    key: Array,
+    arch: MLP,
+    width: int | None,
+    d_in: int,
+    num_outputs: int,
+    *,
+    width_scale: int = 1,
+    dtype: Any = None,
+) -> Params:
+    """Draw the parameters of a finite-width MLP.
+
+    Args:
+      key: a ``jax.random`` key. All parameters are cut, in layer order (W then b),
+        from one standard-normal draw of length :func:`num_params`.
+      arch: the architecture spec (depth, activation, W_std, b_std, parameterisation).
+      width: hidden-layer (base) width n >= 1; None takes ``arch.width`` (which,
+        when set, must equal ``width``: it is the width the standard-parameterisation
+        kernel is computed with).
+      d_in: input dimension d.
+      num_outputs: number of outputs C (classes).
+      width_scale: neural-tangents' width scale s (standard parameterisation only):
+        hidden layers get ``width * width_scale`` units.
+      dtype: parameter dtype; default :func:`~nwcorrupt.precision.default_float`.
+
+    Returns:
+      list of ``arch.depth`` dicts ``{"W": (fan_in, fan_out), "b": (fan_out,)}``.
+    """
+    shapes = layer_shapes(arch, width, d_in, num_outputs, width_scale=width_scale)
+    dtype = np.dtype(default_float() if dtype is None else dtype)
+    return _init(key, arch, tuple(shapes), width_scale, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _init(key: Array, arch: MLP, shapes: tuple, s: int, dtype: Any) -> Params:
+    # one standard-normal draw for all parameters (one random-bit kernel compiles
+    # much faster than one per tensor), cut in layer order: W then b of each layer
+    z = jax.random.normal(key, (sum(a * b + b for a, b in shapes),), dtype)
+    params = []
+    start = 0
+    for layer, (fan_in, fan_out) in enumerate(shapes):
+        w = z[start : start + fan_in * fan_out].reshape(fan_in, fan_out)
+        start += fan_in * fan_out
+        b = z[start : start + fan_out]
+        start += fan_out
+        if arch.parameterization == "standard":
+            s_in = 1 if layer == 0 else s
+            w = w * (arch.W_std / np.sqrt(fan_in / s_in))
+            b = b * arch.b_std
+        params.append({"W": w, "b": b})
+    return params
+
+
+def _check_params(params: Any, arch: MLP) -> None:
+    if not isinstance(params, (list, tuple)) or len(params) != arch.depth:
+        got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+        raise ValueError(f"params must be a list of {arch.depth} layers for depth={arch.depth}, got {got}")
+    for i, layer in enumerate(params):
+        if not isinstance(layer, dict) or set(layer) != {"W", "b"}:
+            raise ValueError(f"params[{i}] must be a dict with keys 'W' and 'b'")
+        if layer["W"].ndim != 2 or layer["b"].shape != (layer["W"].shape[1],):
+            raise ValueError(
+                f"params[{i}] has W shape {tuple(layer['W'].shape)} and b shape {tuple(layer['b'].shape)}; "
+                "expected W (fan_in, fan_out) and b (fan_out,)"
+            )
+        if i > 0 and layer["W"].shape[0] != params[i - 1]["W"].shape[1]:
+            raise ValueError(
+                f"params[{i}]['W'] has fan_in {layer['W'].shape[0]} but layer {i - 1} has "
+                f"{params[i - 1]['W'].shape[1]} outputs"
+            )
+
+
+def _dense(arch: MLP, layer: dict, h: Array, s_in: int, precision: Any) -> Array:
+    prod = jnp.dot(h, layer["W"], precision=precision)
+    if arch.parameterization == "ntk":
+        return prod * (arch.W_std / np.sqrt(h.shape[-1])) + arch.b_std * layer["b"]
+    if s_in != 1:
+        prod = prod / np.sqrt(s_in)
+    return prod + layer["b"]
+
+
+def _forward(
+    arch: MLP, params: Params, x: Array, width_scale: int, precision: Any, stop: int
+) -> Array:
+    act = arch.act.fn
+    h = x
+    for i in range(stop):
+        if i > 0:
+            h = act(h)
+        h = _dense(arch, params[i], h, 1 if i == 0 else width_scale, precision)
+    return h
+
+
+def check_input(name: str, x: Any) -> Any:
+    """Validate an (N, d) input array; works on traced values (inside jit/vmap) too.
+
+    Concrete arrays go through :func:`nwcorrupt._checks.check_array` (finite, numeric);
+    traced ones only get the shape and dtype checks.
+    """
+    if isinstance(x, jax.core.Tracer):
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-dimensional, got shape {tuple(x.shape)}")
+        if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+            raise TypeError(f"{name} must have a numeric dtype, got {x.dtype}")
+        return x
+    return check_array(name, x, ndim=2)
+
+
+_forward_jit = jax.jit(_forward, static_argnums=(0, 3, 4, 5))
+
+
+def _check_inputs(arch: MLP, params: Params, x: Any, width_scale: int) -> Array:
+    _check_arch(arch)
+    _check_params(params, arch)
+    _check_width_scale(arch, width_scale)
+    x = check_input("x", x)
+    d = params[0]["W"].shape[0]
+    if x.shape[1] != d:
+        raise ValueError(f"x has {x.shape[1]} features but the network expects d_in={d}")
+    return jnp.asarray(x, params[0]["W"].dtype)
+
+
+def apply(
+    arch: MLP, params: Params, x: Array, *, width_scale: int = 1, precision: Any = MATMUL_PRECISION
+) -> Array:
+    """Network outputs (logits).
+
+    Args:
+      arch: the architecture spec used in :func:`init`.
+      params: the parameter pytree from :func:`init`.
+      x: inputs, shape (N, d_in).
+      width_scale: the same ``width_scale`` as in :func:`init`.
+      precision: ``jax.lax.Precision`` of the matrix products.
+
+    Returns:
+      (N, C) outputs in the parameter dtype.
+    """
+    x = _check_inputs(arch, params, x, width_scale)
+    return _forward_jit(arch, params, x, width_scale, precision, arch.depth)
+
+
+def penultimate(
+    arch: MLP, params: Params, x: Array, *, width_scale: int = 1, precision: Any = MATMUL_PRECISION
+) -> Array:
+    """Input of the readout layer: σ(h^{L-1}) of shape (N, width * width_scale), or x itself for depth 1."""
+    x = _check_inputs(arch, params, x, width_scale)
+    if arch.depth == 1:
+        return x
+    return arch.act.fn(_forward_jit(arch, params, x, width_scale, precision, arch.depth - 1))
