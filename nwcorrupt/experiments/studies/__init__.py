@@ -19,6 +19,7 @@ from types import ModuleType
 
 _STUDIES = {
     "centroid_rules": "nwcorrupt.experiments.studies.centroid_rules",
+    "heavy_corruption": "nwcorrupt.experiments.studies.heavy_corruption",
     "noise_illustration": "nwcorrupt.experiments.studies.noise_illustration",
 }
 

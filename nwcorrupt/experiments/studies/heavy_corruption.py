@@ -1,0 +1,205 @@
+"""Heavy corruption: finite networks, the exact NTK, the mean-field predictor and the centroid rule.
+
+For each noise model and corruption level p (training set corrupted, clean test
+set), K noisy training sets (noise seeds) are drawn, and on each:
+
+- a finite-width ensemble of M initialisations is trained (prediction: argmax
+  of the init-averaged logits);
+- the exact infinite-width NTK predictor (gradient flow, t = ∞) is computed on
+  the same noisy set;
+- the overlap centroid rule is fitted on the same noisy set;
+
+and once per p, without noise draws:
+
+- the exact mean-field predictor (first-layer Gram replaced by its noise average);
+- the leading-order rule of the theory, argmax_i ⟨x*, μ_i⟩ with the clean class means.
+
+Reports accuracies (mean ± std over K) and the agreement of the predictors'
+decisions (network vs NTK, NTK vs mean-field, mean-field vs leading-order rule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nwcorrupt import corruption, data, metrics, precision, prototype
+from nwcorrupt.experiments.studies import common
+
+DESCRIPTION = "finite ensembles vs exact NTK vs mean-field predictor vs leading-order centroid rule, vs p"
+
+PREDICTORS = ("network", "ntk", "meanfield", "rule_noisy", "rule_leading")
+AGREEMENTS = (("network", "ntk"), ("ntk", "meanfield"), ("meanfield", "rule_leading"), ("ntk", "rule_leading"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    dataset: str = "mnist"
+    n_train: int = 1000
+    n_test: int = 0  # 0: the full clean test set
+    noises: tuple[str, ...] = ("additive", "replacement")
+    ps: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.97, 0.99)
+    activation: str = "erf"
+    depth: int = 3
+    W_std: float = 1.0
+    b_std: float = 0.0
+    width: int = 512
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    k: int = 2
+    m: int = 2
+    diag_reg: float = 1e-6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from nwcorrupt import activations
+
+        common.check_dataset(self.dataset)
+        common.check_noises(self.noises)
+        common.check_ps("ps", self.ps)
+        activations.get(self.activation)
+        for name in ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_test < 0 or self.seed < 0:
+            raise ValueError("n_test and seed must be >= 0")
+        if self.batch_size > self.n_train:
+            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
+        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
+            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+
+
+def preflight(params: Params) -> None:
+    common.preflight_dataset(params.dataset)
+
+
+def points(params: Params) -> list[dict]:
+    return [{"noise": n, "p": p} for n in params.noises for p in params.ps]
+
+
+def estimate(params: Params, point: dict) -> float:
+    n_test = params.n_test or 10000
+    flops_train = 6 * params.k * params.m * params.epochs * params.n_train * _num_params(params)
+    flops_kernel = 2 * params.k * (params.n_train + n_test) * params.n_train * 784 * 3
+    return 2.0 + flops_train / 2e10 + flops_kernel / 2e10 + 1e-9 * params.n_train**3
+
+
+def _num_params(params: Params, d: int = 784, c: int = 10) -> int:
+    w = params.width
+    return d * w + (params.depth - 2) * w * w + w * c if params.depth > 1 else d * c
+
+
+def _arch(params: Params):
+    from nwcorrupt.kernels import MLP
+
+    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+
+
+def _dataset(params: Params) -> data.Dataset:
+    ds = data.load(params.dataset, n_train=params.n_train, seed=params.seed)
+    if params.n_test and params.n_test < ds.n_test:
+        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
+    return ds
+
+
+def run_point(params: Params, point: dict) -> dict:
+    from nwcorrupt import predict, theory, train
+
+    ds = _dataset(params)
+    arch = _arch(params)
+    model = common.noise_model(point["noise"], "example", ds.x_train)
+    p = float(point["p"])
+    seeds = [params.seed + k for k in range(params.k)]
+    noisy = np.stack([np.asarray(model.apply(ds.x_train, p, s)) for s in seeds])  # (K, N, d)
+    onehot = np.eye(ds.num_classes)[ds.y_train]
+
+    cfg = train.TrainConfig(
+        arch=arch,
+        width=params.width,
+        num_classes=ds.num_classes,
+        optimizer=train.Optimizer("adam", params.learning_rate),
+        loss="mse",
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        seed=params.seed,
+    )
+    ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=params.m, quiet=True)
+    net_pred = np.asarray(ens.test_logits).mean(axis=1).argmax(-1)  # (K, T): init-averaged decisions
+
+    with precision.x64():
+        ntk_pred = np.stack(
+            [
+                np.asarray(predict.ntk_predict(arch, noisy[k].astype(np.float64), onehot, ds.x_test.astype(np.float64),
+                                               diag_reg=params.diag_reg)).argmax(-1)
+                for k in range(params.k)
+            ]
+        )
+        mf = np.asarray(theory.meanfield_predict(arch, model, p, ds.x_train.astype(np.float64), ds.y_train,
+                                                 ds.x_test.astype(np.float64), kernel="ntk",
+                                                 diag_reg=params.diag_reg * 1.0, num_classes=ds.num_classes))
+    mf_pred = mf.argmax(-1)
+    rule_noisy = np.stack([prototype.predict(ds.x_test, noisy[k], ds.y_train, num_classes=ds.num_classes) for k in range(params.k)])
+    rule_leading = prototype.predict(ds.x_test, ds.x_train, ds.y_train, num_classes=ds.num_classes)
+
+    preds = {"network": net_pred, "ntk": ntk_pred, "meanfield": mf_pred[None], "rule_noisy": rule_noisy,
+             "rule_leading": rule_leading[None]}
+    acc = {name: [metrics.accuracy(row, ds.y_test) for row in pr] for name, pr in preds.items()}
+    agree = {}
+    for a, b in AGREEMENTS:
+        pa, pb = preds[a], preds[b]
+        rows = max(len(pa), len(pb))
+        agree[f"{a}~{b}"] = [metrics.agreement(pa[min(i, len(pa) - 1)], pb[min(i, len(pb) - 1)]) for i in range(rows)]
+    return {
+        "accuracy": acc,
+        "agreement": agree,
+        "noise_seeds": seeds,
+        "train_seconds": float(ens.train_seconds),
+        "member_accuracy_mean": float(ens.accuracy["member_mean"]) if ens.accuracy else None,
+    }
+
+
+def _mean_std(vals) -> tuple[float, float]:
+    v = np.asarray(vals, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def tables(params: Params, records: list[dict]) -> dict:
+    acc_rows, agree_rows = [], []
+    for rec in records:
+        noise, p = rec["point"]["noise"], rec["point"]["p"]
+        for name in PREDICTORS:
+            vals = rec["metrics"]["accuracy"][name]
+            acc_rows.append([noise, p, name, *_mean_std(vals), len(vals)])
+        for name, vals in rec["metrics"]["agreement"].items():
+            agree_rows.append([noise, p, name, *_mean_std(vals), len(vals)])
+    return {
+        "accuracy": (["noise", "p", "predictor", "mean", "std", "n"], acc_rows),
+        "agreement": (["noise", "p", "pair", "mean", "std", "n"], agree_rows),
+    }
+
+
+def figures(params: Params, records: list[dict]) -> dict:
+    from nwcorrupt import plots
+
+    t = tables(params, records)
+    title = f"{params.dataset}, N = {params.n_train}, {params.activation} L = {params.depth}, width {params.width}, K×M = {params.k}×{params.m}"
+    return {
+        "accuracy_vs_p": plots.accuracy_curves(t["accuracy"][1], title=title),
+        "agreement_vs_p": plots.accuracy_curves(t["agreement"][1], title="agreement of decisions", chance=None),
+    }
+
+
+def summary_table(records: list[dict]) -> str:
+    """A compact terminal table: accuracy per predictor and the key agreements, one row per (noise, p)."""
+    cols = ["network", "ntk", "meanfield", "rule_leading"]
+    pairs = ["network~ntk", "ntk~meanfield", "meanfield~rule_leading"]
+    head = f"{'noise':<12}{'p':>6} " + "".join(f"{c:>13}" for c in cols) + "  | agree: " + "".join(f"{q:>24}" for q in pairs)
+    lines = [head, "-" * len(head)]
+    for rec in records:
+        m = rec["metrics"]
+        accs = "".join(f"{np.mean(m['accuracy'][c]):>13.4f}" for c in cols)
+        agr = "".join(f"{np.mean(m['agreement'][q]):>24.4f}" for q in pairs)
+        lines.append(f"{rec['point']['noise']:<12}{rec['point']['p']:>6.2f} {accs}  |        {agr}")
+    return "\n".join(lines)
