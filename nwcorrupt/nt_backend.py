@@ -17,17 +17,17 @@ Conventions are nwcorrupt's (they coincide with neural-tangents'):
 * ``MLP(depth=L, ...)`` is ``stax.serial(Dense, act, Dense, act, ..., Dense)`` with
   L ``Dense`` layers, each ``Dense(out, W_std, b_std, parameterization)``; the
   input kernel is ``b_std**2 + W_std**2 * x1 @ x2.T / d``.
-* ``b_std = 0`` maps to ``b_std=None`` (no bias). In the ``"ntk"``
-  parameterisation this is identical to a zero-variance bias. In the
-  ``"standard"`` parameterisation neural-tangents adds 1 to the NTK of every
-  layer that HAS a bias (the gradient with respect to a unit-scale bias), even
-  when ``b_std = 0``; ``b_std=None`` omits it, which is what an MLP spec with
-  ``b_std = 0`` means (no bias parameters).
-* In the ``"standard"`` parameterisation the NTK depends on the widths of the
-  hidden layers (neural-tangents' ``Dense`` adds ``fan_in * K_in`` to the NTK);
-  ``hidden_width`` sets them (the ``out_dim`` of the hidden ``Dense`` layers, with
-  neural-tangents' default width scale ``s=(1, 1)``). In the ``"ntk"``
-  parameterisation the widths do not enter.
+* ``b_std`` is passed as given, ``b_std = 0`` included (``Dense(b_std=0.0)``, a
+  bias initialised at zero but trainable). In the ``"ntk"`` parameterisation that
+  equals having no bias; in the ``"standard"`` parameterisation neural-tangents
+  adds 1 to the NTK of every Dense layer (the gradient with respect to its bias),
+  which is nwcorrupt's native convention too.
+* In the ``"standard"`` parameterisation the NTK depends on the width n of the
+  hidden layers (neural-tangents' ``Dense`` adds ``fan_in · K_in`` to the NTK):
+  it is ``MLP.width`` (the ``out_dim`` of the hidden ``Dense`` layers, with
+  neural-tangents' default width scale ``s=(1, 1)``), which the standard NTK of a
+  network with hidden layers requires, as natively. The NNGP and the
+  ``"ntk"``-parameterised NTK do not depend on it.
 
 Activations with a neural-tangents closed form: relu, leaky_relu(alpha), abs,
 erf, gelu (exact, erf-based), sin, identity. Others (tanh, sigmoid, softplus,
@@ -54,8 +54,8 @@ from nwcorrupt.kernels import MLP, Kernels
 #: Activations with an exact neural-tangents layer (names as in nwcorrupt's registry).
 SUPPORTED_ACTIVATIONS = ("abs", "erf", "gelu", "identity", "leaky_relu", "relu", "sin")
 
-#: Default width of the hidden Dense layers; it only matters for the NTK in the
-#: "standard" parameterisation.
+#: out_dim of the hidden Dense layers when ``MLP.width`` is None (then nothing
+#: computed here depends on it).
 DEFAULT_HIDDEN_WIDTH = 1
 
 _GETS = ("nngp", "ntk")
@@ -121,7 +121,7 @@ def _check_arch(arch: Any) -> MLP:
 @functools.lru_cache(maxsize=64)
 def _stax_mlp_cached(arch: MLP, num_outputs: int, hidden_width: int) -> tuple:
     stax = import_neural_tangents().stax
-    b_std = float(arch.b_std) if arch.b_std > 0 else None
+    b_std = float(arch.b_std)
     act_layer = _nt_activation_layer(arch.act)
     layers = []
     for layer in range(arch.depth):
@@ -139,14 +139,15 @@ def _stax_mlp_cached(arch: MLP, num_outputs: int, hidden_width: int) -> tuple:
     return stax.serial(*layers)
 
 
-def stax_mlp(arch: MLP, num_outputs: int = 1, *, hidden_width: int = DEFAULT_HIDDEN_WIDTH) -> tuple:
+def stax_mlp(arch: MLP, num_outputs: int = 1, *, hidden_width: int | None = None) -> tuple:
     """The neural-tangents network of an :class:`~nwcorrupt.kernels.MLP` spec.
 
     Args:
       arch: the architecture (depth L = number of Dense layers).
       num_outputs: width C of the readout layer (kernels do not depend on it).
-      hidden_width: ``out_dim`` of the L - 1 hidden Dense layers (enters only the
-        "standard"-parameterisation NTK, see the module docstring).
+      hidden_width: ``out_dim`` of the L - 1 hidden Dense layers; default
+        ``arch.width``, or :data:`DEFAULT_HIDDEN_WIDTH` when that is None. It
+        enters only the "standard"-parameterisation NTK (see the module docstring).
 
     Returns:
       neural-tangents' ``(init_fn, apply_fn, kernel_fn)`` of
@@ -158,8 +159,23 @@ def stax_mlp(arch: MLP, num_outputs: int = 1, *, hidden_width: int = DEFAULT_HID
     """
     _check_arch(arch)
     check_positive_int("num_outputs", num_outputs)
+    if hidden_width is None:
+        hidden_width = _hidden_width(arch, needs_width=False)
     check_positive_int("hidden_width", hidden_width)
     return _stax_mlp_cached(arch, int(num_outputs), int(hidden_width))
+
+
+def _hidden_width(arch: MLP, needs_width: bool) -> int:
+    """``arch.width``; required when the standard-parameterisation NTK of hidden layers is wanted."""
+    width = getattr(arch, "width", None)
+    if width is not None:
+        return int(width)
+    if needs_width and arch.parameterization == "standard" and arch.depth > 1:
+        raise ValueError(
+            "the NTK in the 'standard' parameterisation grows with the hidden width: set "
+            "MLP(width=n) (the neural-tangents Dense out_dim of the hidden layers)"
+        )
+    return DEFAULT_HIDDEN_WIDTH
 
 
 @functools.lru_cache(maxsize=64)
@@ -197,8 +213,6 @@ def kernel(
     x1: Any,
     x2: Any = None,
     get: str | tuple[str, ...] = ("nngp", "ntk"),
-    *,
-    hidden_width: int = DEFAULT_HIDDEN_WIDTH,
 ) -> Kernels:
     """NNGP and/or NTK of ``arch`` between ``x1`` and ``x2``, computed by neural-tangents.
 
@@ -207,7 +221,6 @@ def kernel(
       x1: (N1, d) inputs (rows are examples).
       x2: (N2, d) inputs, or None for ``x1`` itself.
       get: ``"nngp"``, ``"ntk"`` or a tuple of both.
-      hidden_width: see :func:`stax_mlp` (standard parameterisation only).
 
     Returns:
       :class:`~nwcorrupt.kernels.Kernels` with (N1, N2) matrices in the dtype of the
@@ -216,9 +229,9 @@ def kernel(
     """
     _check_arch(arch)
     get = _normalise_get(get)
-    check_positive_int("hidden_width", hidden_width)
+    hidden_width = _hidden_width(arch, needs_width="ntk" in get)
     x1, x2 = _check_inputs(x1, x2)
-    result = _jitted_kernel_fn(arch, int(hidden_width), get)(x1, x2)
+    result = _jitted_kernel_fn(arch, hidden_width, get)(x1, x2)
     out = {g: getattr(result, g) for g in get}
     for g, value in out.items():
         if not bool(jnp.all(jnp.isfinite(value))):
@@ -263,11 +276,10 @@ def _predict(
     t: Any,
     diag_reg: float,
     learning_rate: float,
-    hidden_width: int,
 ) -> jax.Array:
     nt = import_neural_tangents()
     _check_arch(arch)
-    check_positive_int("hidden_width", hidden_width)
+    hidden_width = _hidden_width(arch, needs_width=mode == "ntk")
     x_train, y_train, x_test = _check_train(x_train, y_train, x_test)
     diag_reg = _check_nonneg("diag_reg", diag_reg)
     learning_rate = _check_nonneg("learning_rate", learning_rate)
@@ -297,7 +309,6 @@ def ntk_predict(
     t: float | None = None,
     diag_reg: float = 0.0,
     learning_rate: float = 1.0,
-    hidden_width: int = DEFAULT_HIDDEN_WIDTH,
 ) -> jax.Array:
     """Mean output of the infinite NTK ensemble trained by gradient flow on MSE (neural-tangents).
 
@@ -312,12 +323,11 @@ def ntk_predict(
       t: training time (>= 0) or None for infinity.
       diag_reg: regulariser relative to the mean training-kernel diagonal.
       learning_rate: η, multiplies ``t``.
-      hidden_width: see :func:`stax_mlp`.
 
     Returns:
       (M, C) mean predictions.
     """
-    return _predict(arch, "ntk", x_train, y_train, x_test, t, diag_reg, learning_rate, hidden_width)
+    return _predict(arch, "ntk", x_train, y_train, x_test, t, diag_reg, learning_rate)
 
 
 def nngp_predict(
@@ -327,15 +337,14 @@ def nngp_predict(
     x_test: Any,
     *,
     diag_reg: float = 0.0,
-    hidden_width: int = DEFAULT_HIDDEN_WIDTH,
 ) -> jax.Array:
     """NNGP posterior mean ``K(x_test, X) K_r⁻¹ Y`` (neural-tangents), ``K_r`` regularised as in
     :func:`ntk_predict`.
 
     Args:
-      arch, x_train, y_train, x_test, diag_reg, hidden_width: as in :func:`ntk_predict`.
+      arch, x_train, y_train, x_test, diag_reg: as in :func:`ntk_predict`.
 
     Returns:
       (M, C) posterior mean.
     """
-    return _predict(arch, "nngp", x_train, y_train, x_test, None, diag_reg, 1.0, hidden_width)
+    return _predict(arch, "nngp", x_train, y_train, x_test, None, diag_reg, 1.0)

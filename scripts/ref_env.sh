@@ -56,9 +56,17 @@ else
 fi
 
 # nwcorrupt itself, editable and without dependencies (its declared dependencies
-# would upgrade jax and numpy). Quick when already installed.
-"$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" --no-deps --no-build-isolation -e . 2>/dev/null \
-  || "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" --no-deps -e .
+# would upgrade jax and numpy); skipped when .venv-ref already imports this checkout.
+here=$(pwd -P)
+installed=$(cd / && "$here/$VENV/bin/python" -c "import os, nwcorrupt; print(os.path.dirname(os.path.dirname(os.path.realpath(nwcorrupt.__file__))))" 2>/dev/null || true)
+if [ "$installed" != "$here" ]; then
+  echo "[ref-env] installing nwcorrupt (editable, --no-deps) from $here"
+  log=$(mktemp)
+  if ! "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" --no-deps -e . >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
+fi
 
 # Smoke check: both libraries import, silently, with the pinned versions.
 TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - <<'EOF'

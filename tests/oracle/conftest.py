@@ -34,7 +34,9 @@ if not HAVE_NT:
     )
 
 #: Seed of the randomly drawn oracle cases (fresh each run unless ORACLE_SEED is set).
-SEED = int(os.environ.get("ORACLE_SEED", secrets.randbits(31)))
+#: It is published in the environment so the test modules read the same value.
+SEED = int(os.environ.get("ORACLE_SEED") or secrets.randbits(31))
+os.environ["ORACLE_SEED"] = str(SEED)
 
 
 def pytest_report_header(config):
@@ -50,8 +52,3 @@ def _oracle_x64():
 
     with precision.x64(True):
         yield
-
-
-@pytest.fixture
-def oracle_seed() -> int:
-    return SEED

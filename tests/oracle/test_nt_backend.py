@@ -38,8 +38,9 @@ def test_depth_one_is_the_input_kernel(param, w, b):
     if param == "ntk":
         np.testing.assert_allclose(k.ntk, nngp, rtol=TOL, atol=0)
     else:
-        # standard: the NTK of one Dense layer is fan_in * <x, x'> (+1 per bias entry)
-        np.testing.assert_allclose(k.ntk, x1 @ x2.T + (1.0 if b > 0 else 0.0), rtol=TOL, atol=0)
+        # standard: the NTK of one Dense layer is fan_in * <x, x'> + 1 (its bias gradient;
+        # the bias is trainable even when b_std = 0)
+        np.testing.assert_allclose(k.ntk, x1 @ x2.T + 1.0, rtol=TOL, atol=0)
 
 
 @pytest.mark.parametrize("depth", [2, 4])
@@ -58,16 +59,29 @@ def test_identity_recursion_ntk_parameterisation(depth):
 
 
 @pytest.mark.parametrize("hidden_width", [1, 7])
-def test_standard_parameterisation_uses_hidden_width(hidden_width):
+@pytest.mark.parametrize("b", [0.0, 0.5])
+def test_standard_parameterisation_uses_hidden_width(hidden_width, b):
     # identity, depth 2, standard: Θ² = n·K¹ + W²·Θ¹ + 1 (bias), Θ¹ = x·x' + 1
     x1, x2 = _inputs(seed=2)
-    w, b = 0.8, 0.5
+    w = 0.8
     k1 = b**2 + w**2 * x1 @ x2.T / x1.shape[1]
     theta1 = x1 @ x2.T + 1.0
     theta2 = hidden_width * k1 + w**2 * theta1 + 1.0
-    k = nt_backend.kernel(MLP(2, "identity", w, b, "standard"), x1, x2, hidden_width=hidden_width)
+    kernel_fn = nt_backend.stax_mlp(MLP(2, "identity", w, b, "standard"), hidden_width=hidden_width)[2]
+    k = kernel_fn(x1, x2, ("nngp", "ntk"))
     assert _rel_err(k.ntk, theta2) < TOL
     assert _rel_err(k.nngp, b**2 + w**2 * k1) < TOL
+
+
+def test_standard_ntk_needs_a_width():
+    arch = MLP(2, "relu", parameterization="standard")
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"set MLP\(width=n\)"):
+        nt_backend.kernel(arch, x)
+    with pytest.raises(ValueError, match=r"set MLP\(width=n\)"):
+        nt_backend.ntk_predict(arch, x, np.eye(2), x)
+    # the NNGP does not depend on the width
+    assert nt_backend.kernel(arch, x, get="nngp").nngp.shape == (2, 2)
 
 
 def _relu_duals(k11, k12, k22):
@@ -179,9 +193,6 @@ def test_stax_mlp_layer_count_and_readout_width():
     dense = [p for p in params if p]
     assert [w.shape for w, _ in dense] == [(7, 5), (5, 5), (5, 4)]
     assert apply_fn(params, np.ones((2, 7))).shape == (2, 4)
-    # b_std = 0 means no bias parameters at all
-    _, params = nt_backend.stax_mlp(MLP(2, "relu"))[0](jax.random.PRNGKey(0), (-1, 7))
-    assert all(b is None for w, b in (p for p in params if p))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -221,7 +232,7 @@ def test_kernel_input_validation():
     with pytest.raises(TypeError, match="arch must be an nwcorrupt.kernels.MLP"):
         nt_backend.kernel("relu", x)
     with pytest.raises(ValueError, match="hidden_width must be >= 1"):
-        nt_backend.kernel(arch, x, hidden_width=0)
+        nt_backend.stax_mlp(arch, hidden_width=0)
     with pytest.raises(ValueError, match="num_outputs must be >= 1"):
         nt_backend.stax_mlp(arch, num_outputs=0)
 

@@ -1,0 +1,187 @@
+"""nwcorrupt's native kernels and predictors against neural-tangents (the oracle).
+
+Both libraries run in one process (the reference environment, jax 0.5.3). Cases
+are drawn at random from a seed that changes every run (printed in the report
+header and in every failure message; replay with ``ORACLE_SEED=<seed>``):
+
+* architecture: depth 1-6, every activation that both libraries support (leaky
+  ReLU with a random slope), both parameterisations, W_std ~ U[0.5, 2],
+  b_std ~ U[0, 1] (exactly 0 in a quarter of the cases), hidden width
+  log-uniform in [1, 4096] for the standard parameterisation;
+* inputs: d ~ U{3..50}, N1, N2 ~ U{2..20}, Gaussian rows rescaled to random
+  norms ⟨x, x⟩ ∈ [0.3, 3]; x2 = None (symmetric kernel) in a third of the cases.
+
+Tolerances (float64): kernels 1e-10 and predictors 1e-6, both relative to the
+largest absolute entry of the neural-tangents result (max-norm relative error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from nwcorrupt import activations, nt_backend
+from nwcorrupt import kernels as nk
+from nwcorrupt.kernels import MLP
+
+#: Drawn by conftest.py (fresh each run) unless ORACLE_SEED was set by the caller.
+SEED = int(os.environ["ORACLE_SEED"])
+
+KERNEL_RTOL = 1e-10
+PREDICT_RTOL = 1e-6
+
+ACTIVATIONS = ("relu", "leaky_relu", "abs", "erf", "gelu", "sin", "identity")
+PARAMETERIZATIONS = ("ntk", "standard")
+CASES_PER_COMBINATION = 2
+
+if not hasattr(nk, "kernel"):  # pragma: no cover - only before the native kernels exist
+    pytest.skip("nwcorrupt.kernels has no kernel() yet", allow_module_level=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    arch: MLP
+    x1: np.ndarray
+    x2: np.ndarray | None
+    label: str
+
+    def __str__(self) -> str:  # shown in assertion messages
+        return self.label
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([SEED, *key])
+
+
+def _activation(name: str, rng: np.random.Generator):
+    if name == "leaky_relu":
+        return activations.get("leaky_relu", alpha=float(rng.uniform(0.01, 0.5)))
+    return name
+
+
+def _draw_arch(rng: np.random.Generator, activation: str, parameterization: str, max_depth: int = 6) -> MLP:
+    b_std = 0.0 if rng.random() < 0.25 else float(rng.uniform(0.0, 1.0))
+    # the standard-parameterisation NTK needs the hidden width (log-uniform in [1, 4096])
+    width = int(round(2 ** rng.uniform(0, 12))) if parameterization == "standard" else None
+    return MLP(
+        depth=int(rng.integers(1, max_depth + 1)),
+        activation=_activation(activation, rng),
+        W_std=float(rng.uniform(0.5, 2.0)),
+        b_std=b_std,
+        parameterization=parameterization,
+        width=width,
+    )
+
+
+def _draw_inputs(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.normal(size=(n, d))
+    x /= np.sqrt(np.mean(x**2, axis=1, keepdims=True))  # <x, x> = 1
+    return x * np.sqrt(rng.uniform(0.3, 3.0, size=(n, 1)))  # <x, x> in [0.3, 3]
+
+
+def _draw_case(key: tuple[int, ...], activation: str, parameterization: str) -> Case:
+    rng = _rng(*key)
+    arch = _draw_arch(rng, activation, parameterization)
+    d = int(rng.integers(3, 51))
+    x1 = _draw_inputs(rng, int(rng.integers(2, 21)), d)
+    x2 = None if rng.random() < 1 / 3 else _draw_inputs(rng, int(rng.integers(2, 21)), d)
+    shape2 = "None" if x2 is None else x2.shape
+    label = f"ORACLE_SEED={SEED} key={key}: {arch}, x1 {x1.shape}, x2 {shape2}"
+    return Case(arch, x1, x2, label)
+
+
+def _rel_err(got, want) -> float:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"
+    scale = np.max(np.abs(want))
+    return float(np.max(np.abs(got - want)) / scale) if scale > 0 else float(np.max(np.abs(got)))
+
+
+_COMBOS = [(a, p) for a in ACTIVATIONS for p in PARAMETERIZATIONS]
+
+
+@pytest.mark.parametrize("case_index", range(CASES_PER_COMBINATION))
+@pytest.mark.parametrize("activation,parameterization", _COMBOS)
+def test_kernels_match_neural_tangents(activation, parameterization, case_index):
+    key = (0, _COMBOS.index((activation, parameterization)), case_index)
+    case = _draw_case(key, activation, parameterization)
+    native = nk.kernel(case.arch, case.x1, case.x2)
+    ref = nt_backend.kernel(case.arch, case.x1, case.x2)
+    assert np.asarray(native.nngp).dtype == np.float64
+    for name in ("nngp", "ntk"):
+        err = _rel_err(getattr(native, name), getattr(ref, name))
+        assert err < KERNEL_RTOL, f"{name} relative error {err:.2e} for {case}"
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_kernel_diag_matches_neural_tangents(activation):
+    key = (1, ACTIVATIONS.index(activation))
+    rng = _rng(*key)
+    arch = _draw_arch(rng, activation, str(rng.choice(PARAMETERIZATIONS)))
+    x = _draw_inputs(rng, int(rng.integers(2, 21)), int(rng.integers(3, 51)))
+    ref = nt_backend.kernel(arch, x)
+    diag = nk.kernel_diag(arch, x)
+    for name in ("nngp", "ntk"):
+        err = _rel_err(getattr(diag, name), np.diag(np.asarray(getattr(ref, name))))
+        assert err < KERNEL_RTOL, f"{name} diagonal error {err:.2e}, ORACLE_SEED={SEED} key={key}, {arch}"
+
+
+def test_backend_neural_tangents_dispatches_to_the_adapter():
+    rng = _rng(2)
+    arch = _draw_arch(rng, "erf", "ntk")
+    x1, x2 = _draw_inputs(rng, 5, 8), _draw_inputs(rng, 3, 8)
+    via_kernels = nk.kernel(arch, x1, x2, backend="neural_tangents")
+    direct = nt_backend.kernel(arch, x1, x2)
+    np.testing.assert_array_equal(np.asarray(via_kernels.ntk), np.asarray(direct.ntk))
+    np.testing.assert_array_equal(np.asarray(via_kernels.nngp), np.asarray(direct.nngp))
+    only = nk.kernel(arch, x1, x2, get="nngp", backend="neural_tangents")
+    assert only.ntk is None
+
+
+# ------------------------------------------------------------------------- predictors
+
+
+def _draw_problem(key: tuple[int, ...], activation: str):
+    rng = _rng(*key)
+    arch = _draw_arch(rng, activation, str(rng.choice(PARAMETERIZATIONS)), max_depth=5)
+    d = int(rng.integers(3, 51))
+    n, m, c = int(rng.integers(4, 21)), int(rng.integers(2, 11)), int(rng.integers(2, 6))
+    x_train, x_test = _draw_inputs(rng, n, d), _draw_inputs(rng, m, d)
+    y_train = np.eye(c)[rng.integers(0, c, size=n)]
+    return rng, arch, x_train, y_train, x_test
+
+
+def _predict_pair(mode: str, activation: str, index: int):
+    key = (3, ACTIVATIONS.index(activation), index)
+    rng, arch, x_train, y_train, x_test = _draw_problem(key, activation)
+    from nwcorrupt import predict
+
+    if mode == "ntk_inf":
+        diag_reg = float(10 ** rng.uniform(-4, -1))
+        native = predict.ntk_predict(arch, x_train, y_train, x_test, diag_reg=diag_reg)
+        ref = nt_backend.ntk_predict(arch, x_train, y_train, x_test, diag_reg=diag_reg)
+        what = f"NTK t=inf diag_reg={diag_reg:.3g}"
+    elif mode == "ntk_t":
+        diag_reg = 0.0 if rng.random() < 0.5 else float(10 ** rng.uniform(-4, -1))
+        t = float(10 ** rng.uniform(-1, 3))
+        native = predict.ntk_predict(arch, x_train, y_train, x_test, t=t, diag_reg=diag_reg)
+        ref = nt_backend.ntk_predict(arch, x_train, y_train, x_test, t=t, diag_reg=diag_reg)
+        what = f"NTK t={t:.3g} diag_reg={diag_reg:.3g}"
+    else:
+        diag_reg = float(10 ** rng.uniform(-4, -1))
+        native = predict.nngp_predict(arch, x_train, y_train, x_test, diag_reg=diag_reg)
+        ref = nt_backend.nngp_predict(arch, x_train, y_train, x_test, diag_reg=diag_reg)
+        what = f"NNGP diag_reg={diag_reg:.3g}"
+    label = f"{what}, ORACLE_SEED={SEED} key={key}: {arch}, N={x_train.shape[0]}, d={x_train.shape[1]}"
+    return native, ref, label
+
+
+@pytest.mark.parametrize("mode", ["ntk_inf", "ntk_t", "nngp"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_predictors_match_neural_tangents(mode, activation):
+    native, ref, label = _predict_pair(mode, activation, ("ntk_inf", "ntk_t", "nngp").index(mode))
+    err = _rel_err(native, ref)
+    assert err < PREDICT_RTOL, f"prediction relative error {err:.2e} for {label}"
