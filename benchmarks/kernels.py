@@ -12,7 +12,9 @@ the NNGP and NTK of an MLP with L = 3 dense layers on d = 784 MNIST-like inputs
 (random, per-example normalised: zero feature mean, unit RMS) with
 
 * ``nwcorrupt.kernels.kernel(arch, x1, x2)`` (native backend),
-* neural-tangents' ``kernel_fn`` of the same ``stax`` network, jitted,
+* neural-tangents' ``kernel_fn`` of the same ``stax`` network, jitted (the fair
+  comparison, used for the targets) and, as an extra row, called without
+  ``jax.jit`` (op by op, as its examples often do),
 * a plain ``jnp.matmul(x1, x2.T)`` of the same shape and dtype (precision HIGHEST),
 
 after one warm-up call each (compilation excluded), interleaving the repetitions
@@ -83,6 +85,9 @@ def _make_fns(activation: str, dtype: str, n: int, d: int, depth: int, methods: 
     if "neural_tangents" in methods:
         nt_fn = jax.jit(nt_backend.stax_mlp(arch)[2], static_argnames="get")
         fns["neural_tangents"] = lambda: nt_fn(x1, x2, get=get)
+    if "nt_not_jitted" in methods:
+        nt_eager = nt_backend.stax_mlp(arch)[2]
+        fns["nt_not_jitted"] = lambda: nt_eager(x1, x2, get)
     return fns
 
 
@@ -106,9 +111,19 @@ def _memory_probe_main(method: str, activation: str, dtype: str, n: str, d: str,
 
 
 def run_config(
-    activation: str, dtype: str, n: int, d: int, depth: int, reps: int, have_native: bool, memory: bool
+    activation: str,
+    dtype: str,
+    n: int,
+    d: int,
+    depth: int,
+    reps: int,
+    have_native: bool,
+    memory: bool,
+    eager: bool,
 ) -> dict:
     methods = ("matmul", "nwcorrupt", "neural_tangents") if have_native else ("matmul", "neural_tangents")
+    if eager:
+        methods += ("nt_not_jitted",)
     fns = _make_fns(activation, dtype, n, d, depth, methods)
 
     first_s = {}
@@ -145,6 +160,7 @@ def run_config(
         record.update(
             native_output_dtype=out_dtype,
             nt_over_native=med["neural_tangents"] / med["nwcorrupt"],
+            **({"nt_not_jitted_over_native": med["nt_not_jitted"] / med["nwcorrupt"]} if eager else {}),
             native_over_matmul=med["nwcorrupt"] / med["matmul"],
         )
     return record
@@ -163,7 +179,7 @@ def print_record(r: dict) -> None:
     )
     print(head)
     print(f"    matmul x1@x2.T   {med['matmul']:8.3f} s   {gf:7.1f} GFLOP/s (machine){rss('matmul')}")
-    for name in ("nwcorrupt", "neural_tangents"):
+    for name in ("nwcorrupt", "neural_tangents", "nt_not_jitted"):
         if name not in med:
             continue
         eff = 2.0 * r["N"] * r["M"] * r["d"] / med[name] / 1e9
@@ -176,6 +192,8 @@ def print_record(r: dict) -> None:
         print(f"    => neural-tangents / nwcorrupt time = {speed:.2f}x", end="")
         if r["dtype"] == "float64":
             print(f"  [target >= 1.5: {'met' if speed >= 1.5 else 'NOT met'}]", end="")
+        if "nt_not_jitted_over_native" in r:
+            print(f" (not jitted: {r['nt_not_jitted_over_native']:.2f}x)", end="")
         print(f";  nwcorrupt / matmul = {r['native_over_matmul']:.2f}", end="")
         if r["N"] == 4000:
             print(f"  [target <= 2: {'met' if r['native_over_matmul'] <= 2 else 'NOT met'}]", end="")
@@ -194,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None, help="repetitions per method (default 5; 3 above N=4000)")
     p.add_argument("--json", default=None, help="also write all records to this JSON file")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (fresh processes)")
+    p.add_argument(
+        "--no-eager", action="store_true", help="skip neural-tangents' kernel_fn without jax.jit (as often called)"
+    )
     p.add_argument("--memory-probe", nargs=6, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_probe:
@@ -212,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = args.reps or (3 if args.quick or n > 4000 else 5)
         for dtype in args.dtypes:
             for activation in args.activations:
-                r = run_config(activation, dtype, n, args.d, args.depth, reps, have_native, not args.no_memory)
+                r = run_config(activation, dtype, n, args.d, args.depth, reps, have_native, not args.no_memory, not args.no_eager)
                 print_record(r)
                 records.append(r)
     print(f"peak RSS of the whole (timing) process: {mib(peak_rss_bytes())}")
