@@ -41,10 +41,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import warnings  # noqa: E402
+
 import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)  # a script, not the library: both dtypes are measured
-
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -59,7 +58,10 @@ from _common import (  # noqa: E402
 )
 from nwcorrupt import kernels as nk  # noqa: E402
 from nwcorrupt import nt_backend  # noqa: E402
-from nwcorrupt.precision import MATMUL_PRECISION  # noqa: E402
+from nwcorrupt.precision import MATMUL_PRECISION, x64  # noqa: E402
+
+# jax 0.5.3 on CPU cannot donate the native kernels' output buffers and warns on each call.
+warnings.filterwarnings("ignore", message="Some donated buffers were not usable", category=UserWarning)
 
 
 def mnist_like(n: int, d: int, seed: int, dtype) -> jax.Array:
@@ -104,8 +106,9 @@ def memory_probe(method: str, activation: str, dtype: str, n: int, d: int, depth
 
 
 def _memory_probe_main(method: str, activation: str, dtype: str, n: str, d: str, depth: str) -> int:
-    fn = _make_fns(activation, dtype, int(n), int(d), int(depth), (method,))[method]
-    increase, _ = peak_rss_increase(fn)
+    with x64(dtype == "float64"):
+        fn = _make_fns(activation, dtype, int(n), int(d), int(depth), (method,))[method]
+        increase, _ = peak_rss_increase(fn)
     print(increase)
     return 0
 
@@ -124,7 +127,24 @@ def run_config(
     methods = ("matmul", "nwcorrupt", "neural_tangents") if have_native else ("matmul", "neural_tangents")
     if eager:
         methods += ("nt_not_jitted",)
+    # x64 only for float64: with it on, nwcorrupt computes float32 inputs in float64.
+    with x64(dtype == "float64"):
+        return _run_config(activation, dtype, n, d, depth, reps, have_native, memory, methods)
+
+
+def _run_config(
+    activation: str,
+    dtype: str,
+    n: int,
+    d: int,
+    depth: int,
+    reps: int,
+    have_native: bool,
+    memory: bool,
+    methods: tuple[str, ...],
+) -> dict:
     fns = _make_fns(activation, dtype, n, d, depth, methods)
+    eager = "nt_not_jitted" in methods
 
     first_s = {}
     out_dtype = None
@@ -134,6 +154,8 @@ def run_config(
         first_s[name] = time.perf_counter() - start
         if name == "nwcorrupt":
             out_dtype = str(out.ntk.dtype)
+            if out_dtype != dtype:
+                print(f"    (note: nwcorrupt returned {out_dtype} for {dtype} inputs)")
         del out
 
     times = interleaved_medians(fns, reps)

@@ -39,6 +39,12 @@ SEED = int(os.environ.get("ORACLE_SEED") or secrets.randbits(31))
 os.environ["ORACLE_SEED"] = str(SEED)
 
 
+def pytest_configure(config):
+    # jax 0.5.3 on CPU cannot donate the native kernels' tile output buffers and warns on
+    # every call (newer jax does not); the donation is only a memory optimisation.
+    config.addinivalue_line("filterwarnings", "ignore:Some donated buffers were not usable:UserWarning")
+
+
 def pytest_report_header(config):
     if HAVE_NT:
         return f"oracle: ORACLE_SEED={SEED} (set it to replay these randomly drawn cases)"

@@ -37,10 +37,6 @@ ACTIVATIONS = ("relu", "leaky_relu", "abs", "erf", "gelu", "sin", "identity")
 PARAMETERIZATIONS = ("ntk", "standard")
 CASES_PER_COMBINATION = 2
 
-if not hasattr(nk, "kernel"):  # pragma: no cover - only before the native kernels exist
-    pytest.skip("nwcorrupt.kernels has no kernel() yet", allow_module_level=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class Case:
     arch: MLP
