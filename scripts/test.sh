@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Run the whole nwcorrupt test suite in .venv (create it first with scripts/setup.sh).
-# Extra arguments go to pytest.
+# Run the whole nwcorrupt test suite:
+#   1. the main suite in .venv (create it first with scripts/setup.sh); extra arguments go to pytest;
+#   2. the oracle suite (nwcorrupt vs neural-tangents) in the pinned reference environment .venv-ref,
+#      built on first use by scripts/ref_env.sh (set NWCORRUPT_SKIP_ORACLE=1 to leave it out).
+# pytest's "no tests collected" (exit 5) counts as a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -11,6 +14,12 @@ fi
 rc=$?
 if [ $rc -eq 5 ]; then
   echo "pytest collected no tests" >&2
-  exit 1
+  rc=1
+fi
+if [ "${NWCORRUPT_SKIP_ORACLE:-0}" != 1 ]; then
+  echo "== oracle suite (reference environment with neural-tangents)"
+  bash scripts/test_oracle.sh -q
+  orc=$?
+  [ $rc -eq 0 ] && rc=$orc
 fi
 exit $rc
