@@ -24,10 +24,14 @@ with L ``Dense(width, W_std, b_std, parameterization)`` layers and width scale
   ``b_std`` is not None). This NTK grows linearly with the width.
 
 Precision: float64 when x64 is enabled, else float32 with HIGHEST-precision
-Gram products. Float32 costs ~1e-6 relative error for erf/gelu/sin/identity
-and up to ~1e-4 for relu-family NTK entries of nearly parallel inputs (the
-arc-cosine kernel has a √(1 − ρ) singularity at ρ = 1, which amplifies the
-rounding of the Gram product); diagonals are computed separately and exactly.
+Gram products. Measured float32 error (N = 200 normalised inputs, d = 784,
+L = 3): ≲ 3e-7 of the kernel's scale for relu, erf, tanh and gelu; the
+relu-family NTK reaches ~1e-6 for nearly parallel inputs (ρ ≈ 1 − 5e-5),
+because the arc-cosine kernel's √(1 − ρ) singularity amplifies the rounding
+of the Gram product. Diagonals (ρ = 1) are computed separately and exactly.
+
+Use :func:`kernel_layers` (pure jnp, no host checks) under ``jax.jit`` and
+autodiff; the other entry points validate and check results on the host.
 """
 
 from __future__ import annotations
