@@ -32,11 +32,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +48,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nwcorrupt import mlp as _mlp
+from nwcorrupt import _io
 from nwcorrupt._checks import check_array, check_choice, check_labels, check_positive_int
 from nwcorrupt.kernels import MLP
 from nwcorrupt.precision import default_float
@@ -700,29 +700,16 @@ def choose_chunk_size(total_members: int, member_bytes: int, budget_bytes: int, 
 # ----------------------------------------------------------------------------- disk
 
 
-def _atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_savez(path: str | Path, **arrays: Any) -> None:
     """``np.savez`` to ``path`` atomically (temp file in the same directory, then ``os.replace``)."""
-    _atomic_write_bytes(Path(path), lambda fh: np.savez(fh, **arrays))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _io.atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write JSON to ``path`` atomically."""
-    data = json.dumps(obj, indent=2, sort_keys=True).encode()
-    _atomic_write_bytes(Path(path), lambda fh: fh.write(data))
+    _io.atomic_write_json(path, obj)
 
 
 def _hash_array(h: Any, name: str, a: np.ndarray) -> None:
