@@ -91,3 +91,109 @@ def accuracy_curves(rows: Sequence[Sequence], *, title: str | None = None, chanc
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------
+# SNR sweep and activation studies
+# ---------------------------------------------------------------------------
+
+
+def loglog_fits(
+    panels: Sequence[tuple[str, Sequence[dict]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+):
+    """Log–log scatter plots with fitted power laws, one panel per entry of ``panels``.
+
+    Args:
+      panels: (panel title, series) pairs; each series is a dict with ``label``, ``x`` and ``y``
+        (positive values of equal length) and optionally ``slope``, ``intercept``, ``stderr`` of the
+        fit log y = slope · log x + intercept (natural logs). A series with a slope gets the fitted
+        line over its x range and "slope a ± s" in its legend entry.
+      xlabel, ylabel: axis labels (shared by the panels).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, series) in zip(axes[0], panels):
+        for i, s in enumerate(series):
+            x, y = np.asarray(s["x"], dtype=float), np.asarray(s["y"], dtype=float)
+            color = colors[i % len(colors)]
+            label = s["label"]
+            if s.get("slope") is not None:
+                err = s.get("stderr")
+                label += f": slope {s['slope']:.2f}" + (f" ± {err:.2f}" if err is not None and np.isfinite(err) else "")
+                xs = np.geomspace(x.min(), x.max(), 50)
+                ax.plot(xs, np.exp(s["intercept"]) * xs ** s["slope"], color=color, lw=1.2)
+            ax.scatter(x, y, color=color, s=18, label=label, zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def group_curves(
+    rows: Sequence[Sequence],
+    *,
+    styles: dict[str, str] | None = None,
+    reference: str | None = None,
+    chance: float | None = 0.1,
+    xlabel: str = "corruption level p",
+    ylabel: str = "clean test accuracy",
+    title: str | None = None,
+):
+    """Curves mean(p) ± std of several groups in one panel: one colour per group, one line style per predictor.
+
+    Args:
+      rows: table rows (group, p, predictor, mean, std, ...), e.g. group = activation.
+      styles: predictor -> matplotlib line style of the curves drawn (default: network solid, ntk dashed);
+        other predictors are not drawn, except ``reference``.
+      reference: a predictor drawn once in black dotted (its curve from the first group that has it),
+        e.g. a rule that does not depend on the group.
+      chance: a grey horizontal line at this level, or None.
+    """
+    plt = _pyplot()
+    styles = {"network": "-", "ntk": "--"} if styles is None else styles
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def curve(group, pred):
+        pts = sorted((float(r[1]), float(r[3]), float(r[4])) for r in rows if r[0] == group and r[2] == pred)
+        return tuple(np.asarray(v) for v in zip(*pts)) if pts else None
+
+    groups = list(dict.fromkeys(r[0] for r in rows))
+    for i, group in enumerate(groups):
+        color = colors[i % len(colors)]
+        for pred, ls in styles.items():
+            c = curve(group, pred)
+            if c is None:
+                continue
+            p, m, s = c
+            ax.plot(p, m, ls=ls, color=color, marker="o", ms=3, label=f"{group} ({pred})")
+            if ls == "-":
+                ax.fill_between(p, m - s, m + s, color=color, alpha=0.2)
+    if reference is not None:
+        for group in groups:
+            c = curve(group, reference)
+            if c is not None:
+                ax.plot(c[0], c[1], ls=":", color="black", lw=1.5, label=reference)
+                break
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

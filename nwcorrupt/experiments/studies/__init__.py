@@ -18,9 +18,11 @@ import importlib
 from types import ModuleType
 
 _STUDIES = {
+    "activations": "nwcorrupt.experiments.studies.activations",
     "centroid_rules": "nwcorrupt.experiments.studies.centroid_rules",
     "heavy_corruption": "nwcorrupt.experiments.studies.heavy_corruption",
     "noise_illustration": "nwcorrupt.experiments.studies.noise_illustration",
+    "snr_sweep": "nwcorrupt.experiments.studies.snr_sweep",
 }
 
 
