@@ -98,12 +98,24 @@ def accuracy_curves(rows: Sequence[Sequence], *, title: str | None = None, chanc
 # ---------------------------------------------------------------------------
 
 
+def _log_tick_label(v: float, _pos=None) -> str:
+    """A log-axis tick label: plain for 10⁻³ < v < 10⁴, m×10^e otherwise."""
+    if v <= 0:
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    if -3 < e < 4:
+        return f"{v:g}"
+    m = v / 10.0**e
+    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-9 else f"${m:g}\\times10^{{{e}}}$"
+
+
 def loglog_fits(
     panels: Sequence[tuple[str, Sequence[dict]]],
     *,
     xlabel: str,
     ylabel: str,
     title: str | None = None,
+    ncols: int | None = None,
 ):
     """Log–log scatter plots with fitted power laws, one panel per entry of ``panels``.
 
@@ -113,11 +125,18 @@ def loglog_fits(
         fit log y = slope · log x + intercept (natural logs). A series with a slope gets the fitted
         line over its x range and "slope a ± s" in its legend entry.
       xlabel, ylabel: axis labels (shared by the panels).
+      ncols: panels per row (default: all in one row).
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    ncols = len(panels) if ncols is None else max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (name, series) in zip(axes[0], panels):
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, series) in zip(axes.ravel(), panels):
         for i, s in enumerate(series):
             x, y = np.asarray(s["x"], dtype=float), np.asarray(s["y"], dtype=float)
             color = colors[i % len(colors)]
@@ -130,11 +149,15 @@ def loglog_fits(
             ax.scatter(x, y, color=color, s=18, label=label, zorder=3)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_log_tick_label))
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_log_tick_label))
         ax.set_xlabel(xlabel)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    axes[0, 0].set_ylabel(ylabel)
+    for row in axes:
+        row[0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -163,7 +186,7 @@ def group_curves(
     """
     plt = _pyplot()
     styles = {"network": "-", "ntk": "--"} if styles is None else styles
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     def curve(group, pred):
@@ -192,7 +215,7 @@ def group_curves(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

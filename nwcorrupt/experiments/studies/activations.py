@@ -1,13 +1,22 @@
 """Activations: does the leading-order centroid rule hold for erf, tanh, GELU, swish, …? (SCIENCE.md §5, §8)
 
 For each activation and corruption level p (one noise model, training set
-corrupted, clean test set) this study runs the per-point protocol of
-:mod:`~nwcorrupt.experiments.studies.heavy_corruption` with that activation: K
-noisy training sets, on each a K × M finite-width ensemble (argmax of the
-init-averaged logits) and the exact NTK predictor; once per p the exact
-mean-field predictor and the leading-order rule argmax_i ⟨x*, μ_i⟩ (clean class
-means, independent of the activation). Reported: accuracies (mean ± std over the
-K sets) and the agreement of decisions, in particular mean-field vs rule.
+corrupted, clean test set), K noisy training sets (noise seeds seed .. seed + K − 1)
+are drawn; on each:
+
+- a finite-width ensemble of M initialisations is trained (prediction: argmax
+  of the init-averaged logits);
+- the exact infinite-width NTK predictor (gradient flow, t = ∞, float64);
+- the overlap rule fitted on the noisy set;
+
+and once per point, without noise draws, the exact mean-field predictor (NTK
+with the first-layer Gram replaced by its noise average) and the leading-order
+rule argmax_i ⟨x*, μ_i⟩ (clean class means; it does not depend on the
+activation). Reported: accuracies (mean ± std over the K sets) and the agreement
+of decisions, in particular mean-field vs rule. The protocol and the record
+layout are those of :mod:`~nwcorrupt.experiments.studies.heavy_corruption`; the
+mean-field predictor uses the memory-bounded path of
+:func:`~nwcorrupt.experiments.studies.ensemble_protocol.meanfield_logits`.
 
 It adds the theory's sign check for the study's architecture
 (:func:`nwcorrupt.theory.transfer_signs` at the noise model's pure-noise moments
@@ -18,8 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from nwcorrupt import data
+import numpy as np
+
+from nwcorrupt import data, prototype
 from nwcorrupt.experiments.studies import common, heavy_corruption
+from nwcorrupt.experiments.studies import ensemble_protocol as protocol
 
 DESCRIPTION = "networks, exact NTK and mean-field predictor vs the leading-order rule, per activation, vs p"
 
@@ -65,6 +77,7 @@ class Params:
     def __post_init__(self) -> None:
         from nwcorrupt import activations
 
+        common.check_dataset(self.dataset)
         if not self.activations or len(set(self.activations)) != len(self.activations):
             raise ValueError(f"activations must be a non-empty list of distinct names, got {list(self.activations)}")
         for name in self.activations:
@@ -72,17 +85,16 @@ class Params:
                 raise ValueError(f"activations: unknown activation {name!r}; known: {list(activations.names())}")
         if self.noise not in common.NOISE_SPECS:
             raise ValueError(f"noise must be one of {list(common.NOISE_SPECS)}, got {self.noise!r}")
-        # the remaining checks are the per-point protocol's own
-        self.protocol("erf", self.ps)
-
-    def protocol(self, activation: str, ps: tuple[float, ...]) -> heavy_corruption.Params:
-        """The heavy-corruption parameters that run one point of this study with ``activation``."""
-        return heavy_corruption.Params(
-            dataset=self.dataset, n_train=self.n_train, n_test=self.n_test, noises=(self.noise,), ps=ps,
-            activation=activation, depth=self.depth, W_std=self.W_std, b_std=self.b_std, width=self.width,
-            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, k=self.k, m=self.m,
-            diag_reg=self.diag_reg, seed=self.seed,
-        )
+        common.check_ps("ps", self.ps)
+        for name in ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_test < 0 or self.seed < 0:
+            raise ValueError(f"n_test and seed must be >= 0, got n_test={self.n_test}, seed={self.seed}")
+        if self.batch_size > self.n_train:
+            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
+        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
+            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
 
 
 def preflight(params: Params) -> None:
@@ -94,9 +106,13 @@ def points(params: Params) -> list[dict]:
 
 
 def estimate(params: Params, point: dict) -> float:
-    proto = params.protocol(point["activation"], (point["p"],))
-    quadrature = 1.0 if point["activation"] in ("erf", "gelu", "relu", "sin", "identity") else 3.0
-    return quadrature * heavy_corruption.estimate(proto, {"noise": params.noise, "p": point["p"]})
+    t = params.n_test or 10000
+    w, n = params.width, params.n_train
+    n_params = 784 * w + (params.depth - 2) * w * w + 10 * w
+    flops_train = 6 * params.k * params.m * params.epochs * n * n_params
+    flops_kernel = (params.k + 1) * (2 * (n + t) * n * 784 + n**3 / 3)
+    quadrature = 1.0 if point["activation"] in ("erf", "gelu", "relu", "sin", "identity") else 20.0
+    return 3.0 + flops_train / 2e10 + flops_kernel / 1e10 + quadrature * 1e-7 * (params.k + 1) * (n + t) * n
 
 
 def sign_check(params: Params, activation: str) -> dict:
@@ -118,14 +134,42 @@ def _marginal_source(params: Params):
     """The clean training inputs (only needed by ``replacement:marginal``, whose law is their marginal)."""
     if not params.noise.endswith(":marginal"):
         return None
-    return data.load(params.dataset, n_train=params.n_train, seed=params.seed).x_train
+    return _dataset(params).x_train
+
+
+def _dataset(params: Params) -> data.Dataset:
+    ds = data.load(params.dataset, n_train=params.n_train, seed=params.seed)
+    if params.n_test and params.n_test < ds.n_test:
+        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
+    return ds
 
 
 def run_point(params: Params, point: dict) -> dict:
+    from nwcorrupt.kernels import MLP
+
     act, p = point["activation"], float(point["p"])
-    out = heavy_corruption.run_point(params.protocol(act, (p,)), {"noise": params.noise, "p": p})
-    out["signs"] = sign_check(params, act)
-    return out
+    ds = _dataset(params)
+    arch = MLP(params.depth, act, W_std=params.W_std, b_std=params.b_std)
+    model = common.noise_model(params.noise, "example", ds.x_train)
+    seeds = [params.seed + k for k in range(params.k)]
+    noisy = protocol.noisy_sets(model, ds.x_train, p, seeds)  # (K, N, d)
+    c = ds.num_classes
+    net, seconds = protocol.network_logits(
+        arch, noisy, ds.y_train, ds.x_test, ds.y_test, num_classes=c, width=params.width, epochs=params.epochs,
+        batch_size=params.batch_size, learning_rate=params.learning_rate, num_inits=params.m, seed=params.seed)
+    ntk = protocol.ntk_logits(arch, noisy, ds.y_train, ds.x_test, num_classes=c, diag_reg=params.diag_reg)
+    mf = protocol.meanfield_logits(arch, model, p, ds.x_train, ds.y_train, ds.x_test, num_classes=c,
+                                   diag_reg=params.diag_reg)
+    preds = {
+        "network": net.argmax(-1),
+        "ntk": ntk.argmax(-1),
+        "meanfield": mf.argmax(-1)[None],
+        "rule_noisy": np.stack([prototype.predict(ds.x_test, x, ds.y_train, num_classes=c) for x in noisy]),
+        "rule_leading": prototype.predict(ds.x_test, ds.x_train, ds.y_train, num_classes=c)[None],
+    }
+    acc, agree = protocol.accuracies_and_agreements(preds, ds.y_test, heavy_corruption.AGREEMENTS)
+    return {"accuracy": acc, "agreement": agree, "noise_seeds": seeds, "train_seconds": seconds,
+            "signs": sign_check(params, act)}
 
 
 def tables(params: Params, records: list[dict]) -> dict:

@@ -30,8 +30,9 @@ import dataclasses
 
 import numpy as np
 
-from nwcorrupt import data, metrics, precision
+from nwcorrupt import data, metrics
 from nwcorrupt.experiments.studies import common
+from nwcorrupt.experiments.studies import ensemble_protocol as protocol
 
 DESCRIPTION = "per-test-point SNR of the true-class logit over noisy training sets vs N·d: networks and the exact NTK"
 
@@ -164,35 +165,6 @@ def logit_statistics(logits, y_test) -> dict:
     }
 
 
-def _network_logits(params: Params, noisy: np.ndarray, ds: data.Dataset, arch) -> tuple[np.ndarray, float]:
-    from nwcorrupt import train
-
-    cfg = train.TrainConfig(
-        arch=arch,
-        width=params.width,
-        num_classes=ds.num_classes,
-        optimizer=train.Optimizer("adam", params.learning_rate),
-        loss="mse",
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        seed=params.seed,
-    )
-    ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=params.m, quiet=True)
-    return np.asarray(ens.test_logits, dtype=np.float64).mean(axis=1), float(ens.train_seconds)
-
-
-def _ntk_logits(params: Params, noisy: np.ndarray, ds: data.Dataset, arch) -> np.ndarray:
-    from nwcorrupt import predict
-
-    onehot = np.eye(ds.num_classes)[ds.y_train]
-    with precision.x64():
-        x_test = ds.x_test.astype(np.float64)
-        return np.stack([
-            np.asarray(predict.ntk_predict(arch, x.astype(np.float64), onehot, x_test, diag_reg=params.diag_reg), dtype=np.float64)
-            for x in noisy
-        ])
-
-
 def run_point(params: Params, point: dict) -> dict:
     from nwcorrupt.kernels import MLP
 
@@ -200,13 +172,17 @@ def run_point(params: Params, point: dict) -> dict:
     arch = MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
     model = common.noise_model(point["noise"], "example", ds.x_train)
     seeds = [params.seed + k for k in range(params.k)]
-    noisy = np.stack([np.asarray(model.apply(ds.x_train, params.p, s)) for s in seeds])  # (K, N, d)
+    noisy = protocol.noisy_sets(model, ds.x_train, params.p, seeds)  # (K, N, d)
     out = {"n_train": ds.n_train, "d": ds.d, "nd": ds.n_train * ds.d, "noise_seeds": seeds, "predictors": {}}
     if params.networks:
-        net, seconds = _network_logits(params, noisy, ds, arch)
+        net, seconds = protocol.network_logits(
+            arch, noisy, ds.y_train, ds.x_test, ds.y_test, num_classes=ds.num_classes, width=params.width,
+            epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
+            num_inits=params.m, seed=params.seed)
         out["predictors"]["network"] = logit_statistics(net, ds.y_test)
         out["train_seconds"] = seconds
-    out["predictors"]["ntk"] = logit_statistics(_ntk_logits(params, noisy, ds, arch), ds.y_test)
+    ntk = protocol.ntk_logits(arch, noisy, ds.y_train, ds.x_test, num_classes=ds.num_classes, diag_reg=params.diag_reg)
+    out["predictors"]["ntk"] = logit_statistics(ntk, ds.y_test)
     return out
 
 
@@ -277,6 +253,20 @@ def figures(params: Params, records: list[dict]) -> dict:
             series.append({"label": pred, "x": [n * d for n, d, _ in pts], "y": [s["snr_median"] for _, _, s in pts],
                            "slope": fit.get("slope"), "stderr": fit.get("stderr"), "intercept": fit.get("intercept")})
         panels.append((noise, series))
+    per_d = {(r["noise"], r["predictor"], r["fixed"]): r for r in fit_slopes(records) if r["fit"] == "N" and r["statistic"] == "median"}
+    panels_n = []
+    for (noise, pred), pts in _records_by(records).items():
+        series = []
+        for d in sorted({d for _, d, _ in pts}):
+            fit = per_d.get((noise, pred, f"d={d}"), {})
+            sel = [(n, s["snr_median"]) for n, dd, s in pts if dd == d]
+            series.append({"label": f"d = {d}", "x": [v[0] for v in sel], "y": [v[1] for v in sel],
+                           "slope": fit.get("slope"), "stderr": fit.get("stderr"), "intercept": fit.get("intercept")})
+        panels_n.append((f"{noise}, {pred}", series))
     title = (f"{params.dataset}, p = {params.p:g}, {params.activation} L = {params.depth}, width {params.width}, "
              f"K×M = {params.k}×{params.m}")
-    return {"snr_vs_nd": plots.loglog_fits(panels, xlabel="N · d", ylabel="median SNR of the true-class logit", title=title)}
+    ylabel = "median SNR of the true-class logit"
+    return {
+        "snr_vs_nd": plots.loglog_fits(panels, xlabel="N · d", ylabel=ylabel, title=title),
+        "snr_vs_n": plots.loglog_fits(panels_n, xlabel="N", ylabel=ylabel, title=title, ncols=len(PREDICTORS)),
+    }
