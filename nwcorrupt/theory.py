@@ -384,7 +384,9 @@ def meanfield_predict(
 
     The random first-layer Gram matrix of the corrupted training set is replaced
     by its noise average (:func:`meanfield_overlaps`), then propagated through
-    the infinite-width recursion of ``arch`` (``parameterization="ntk"``).
+    the infinite-width recursion of ``arch`` (``parameterization="ntk"``) by
+    :func:`nwcorrupt.kernels.kernel_from_gram` (tiled to its memory budget, so
+    quadrature activations scale to large N).
     ``kernel="ntk"`` gives the t = ∞ gradient-flow mean, ``"nngp"`` the NNGP
     posterior mean.
 
@@ -407,7 +409,12 @@ def meanfield_predict(
     reg = _check_diag_reg(diag_reg)
     ov = meanfield_overlaps(noise, p, x_train, x_test)
     y = _targets(y_train, ov.train.shape[0], num_classes)
-    ktt, kst = kernels_from_overlaps(arch, ov, kernel=kernel, quad_order=quad_order)
+    from nwcorrupt.kernels import kernel_from_gram
+
+    # the kernels module tiles the N x N (and M x N) recursion to its memory budget; the private
+    # differentiable recursion (kernels_from_overlaps) would hold N² · quad_order² quadrature values
+    ktt = getattr(kernel_from_gram(arch, ov.train, ov.train_diag, get=kernel, symmetric=True, quad_order=quad_order), kernel)
+    kst = getattr(kernel_from_gram(arch, ov.test_train, ov.test_diag, ov.train_diag, get=kernel, quad_order=quad_order), kernel)
     import scipy.linalg
 
     ktt = np.asarray(ktt, dtype=np.float64) + reg * np.eye(ktt.shape[0])
