@@ -103,25 +103,13 @@ def accuracy_panels(rows: Sequence[Sequence], *, title: str | None = None, ylabe
       rows: table rows (dataset, p, split, mean, std, n, chance); the panel of a
         data set draws its chance level (last column) as a dashed line.
     """
-    plt = _pyplot()
+    fig = accuracy_curves(rows, title=title, chance=None)
     panels = list(dict.fromkeys(r[0] for r in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
-    for ax, panel in zip(axes[0], panels):
-        sub = [r for r in rows if r[0] == panel]
-        for split in dict.fromkeys(r[2] for r in sub):
-            pts = sorted((r[1], r[3], r[4]) for r in sub if r[2] == split)
-            p, m, s = (np.asarray(v, dtype=float) for v in zip(*pts))
-            ax.plot(p, m, marker="o", ms=3, label=split)
-            ax.fill_between(p, m - s, m + s, alpha=0.25)
-        ax.axhline(float(sub[0][6]), color="grey", lw=0.8, ls="--", label="chance")
+    for ax, panel in zip(fig.axes, panels):
+        ax.axhline(next(float(r[6]) for r in rows if r[0] == panel), color="grey", lw=0.8, ls="--", label="chance")
         ax.set_xlabel("training corruption level p")
-        ax.set_title(str(panel), fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel(ylabel)
-    axes[0, -1].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.axes[0].set_ylabel(ylabel)
+    fig.axes[-1].legend(fontsize=8)
     return fig
 
 
