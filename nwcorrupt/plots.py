@@ -91,3 +91,84 @@ def accuracy_curves(rows: Sequence[Sequence], *, title: str | None = None, chanc
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- studies accuracy_vs_corruption, ptrain_ptest
+
+
+def accuracy_panels(rows: Sequence[Sequence], *, title: str | None = None, ylabel: str = "accuracy"):
+    """Accuracy vs p with ±1 std bands: one panel per data set, one line per evaluation split.
+
+    Args:
+      rows: table rows (dataset, p, split, mean, std, n, chance); the panel of a
+        data set draws its chance level (last column) as a dashed line.
+    """
+    fig = accuracy_curves(rows, title=title, chance=None)
+    panels = list(dict.fromkeys(r[0] for r in rows))
+    for ax, panel in zip(fig.axes, panels):
+        ax.axhline(next(float(r[6]) for r in rows if r[0] == panel), color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_xlabel("training corruption level p")
+    fig.axes[0].set_ylabel(ylabel)
+    fig.axes[-1].legend(fontsize=8)
+    return fig
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres: midpoints inside, half a spacing beyond the ends."""
+    c = np.asarray(centres, dtype=float)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def accuracy_heatmap(p_train: Sequence[float], p_test: Sequence[float], acc, *, title: str | None = None):
+    """Heat map of accuracy over (p_train, p_test) with a colour bar.
+
+    Args:
+      p_train: (A,) sorted training levels (vertical axis).
+      p_test: (B,) sorted test levels (horizontal axis).
+      acc: (A, B) accuracies; cell (i, j) is (p_train[i], p_test[j]).
+    """
+    plt = _pyplot()
+    a = np.asarray(acc, dtype=float)
+    if a.shape != (len(p_train), len(p_test)):
+        raise ValueError(f"acc must have shape ({len(p_train)}, {len(p_test)}), got {a.shape}")
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    mesh = ax.pcolormesh(_edges(p_test), _edges(p_train), a, cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label="test accuracy")
+    ax.set_xlabel("test corruption p_test")
+    ax.set_ylabel("training corruption p_train")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def curve_with_band(
+    x: Sequence[float],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    xlabel: str,
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str = "reference",
+    title: str | None = None,
+):
+    """One curve with a ±1 std band, and an optional horizontal reference line."""
+    plt = _pyplot()
+    xs, m, s = (np.asarray(v, dtype=float) for v in (x, mean, std))
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    ax.plot(xs, m, marker="o", ms=3)
+    ax.fill_between(xs, m - s, m + s, alpha=0.25)
+    if reference is not None:
+        ax.axhline(reference, color="grey", lw=0.8, ls="--", label=reference_label)
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -18,9 +18,11 @@ import importlib
 from types import ModuleType
 
 _STUDIES = {
+    "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
     "centroid_rules": "nwcorrupt.experiments.studies.centroid_rules",
     "heavy_corruption": "nwcorrupt.experiments.studies.heavy_corruption",
     "noise_illustration": "nwcorrupt.experiments.studies.noise_illustration",
+    "ptrain_ptest": "nwcorrupt.experiments.studies.ptrain_ptest",
 }
 
 
