@@ -26,23 +26,6 @@ def _digits(n_train=100, n_test=60):
     return ds.replace(x_test=ds.x_test[:n_test], y_test=ds.y_test[:n_test])
 
 
-def test_epoch_redraw_is_the_corruption_module_realisation_and_changes_with_repeat_and_epoch():
-    x = np.random.default_rng(1).uniform(size=(9, 17)).astype(np.float32)
-    redraw = jax.jit(ot.EpochRedraw(U01, 0.7, 5))
-    seen = []
-    for k in (0, 3):
-        for e in (0, 2):
-            got = np.asarray(redraw(jnp.asarray(x), jnp.int32(k), jnp.int32(e)))
-            want = np.asarray(U01.apply(x, 0.7, 5 + k, epoch=e + 1))
-            np.testing.assert_array_equal(got, want)
-            seen.append(got)
-    for i in range(len(seen)):  # a different noise realisation for every (repeat, epoch)
-        for j in range(i):
-            assert not np.array_equal(seen[i], seen[j])
-    frac = np.mean([np.mean(s != x) for s in seen])  # replaced fraction ~ p (4·153 Bernoulli(0.7) draws)
-    assert abs(frac - 0.7) < 4 * math.sqrt(0.21 / (4 * x.size))
-
-
 def test_record_equals_a_recomputation_with_the_library_on_the_same_seeds(x64):
     params = avc.Params(**SMALL, ps=(0.6,))
     rec = avc.run_point(params, {"dataset": "digits", "p": 0.6})
@@ -52,7 +35,7 @@ def test_record_equals_a_recomputation_with_the_library_on_the_same_seeds(x64):
     cfg = ot.train_config(params, 10)
     for r in range(params.repeats):
         z = train.train_member(cfg, ds.x_train, ds.y_train, x_eval, k=r, m=0,
-                               corrupt=ot.EpochRedraw(U01, 0.6, params.seed)).test_logits
+                               corrupt=corruption.Online(U01, 0.6, params.seed)).test_logits
         t, n = ds.n_test, ds.n_train
         assert rec["accuracy"]["test_clean"][r] == pytest.approx(np.mean(z[:t].argmax(-1) == ds.y_test), abs=1e-12)
         assert rec["accuracy"]["train_clean"][r] == pytest.approx(np.mean(z[t:t + n].argmax(-1) == ds.y_train), abs=1e-12)
@@ -137,10 +120,3 @@ def test_full_config_lists_kmnist_and_fails_before_any_work_when_it_is_missing(t
     assert not (tmp_path / "out" / "config.json").exists()
 
 
-def test_chunk_size_counts_the_online_corruption_working_set(monkeypatch):
-    params = avc.Params(**SMALL)
-    cfg = ot.train_config(params, 10)
-    per = train.estimate_member_bytes(cfg, 784, 60000, online=True) + 4 * 60000 * 784 * 4
-    monkeypatch.setattr(train, "default_memory_budget", lambda devices: 10 * per)
-    assert ot.online_chunk_size(cfg, 60000, 784, 100) == 10  # 10 chunks of 10 members
-    assert ot.online_chunk_size(cfg, 60000, 784, 7) == 7

@@ -48,7 +48,7 @@ def test_record_equals_a_recomputation_with_the_library_on_the_same_seeds(x64):
     assert acc.shape == (2, 3)
     for r in range(2):
         z = train.train_member(cfg, ds.x_train, ds.y_train, ds.x_test, k=r, m=0,
-                               corrupt=ot.EpochRedraw(U01, 0.5, params.seed))
+                               corrupt=corruption.Online(U01, 0.5, params.seed))
         for j, q in enumerate(params.p_test):
             xq = np.asarray(U01.apply(ds.x_test, q, 3, stream=corruption.TEST_STREAM))
             logits = np.asarray(_forward(cfg, z.params, xq))

@@ -30,42 +30,6 @@ PARAMETERIZATIONS = ("ntk", "standard")
 
 
 @dataclasses.dataclass(frozen=True)
-class EpochRedraw:
-    """Online corruption for ``train_ensemble(corrupt=...)``.
-
-    ``EpochRedraw(model, p, seed)(x, k, e)`` equals ``model.apply(x, p, seed + k,
-    epoch=e + 1)`` bit for bit, but accepts traced ``k`` and ``e`` (int32 scalars
-    inside the compiled training epoch), which ``model.apply`` does not. Row j of x
-    is its global row index, as in :func:`nwcorrupt.corruption.row_keys`.
-
-    Attributes:
-      model: a :class:`~nwcorrupt.corruption.Replacement` or
-        :class:`~nwcorrupt.corruption.Additive` model.
-      p: corruption level in [0, 1].
-      seed: noise seed of repeat 0 (repeat k uses seed + k); seed + K must stay
-        below 2**31.
-    """
-
-    model: Any
-    p: float
-    seed: int
-
-    def __call__(self, x_clean, k, epoch):
-        """Corrupted copy (N, d) of ``x_clean`` (N, d) for repeat k in training epoch ``epoch``."""
-        import jax
-        import jax.numpy as jnp
-
-        n = x_clean.shape[0]
-        keys = corruption.row_keys(
-            self.seed + k, jnp.arange(n, dtype=jnp.uint32), epoch=epoch + 1, stream=corruption.TRAIN_STREAM
-        )
-        p = jnp.asarray(self.p, x_clean.dtype)
-        # the per-row draw of the corruption module (private hook: the public apply needs concrete seeds)
-        noise = jax.vmap(self.model._row, in_axes=(0, 0, None))(x_clean, keys, p)
-        return self.model.combine(x_clean, noise, p)
-
-
-@dataclasses.dataclass(frozen=True)
 class NetParams:
     """Parameters shared by the two studies (network, training, repeats).
 
@@ -158,24 +122,6 @@ def train_config(params: NetParams, num_classes: int):
     )
 
 
-def online_chunk_size(config, n: int, d: int, members: int) -> int:
-    """Members per compiled chunk, counting the per-epoch corruption working set.
-
-    :func:`nwcorrupt.train.estimate_member_bytes` leaves out the corrupted copy
-    of the training set that online corruption builds per member and epoch; we
-    add about four (N, d) arrays per member (the copy, the mask draws, the
-    replacement values and the result).
-    """
-    import jax
-
-    from nwcorrupt import train
-    from nwcorrupt.precision import default_float
-
-    devices = jax.devices()
-    per = train.estimate_member_bytes(config, d, n, online=True) + 4 * n * d * np.dtype(default_float()).itemsize
-    return train.choose_chunk_size(members, per, train.default_memory_budget(devices), len(devices))
-
-
 def train_repeats(params: NetParams, ds: data.Dataset, p: float, x_eval: np.ndarray) -> tuple[np.ndarray, float]:
     """Train R networks at corruption level p (redrawn every epoch); their logits on ``x_eval``.
 
@@ -191,7 +137,7 @@ def train_repeats(params: NetParams, ds: data.Dataset, p: float, x_eval: np.ndar
     from nwcorrupt import train
 
     cfg = train_config(params, ds.num_classes)
-    redraw = EpochRedraw(noise_model(params), float(p), params.seed)
+    redraw = corruption.Online(noise_model(params), float(p), params.seed)
     ens = train.train_ensemble(
         cfg,
         ds.x_train,
@@ -200,7 +146,6 @@ def train_repeats(params: NetParams, ds: data.Dataset, p: float, x_eval: np.ndar
         num_inits=1,
         corrupt=redraw,
         num_datasets=params.repeats,
-        chunk_size=online_chunk_size(cfg, ds.n_train, ds.d, params.repeats),
         quiet=True,
     )
     return np.asarray(ens.test_logits)[:, 0], float(ens.train_seconds)
