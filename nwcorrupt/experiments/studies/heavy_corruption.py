@@ -24,8 +24,8 @@ import dataclasses
 
 import numpy as np
 
-from nwcorrupt import corruption, data, metrics, precision, prototype
-from nwcorrupt.experiments.studies import common
+from nwcorrupt import data
+from nwcorrupt.experiments.studies import common, nested_predictors
 
 DESCRIPTION = "finite ensembles vs exact NTK vs mean-field predictor vs leading-order centroid rule, vs p"
 
@@ -105,64 +105,23 @@ def _dataset(params: Params) -> data.Dataset:
 
 
 def run_point(params: Params, point: dict) -> dict:
-    from nwcorrupt import predict, theory, train
-
     ds = _dataset(params)
-    arch = _arch(params)
     model = common.noise_model(point["noise"], "example", ds.x_train)
-    p = float(point["p"])
-    seeds = [params.seed + k for k in range(params.k)]
-    noisy = np.stack([np.asarray(model.apply(ds.x_train, p, s)) for s in seeds])  # (K, N, d)
-    onehot = np.eye(ds.num_classes)[ds.y_train]
-
-    cfg = train.TrainConfig(
-        arch=arch,
-        width=params.width,
-        num_classes=ds.num_classes,
-        optimizer=train.Optimizer("adam", params.learning_rate),
-        loss="mse",
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        seed=params.seed,
+    res = nested_predictors.run_predictors(
+        ds, _arch(params), model, float(point["p"]), k=params.k, m=params.m, width=params.width,
+        epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
+        diag_reg=params.diag_reg, seed=params.seed,
     )
-    ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=params.m, quiet=True)
-    net_pred = np.asarray(ens.test_logits).mean(axis=1).argmax(-1)  # (K, T): init-averaged decisions
-
-    with precision.x64():
-        ntk_pred = np.stack(
-            [
-                np.asarray(predict.ntk_predict(arch, noisy[k].astype(np.float64), onehot, ds.x_test.astype(np.float64),
-                                               diag_reg=params.diag_reg)).argmax(-1)
-                for k in range(params.k)
-            ]
-        )
-        mf = np.asarray(theory.meanfield_predict(arch, model, p, ds.x_train.astype(np.float64), ds.y_train,
-                                                 ds.x_test.astype(np.float64), kernel="ntk",
-                                                 diag_reg=params.diag_reg * 1.0, num_classes=ds.num_classes))
-    mf_pred = mf.argmax(-1)
-    rule_noisy = np.stack([prototype.predict(ds.x_test, noisy[k], ds.y_train, num_classes=ds.num_classes) for k in range(params.k)])
-    rule_leading = prototype.predict(ds.x_test, ds.x_train, ds.y_train, num_classes=ds.num_classes)
-
-    preds = {"network": net_pred, "ntk": ntk_pred, "meanfield": mf_pred[None], "rule_noisy": rule_noisy,
-             "rule_leading": rule_leading[None]}
-    acc = {name: [metrics.accuracy(row, ds.y_test) for row in pr] for name, pr in preds.items()}
-    agree = {}
-    for a, b in AGREEMENTS:
-        pa, pb = preds[a], preds[b]
-        rows = max(len(pa), len(pb))
-        agree[f"{a}~{b}"] = [metrics.agreement(pa[min(i, len(pa) - 1)], pb[min(i, len(pb) - 1)]) for i in range(rows)]
     return {
-        "accuracy": acc,
-        "agreement": agree,
-        "noise_seeds": seeds,
-        "train_seconds": float(ens.train_seconds),
-        "member_accuracy_mean": float(ens.accuracy["member_mean"]) if ens.accuracy else None,
+        "accuracy": nested_predictors.accuracies(res.preds, ds.y_test),
+        "agreement": nested_predictors.agreements(res.preds, AGREEMENTS),
+        "noise_seeds": res.noise_seeds,
+        "train_seconds": res.train_seconds,
+        "member_accuracy_mean": res.member_accuracy_mean,
     }
 
 
-def _mean_std(vals) -> tuple[float, float]:
-    v = np.asarray(vals, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+_mean_std = nested_predictors.mean_std
 
 
 def tables(params: Params, records: list[dict]) -> dict:
