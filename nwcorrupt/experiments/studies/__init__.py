@@ -18,6 +18,8 @@ import importlib
 from types import ModuleType
 
 _STUDIES = {
+    "centroid_comparison": "nwcorrupt.experiments.studies.centroid_comparison",
+    "finite_vs_infinite": "nwcorrupt.experiments.studies.finite_vs_infinite",
     "centroid_rules": "nwcorrupt.experiments.studies.centroid_rules",
     "heavy_corruption": "nwcorrupt.experiments.studies.heavy_corruption",
     "noise_illustration": "nwcorrupt.experiments.studies.noise_illustration",
