@@ -75,8 +75,6 @@ class Params:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from nwcorrupt import activations
-
         if not self.datasets:
             raise ValueError("datasets must list at least one data set")
         for name in self.datasets:
@@ -89,19 +87,11 @@ class Params:
             raise ValueError(f"p_ref must lie in [0, 1) so that A = a / (1 - p_ref) is defined, got {self.p_ref}")
         if not any(math.isclose(p, self.p_ref, abs_tol=1e-12) for p in self.ps):
             raise ValueError(f"p_ref ({self.p_ref}) must be one of ps {list(self.ps)}")
-        activations.get(self.activation)
-        for name in ("n_train", "depth", "width", "epochs", "batch_size", "m", "n_draws"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        nested_predictors.check_recipe(self, ("n_train", "depth", "width", "epochs", "batch_size", "m", "n_draws"))
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (the centroid model's c is a std across noisy sets), got {self.k}")
-        for name in ("n_test", "n_fit_points", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.batch_size > self.n_train:
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
-        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
-            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+        if self.n_fit_points < 0:
+            raise ValueError(f"n_fit_points must be >= 0, got {self.n_fit_points}")
 
 
 def preflight(params: Params) -> None:
@@ -119,25 +109,15 @@ def is_ref(params: Params, point: dict) -> bool:
 
 
 def estimate(params: Params, point: dict) -> float:
-    n_test = params.n_test or 10000
-    w, d = params.width, 784
-    n_params = d * w + (params.depth - 2) * w * w + w * 10
-    flops_train = 6 * params.k * params.m * params.epochs * params.n_train * n_params
-    flops_kernel = 2 * params.k * (params.n_train + n_test) * params.n_train * d * 3
-    return 2.0 + flops_train / 2e10 + flops_kernel / 2e10 + 1e-9 * params.n_train**3
+    return nested_predictors.estimate_seconds(params, (params.width,))
 
 
 def _arch(params: Params):
-    from nwcorrupt.kernels import MLP
-
-    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+    return nested_predictors.arch(params)
 
 
 def _dataset(params: Params, name: str) -> data.Dataset:
-    ds = data.load(name, n_train=params.n_train, seed=params.seed)
-    if params.n_test and params.n_test < ds.n_test:
-        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
-    return ds
+    return nested_predictors.load_dataset(name, params)
 
 
 def mean_score_gap(s, y) -> float:

@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data
-from nwcorrupt.experiments.studies import common
+from nwcorrupt.experiments.studies import common, nested_predictors
 from nwcorrupt.experiments.studies.nested_predictors import mean_std
 
 DESCRIPTION = "trained ensembles of growing width vs the exact NTK and NNGP predictors on the same noisy sets, vs p"
@@ -52,25 +52,14 @@ class Params:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from nwcorrupt import activations
-
         common.check_dataset(self.dataset)
         common.check_noises(self.noises)
         common.check_ps("ps", self.ps)
-        activations.get(self.activation)
         if not self.widths or any(w < 1 for w in self.widths):
             raise ValueError(f"widths must be a non-empty list of positive integers, got {list(self.widths)}")
         if len(set(self.widths)) != len(self.widths):
             raise ValueError(f"widths must be distinct, got {list(self.widths)}")
-        for name in ("n_train", "depth", "epochs", "batch_size", "k", "m"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_test < 0 or self.seed < 0:
-            raise ValueError(f"n_test and seed must be >= 0, got n_test={self.n_test}, seed={self.seed}")
-        if self.batch_size > self.n_train:
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
-        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
-            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+        nested_predictors.check_recipe(self, ("n_train", "depth", "epochs", "batch_size", "k", "m"))
 
 
 def preflight(params: Params) -> None:
@@ -82,24 +71,15 @@ def points(params: Params) -> list[dict]:
 
 
 def estimate(params: Params, point: dict) -> float:
-    n_test, d = params.n_test or 10000, 784
-    n_params = sum(d * w + (params.depth - 2) * w * w + w * 10 for w in params.widths)
-    flops_train = 6 * params.k * params.m * params.epochs * params.n_train * n_params
-    flops_kernel = 2 * 2 * params.k * (params.n_train + n_test) * params.n_train * d * 3
-    return 2.0 + flops_train / 2e10 + flops_kernel / 2e10 + 2e-9 * params.n_train**3
+    return nested_predictors.estimate_seconds(params, params.widths, kernels=2)
 
 
 def _arch(params: Params):
-    from nwcorrupt.kernels import MLP
-
-    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+    return nested_predictors.arch(params)
 
 
 def _dataset(params: Params) -> data.Dataset:
-    ds = data.load(params.dataset, n_train=params.n_train, seed=params.seed)
-    if params.n_test and params.n_test < ds.n_test:
-        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
-    return ds
+    return nested_predictors.load_dataset(params.dataset, params)
 
 
 def run_point(params: Params, point: dict) -> dict:

@@ -54,21 +54,10 @@ class Params:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from nwcorrupt import activations
-
         common.check_dataset(self.dataset)
         common.check_noises(self.noises)
         common.check_ps("ps", self.ps)
-        activations.get(self.activation)
-        for name in ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_test < 0 or self.seed < 0:
-            raise ValueError("n_test and seed must be >= 0")
-        if self.batch_size > self.n_train:
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
-        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
-            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+        nested_predictors.check_recipe(self, ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"))
 
 
 def preflight(params: Params) -> None:
@@ -80,28 +69,15 @@ def points(params: Params) -> list[dict]:
 
 
 def estimate(params: Params, point: dict) -> float:
-    n_test = params.n_test or 10000
-    flops_train = 6 * params.k * params.m * params.epochs * params.n_train * _num_params(params)
-    flops_kernel = 2 * params.k * (params.n_train + n_test) * params.n_train * 784 * 3
-    return 2.0 + flops_train / 2e10 + flops_kernel / 2e10 + 1e-9 * params.n_train**3
-
-
-def _num_params(params: Params, d: int = 784, c: int = 10) -> int:
-    w = params.width
-    return d * w + (params.depth - 2) * w * w + w * c if params.depth > 1 else d * c
+    return nested_predictors.estimate_seconds(params, (params.width,))
 
 
 def _arch(params: Params):
-    from nwcorrupt.kernels import MLP
-
-    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+    return nested_predictors.arch(params)
 
 
 def _dataset(params: Params) -> data.Dataset:
-    ds = data.load(params.dataset, n_train=params.n_train, seed=params.seed)
-    if params.n_test and params.n_test < ds.n_test:
-        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
-    return ds
+    return nested_predictors.load_dataset(params.dataset, params)
 
 
 def run_point(params: Params, point: dict) -> dict:

@@ -134,3 +134,48 @@ def mean_std(vals) -> tuple[float, float]:
     """Mean and sample std (ddof = 1; 0 for a single value) of a list of numbers."""
     v = np.asarray(vals, dtype=float)
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+# --------------------------------------------------------------------------- shared pieces of the studies' Params
+
+
+def check_recipe(params, positive: Sequence[str]) -> None:
+    """Checks shared by the network studies' ``Params`` (fields activation, n_test, seed,
+    batch_size, n_train, learning_rate, W_std, b_std, diag_reg, and each name in ``positive``)."""
+    from nwcorrupt import activations
+
+    activations.get(params.activation)
+    for name in positive:
+        if getattr(params, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(params, name)}")
+    if params.n_test < 0 or params.seed < 0:
+        raise ValueError("n_test and seed must be >= 0")
+    if params.batch_size > params.n_train:
+        raise ValueError(f"batch_size ({params.batch_size}) must not exceed n_train ({params.n_train})")
+    if not (params.learning_rate > 0 and params.W_std > 0 and params.b_std >= 0 and params.diag_reg >= 0):
+        raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+
+
+def arch(params):
+    """The :class:`nwcorrupt.kernels.MLP` of ``params`` (depth, activation, W_std, b_std)."""
+    from nwcorrupt.kernels import MLP
+
+    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+
+
+def load_dataset(name: str, params) -> data.Dataset:
+    """Data set ``name`` with a balanced training subset of ``params.n_train`` (seed ``params.seed``)
+    and the first ``params.n_test`` clean test points (0: all)."""
+    ds = data.load(name, n_train=params.n_train, seed=params.seed)
+    if params.n_test and params.n_test < ds.n_test:
+        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
+    return ds
+
+
+def estimate_seconds(params, widths: Sequence[int], kernels: int = 1, d: int = 784, c: int = 10) -> float:
+    """Rough seconds of one point on a 2-core CPU: K·M networks per width, ``kernels`` exact predictors per set."""
+    n_test = params.n_test or 10000
+    n_params = sum(d * w + (params.depth - 2) * w * w + w * c if params.depth > 1 else d * c for w in widths)
+    flops_train = 6 * params.k * params.m * params.epochs * params.n_train * n_params
+    flops_kernel = 2 * kernels * params.k * (params.n_train + n_test) * params.n_train * d * 3
+    return 2.0 + flops_train / 2e10 + flops_kernel / 2e10 + kernels * 1e-9 * params.n_train**3
