@@ -138,10 +138,12 @@ def accuracy_grid(
                 ax.set_xlabel("corruption level p")
             if j == 0:
                 ax.set_ylabel("clean test accuracy")
-    axes[0, -1].legend(fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    legend_rows = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, 0.045 * legend_rows / len(row_keys) + 0.02, 1, 1))
     return fig
 
 
