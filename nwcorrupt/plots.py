@@ -141,6 +141,10 @@ def accuracy_heatmap(p_train: Sequence[float], p_test: Sequence[float], acc, *, 
     ax.set_ylabel("training corruption p_train")
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- centroid_comparison, finite_vs_infinite
 
 
@@ -254,6 +258,10 @@ def curve_with_band(
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def width_curves(
     header: Sequence[str],
     rows: Sequence[Sequence],
