@@ -1,132 +1,91 @@
 """The ``nwcorrupt`` command.
 
-``nwcorrupt demo``: on MNIST (N = 4000 balanced, clean test set, per-example
-normalisation), sweep the corruption level p of replacement and additive noise
-and print the test accuracy of the overlap centroid rule and of the Euclidean
-nearest-centroid rule fitted on the *corrupted* training set; write the table
-(CSV + JSON) and a figure of corrupted example images.
+``nwcorrupt demo`` is the main job: the ``heavy_corruption`` study at its quick scale
+(``experiments/heavy_corruption.toml``): on MNIST it trains finite-width ensembles on
+corrupted training sets and compares them, as the corruption level p grows, with the
+exact NTK predictor on the same noisy sets, the exact mean-field predictor and the
+leading-order centroid rule argmax_i <x*, mu_i>. It prints the accuracy and agreement
+table and writes the records, tables and figures to ``results/demo``. Like every
+``nwcorrupt run``, it is resumable: a rerun skips the finished points.
+
+``nwcorrupt run``, ``report`` and ``list`` drive any configured study.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-DEMO_PS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 1.0)
-DEMO_RULES = ("overlap", "euclidean")
+DEMO_STUDY = "heavy_corruption"
 
 
-def demo_models() -> dict:
-    """The two noise models of the demo, for per-example normalised data."""
-    from nwcorrupt.corruption import Additive, Replacement
+def find_config(study: str, *, cwd: Path | None = None) -> Path:
+    """The config file ``experiments/<study>.toml``: in the working directory, else beside the package.
 
-    return {"replacement": Replacement("uniform"), "additive": Additive("gaussian")}
-
-
-def demo_table(dataset, models: dict, ps: Sequence[float], seed: int, rules: Sequence[str] = DEMO_RULES) -> list[dict]:
-    """Accuracy of prototype rules fitted on corrupted training sets.
-
-    Returns:
-      one row per (noise, p): {"noise", "p", "acc_<rule>" for each rule, "agreement"}.
+    Raises:
+      FileNotFoundError: naming the places searched.
     """
-    from nwcorrupt import metrics, prototype
-    from nwcorrupt.corruption import corrupt
+    import nwcorrupt
 
-    rows = []
-    for noise, model in models.items():
-        for p in ps:
-            noisy = corrupt(dataset, model, p, seed, where="train")
-            preds = {
-                r: prototype.predict(noisy.x_test, noisy.x_train, noisy.y_train, num_classes=dataset.num_classes, rule=r)
-                for r in rules
-            }
-            row = {"noise": noise, "p": float(p)}
-            row.update({f"acc_{r}": metrics.accuracy(preds[r], dataset.y_test) for r in rules})
-            if len(rules) == 2:
-                row["agreement"] = metrics.agreement(preds[rules[0]], preds[rules[1]])
-            rows.append(row)
-    return rows
+    candidates = [Path(cwd or Path.cwd()) / "experiments" / f"{study}.toml",
+                  Path(nwcorrupt.__file__).resolve().parents[1] / "experiments" / f"{study}.toml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"config of study {study!r} not found; looked for {[str(c) for c in candidates]}; "
+                            "pass --config PATH")
 
 
-def format_table(rows: list[dict], n_test: int) -> str:
-    """A plain-text table of :func:`demo_table` rows."""
-    keys = [k for k in rows[0] if k not in ("noise", "p")]
-    header = f"{'noise':<12} {'p':>5} " + " ".join(f"{k:>14}" for k in keys)
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r['noise']:<12} {r['p']:>5.2f} " + " ".join(f"{r[k]:>14.4f}" for k in keys))
-    lines.append(f"(test accuracy on {n_test} clean test points; chance = 0.1; ±{0.5 / np.sqrt(n_test):.4f} max std. err.)")
-    return "\n".join(lines)
+def _demo_overrides(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in (("dataset", args.dataset), ("n_train", args.n_train), ("seed", args.seed)) if v is not None}
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from nwcorrupt import __version__, data, plots
-    from nwcorrupt._io import atomic_write_csv, atomic_write_json
+    from nwcorrupt.experiments import runner
+    from nwcorrupt.experiments.schema import ConfigError, load_config
+    from nwcorrupt.experiments.store import Store
+    from nwcorrupt.experiments.studies import heavy_corruption
 
     t0 = time.perf_counter()
-    out = Path(args.out)
     try:
-        ds = data.load(args.dataset, n_train=args.n_train, seed=args.seed, data_dir=args.data_dir)
-    except data.DatasetNotFoundError as err:
+        path = Path(args.config) if args.config else find_config(DEMO_STUDY)
+        config = load_config(path, args.scale, overrides=_demo_overrides(args))
+        if config.study != DEMO_STUDY:
+            raise ConfigError(f"{path}: the demo runs the {DEMO_STUDY!r} study, this config is {config.study!r}")
+        out = Path(args.out)
+        if not args.quiet:
+            p = config.params
+            print(f"nwcorrupt demo: study {DEMO_STUDY} ({config.scale} scale, {path})")
+            print(f"  {p.dataset}, N = {p.n_train}, {p.activation} MLP L = {p.depth}, width {p.width}, "
+                  f"K x M = {p.k} x {p.m} (noisy sets x inits), noises {list(p.noises)}, p in {list(p.ps)}")
+            print(runner.format_plan(config, out).splitlines()[-1])
+        summary = runner.run(config, out, quiet=args.quiet)
+    except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    models = demo_models()
-    if not args.quiet:
-        print(f"nwcorrupt demo: {ds.name}, N = {ds.n_train} balanced, d = {ds.d}, {ds.n_test} clean test points")
-        print("noise on the training set only: replacement U[-sqrt3, sqrt3], additive N(0, 1); noise seed", args.seed)
-    rows = demo_table(ds, models, DEMO_PS, args.seed)
-    print(format_table(rows, ds.n_test))
-
-    header = list(rows[0])
-    atomic_write_csv(out / "demo.csv", header, [[r[k] for k in header] for r in rows])
-    atomic_write_json(
-        out / "demo.json",
-        {
-            "study": "demo",
-            "config": {"dataset": args.dataset, "n_train": args.n_train, "seed": args.seed, "ps": list(DEMO_PS),
-                       "noise": {k: repr(v) for k, v in models.items()}, "rules": list(DEMO_RULES)},
-            "rows": rows,
-            "versions": _versions(__version__),
-            "device": platform.processor() or platform.machine(),
-            "seconds": time.perf_counter() - t0,
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        },
-    )
-    if ds.image_shape is not None:
-        example = ds.x_train[:1]
-        strip = [
-            (name, [np.asarray(m.apply(example, p, args.seed))[0] for p in DEMO_PS]) for name, m in models.items()
-        ]
-        fig = plots.corrupted_strip(strip, DEMO_PS, ds.image_shape, title=f"{ds.name}: one training image, corrupted")
-        paths = plots.save_figure(fig, out / "demo_corrupted", formats=("png",))
-        print(f"wrote {out / 'demo.csv'}, {out / 'demo.json'} and {paths[0]}")
-    else:
-        print(f"wrote {out / 'demo.csv'} and {out / 'demo.json'}")
+    runner.report(out, formats=("png",))
+    records = sorted(Store(out).records(), key=lambda r: r["index"])
+    print(heavy_corruption.summary_table(records))
+    print(f"accuracy on the clean test set (mean over K = {config.params.k} noisy training sets); "
+          "agree: fraction of test points where the two predictors' decisions coincide")
+    print(f"{summary.ran} points run, {summary.skipped} already stored, {time.perf_counter() - t0:.1f} s; "
+          f"tables in {out / 'tables'}, figures in {out / 'figures'}")
     return 0
-
-
-def _versions(version: str) -> dict:
-    import jax
-
-    return {"nwcorrupt": version, "jax": jax.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nwcorrupt", description="Infinite-width theory of learning from corrupted data.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="centroid rules on corrupted MNIST: accuracy table and a figure")
-    demo.add_argument("--dataset", default="mnist", help="registered data set (default: mnist)")
-    demo.add_argument("--n-train", type=int, default=4000, help="balanced training subset size (default: 4000)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the subset and of the noise (default: 0)")
-    demo.add_argument("--data-dir", default=None, help="directory with the data set's files, if not installed")
-    demo.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
+    demo = sub.add_parser("demo", help="the main job: heavy_corruption study at quick scale (networks, NTK, mean-field, rule)")
+    demo.add_argument("--scale", default="quick", help="scale table of the config (default: quick)")
+    demo.add_argument("--config", default=None, help="config file (default: experiments/heavy_corruption.toml)")
+    demo.add_argument("--dataset", default=None, help="override the config's data set")
+    demo.add_argument("--n-train", type=int, default=None, help="override the config's training set size")
+    demo.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    demo.add_argument("--out", default="results/demo", help="results folder (default: results/demo)")
     demo.add_argument("--quiet", action="store_true", help="print only the table")
     demo.set_defaults(func=_cmd_demo)
 

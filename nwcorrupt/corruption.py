@@ -245,15 +245,59 @@ class Additive:
         return (1 - p) * x + p * noise
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6))
-def _draw(model, x, p, seed, indices, epoch, stream):
+def _draw_rows(model, x, p, seed, indices, epoch, stream):
+    """The per-row noise of ``model`` (traceable in every argument but model and stream)."""
     keys = row_keys(seed, indices, epoch=epoch, stream=stream)
     return jax.vmap(model._row, in_axes=(0, 0, None))(x, keys, p)
+
+
+_draw = functools.partial(jax.jit, static_argnums=(0, 5, 6))(_draw_rows)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6))
 def _apply(model, x, p, seed, indices, epoch, stream):
     return model.combine(x, _draw(model, x, p, seed, indices, epoch, stream), p)
+
+
+@dataclasses.dataclass(frozen=True)
+class Online:
+    """Per-epoch ("online") corruption: a fresh noise realisation in every training epoch.
+
+    ``Online(model, p, seed)(x_clean, k, epoch)`` is the corrupted copy (N, d) of the
+    clean rows ``x_clean`` (N, d) that training set k sees in training epoch ``epoch``
+    (both may be traced int32 scalars, e.g. inside a compiled training loop). It equals
+    ``model.apply(x_clean, p, seed + k, epoch=epoch + 1)`` bit for bit: realisation
+    ``epoch = 0`` of each seed is the fixed (offline) corrupted set and is never drawn
+    online. Row j is treated as global row j (as in :func:`row_keys`). Pass it as
+    ``nwcorrupt.train.train_ensemble(..., corrupt=Online(model, p, seed), num_datasets=K)``.
+
+    Attributes:
+      model: a :class:`Replacement` or :class:`Additive` model.
+      p: corruption level in [0, 1].
+      seed: noise seed of training set 0 (set k uses seed + k; seed + K < 2**32).
+      stream: :data:`TRAIN_STREAM` (default) or :data:`TEST_STREAM`.
+    """
+
+    model: Replacement | Additive
+    p: float
+    seed: int
+    stream: int = TRAIN_STREAM
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, (Replacement, Additive)):
+            raise TypeError(f"model must be a Replacement or Additive corruption model, got {self.model!r}")
+        object.__setattr__(self, "p", check_probability("p", self.p))
+        _check_seed("seed", self.seed)
+        if self.stream not in (TRAIN_STREAM, TEST_STREAM):
+            raise ValueError(f"stream must be {TRAIN_STREAM} (train) or {TEST_STREAM} (test), got {self.stream!r}")
+
+    def __call__(self, x_clean: Array, k, epoch) -> Array:
+        x = jnp.asarray(x_clean)
+        p = jnp.asarray(self.p, x.dtype)
+        idx = jnp.arange(x.shape[0], dtype=jnp.uint32)
+        seed = jnp.asarray(self.seed, jnp.uint32) + jnp.asarray(k, jnp.uint32)
+        epoch = jnp.asarray(epoch, jnp.uint32) + 1
+        return self.model.combine(x, _draw_rows(self.model, x, p, seed, idx, epoch, self.stream), p)
 
 
 def get(kind: str, **params: object) -> Replacement | Additive:

@@ -93,6 +93,216 @@ def accuracy_curves(rows: Sequence[Sequence], *, title: str | None = None, chanc
     return fig
 
 
+# --------------------------------------------------------------------------- studies accuracy_vs_corruption, ptrain_ptest
+
+
+def accuracy_panels(rows: Sequence[Sequence], *, title: str | None = None, ylabel: str = "accuracy"):
+    """Accuracy vs p with ±1 std bands: one panel per data set, one line per evaluation split.
+
+    Args:
+      rows: table rows (dataset, p, split, mean, std, n, chance); the panel of a
+        data set draws its chance level (last column) as a dashed line.
+    """
+    fig = accuracy_curves(rows, title=title, chance=None)
+    panels = list(dict.fromkeys(r[0] for r in rows))
+    for ax, panel in zip(fig.axes, panels):
+        ax.axhline(next(float(r[6]) for r in rows if r[0] == panel), color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_xlabel("training corruption level p")
+    fig.axes[0].set_ylabel(ylabel)
+    fig.axes[-1].legend(fontsize=8)
+    return fig
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres: midpoints inside, half a spacing beyond the ends."""
+    c = np.asarray(centres, dtype=float)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def accuracy_heatmap(p_train: Sequence[float], p_test: Sequence[float], acc, *, title: str | None = None):
+    """Heat map of accuracy over (p_train, p_test) with a colour bar.
+
+    Args:
+      p_train: (A,) sorted training levels (vertical axis).
+      p_test: (B,) sorted test levels (horizontal axis).
+      acc: (A, B) accuracies; cell (i, j) is (p_train[i], p_test[j]).
+    """
+    plt = _pyplot()
+    a = np.asarray(acc, dtype=float)
+    if a.shape != (len(p_train), len(p_test)):
+        raise ValueError(f"acc must have shape ({len(p_train)}, {len(p_test)}), got {a.shape}")
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    mesh = ax.pcolormesh(_edges(p_test), _edges(p_train), a, cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label="test accuracy")
+    ax.set_xlabel("test corruption p_test")
+    ax.set_ylabel("training corruption p_train")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- centroid_comparison, finite_vs_infinite
+
+
+def accuracy_grid(
+    rows: Sequence[Sequence],
+    *,
+    curves: dict | None = None,
+    title: str | None = None,
+    chance: float | None = 0.1,
+):
+    """Accuracy vs p with ±1 std bands on a grid of panels (one row per first key, one column per second).
+
+    Args:
+      rows: table rows (row_key, col_key, p, predictor, mean, std, ...), e.g. (data set, noise, ...).
+      curves: optional {(row_key, col_key): [(label, ps, values), ...]} drawn as dashed lines
+        without bands (model predictions).
+      title: figure title; chance: a horizontal reference line (None: none).
+    """
+    plt = _pyplot()
+    row_keys = list(dict.fromkeys(r[0] for r in rows))
+    col_keys = list(dict.fromkeys(r[1] for r in rows))
+    fig, axes = plt.subplots(len(row_keys), len(col_keys), figsize=(4.4 * len(col_keys), 3.4 * len(row_keys)),
+                             squeeze=False, sharey=True)
+    styles = ("--", ":", "-.")
+    for i, rk in enumerate(row_keys):
+        for j, ck in enumerate(col_keys):
+            ax = axes[i, j]
+            sub = [r for r in rows if r[0] == rk and r[1] == ck]
+            for name in dict.fromkeys(r[3] for r in sub):
+                pts = sorted((r[2], r[4], r[5]) for r in sub if r[3] == name)
+                p, m, s = (np.asarray(v, dtype=float) for v in zip(*pts))
+                ax.plot(p, m, marker="o", ms=3, label=name)
+                ax.fill_between(p, m - s, m + s, alpha=0.2)
+            for n, (label, ps, vals) in enumerate((curves or {}).get((rk, ck), [])):
+                order = np.argsort(np.asarray(ps, dtype=float))
+                ax.plot(np.asarray(ps, dtype=float)[order], np.asarray(vals, dtype=float)[order], color="k",
+                        ls=styles[n % len(styles)], lw=1.2, label=label)
+            if chance is not None:
+                ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
+            ax.set_title(f"{rk}, {ck}", fontsize=10)
+            ax.grid(alpha=0.3)
+            if i == len(row_keys) - 1:
+                ax.set_xlabel("corruption level p")
+            if j == 0:
+                ax.set_ylabel("clean test accuracy")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    legend_rows = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, 0.045 * legend_rows / len(row_keys) + 0.02, 1, 1))
+    return fig
+
+
+def logit_scatter(panels: Sequence[tuple[str, dict]], *, title: str | None = None):
+    """Centroid-model fit: predicted a·s_i + b against the actual mean logits, one panel per fit.
+
+    Args:
+      panels: (panel title, fit) pairs; fit holds ``predicted`` and ``actual`` (n,) arrays,
+        ``is_true`` (n,) bool (entry of the true class), and the numbers a, b, c, r2.
+    """
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.0 * cols, 3.8 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, fit) in zip(axes.ravel(), panels):
+        pred, act = np.asarray(fit["predicted"], dtype=float), np.asarray(fit["actual"], dtype=float)
+        true = np.asarray(fit["is_true"], dtype=bool)
+        ax.scatter(pred[~true], act[~true], s=2, alpha=0.3, color="tab:blue", rasterized=True, label="other classes")
+        ax.scatter(pred[true], act[true], s=2, alpha=0.5, color="tab:red", rasterized=True, label="true class")
+        lo, hi = float(min(pred.min(), act.min())), float(max(pred.max(), act.max()))
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+        ax.plot([], [], " ", label=f"a = {fit['a']:.4g}, b = {fit['b']:.3g}, c = {fit['c']:.3g}")
+        ax.text(0.04, 0.96, f"R² = {fit['r2']:.3f}", transform=ax.transAxes, va="top", fontsize=9,
+                bbox=dict(boxstyle="round", fc="white", alpha=0.8))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("model a·s_i + b")
+        ax.set_ylabel("mean network logit")
+        ax.legend(fontsize=7, loc="lower right", markerscale=4)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def curve_with_band(
+    x: Sequence[float],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    xlabel: str,
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str = "reference",
+    title: str | None = None,
+):
+    """One curve with a ±1 std band, and an optional horizontal reference line."""
+    plt = _pyplot()
+    xs, m, s = (np.asarray(v, dtype=float) for v in (x, mean, std))
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    ax.plot(xs, m, marker="o", ms=3)
+    ax.fill_between(xs, m - s, m + s, alpha=0.25)
+    if reference is not None:
+        ax.axhline(reference, color="grey", lw=0.8, ls="--", label=reference_label)
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def width_curves(
+    header: Sequence[str],
+    rows: Sequence[Sequence],
+    *,
+    quantities: Sequence[tuple[str, str]],
+    title: str | None = None,
+):
+    """Quantities vs width (log x) with ±1 std bands: one row of panels per noise, one line per p.
+
+    Args:
+      header: column names of ``rows``; it must hold ``noise``, ``p``, ``width`` and, for each
+        quantity q, ``q_mean`` and ``q_std``.
+      rows: table rows.
+      quantities: (column stem q, axis label) pairs, one panel column each.
+    """
+    plt = _pyplot()
+    col = {h: i for i, h in enumerate(header)}
+    noises = list(dict.fromkeys(r[col["noise"]] for r in rows))
+    fig, axes = plt.subplots(len(noises), len(quantities), figsize=(4.2 * len(quantities), 3.3 * len(noises)),
+                             squeeze=False)
+    for i, noise in enumerate(noises):
+        sub = [r for r in rows if r[col["noise"]] == noise]
+        for j, (q, label) in enumerate(quantities):
+            ax = axes[i, j]
+            for p in sorted(dict.fromkeys(r[col["p"]] for r in sub)):
+                pts = sorted((r[col["width"]], r[col[q + "_mean"]], r[col[q + "_std"]]) for r in sub if r[col["p"]] == p)
+                w, m, s = (np.asarray(v, dtype=float) for v in zip(*pts))
+                ax.plot(w, m, marker="o", ms=3, label=f"p = {p:g}")
+                ax.fill_between(w, m - s, m + s, alpha=0.2)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("hidden width n")
+            ax.set_ylabel(label)
+            ax.set_title(noise, fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------
 # SNR sweep and activation studies
 # ---------------------------------------------------------------------------

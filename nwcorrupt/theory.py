@@ -384,7 +384,9 @@ def meanfield_predict(
 
     The random first-layer Gram matrix of the corrupted training set is replaced
     by its noise average (:func:`meanfield_overlaps`), then propagated through
-    the infinite-width recursion of ``arch`` (``parameterization="ntk"``).
+    the infinite-width recursion of ``arch`` (``parameterization="ntk"``) by
+    :func:`nwcorrupt.kernels.kernel_from_gram` (tiled to its memory budget, so
+    quadrature activations scale to large N).
     ``kernel="ntk"`` gives the t = ∞ gradient-flow mean, ``"nngp"`` the NNGP
     posterior mean.
 
@@ -407,7 +409,12 @@ def meanfield_predict(
     reg = _check_diag_reg(diag_reg)
     ov = meanfield_overlaps(noise, p, x_train, x_test)
     y = _targets(y_train, ov.train.shape[0], num_classes)
-    ktt, kst = kernels_from_overlaps(arch, ov, kernel=kernel, quad_order=quad_order)
+    from nwcorrupt.kernels import kernel_from_gram
+
+    # the kernels module tiles the N x N (and M x N) recursion to its memory budget; the private
+    # differentiable recursion (kernels_from_overlaps) would hold N² · quad_order² quadrature values
+    ktt = getattr(kernel_from_gram(arch, ov.train, ov.train_diag, get=kernel, symmetric=True, quad_order=quad_order), kernel)
+    kst = getattr(kernel_from_gram(arch, ov.test_train, ov.test_diag, ov.train_diag, get=kernel, quad_order=quad_order), kernel)
     import scipy.linalg
 
     ktt = np.asarray(ktt, dtype=np.float64) + reg * np.eye(ktt.shape[0])
@@ -631,16 +638,32 @@ def taylor(
     diag_reg: float = 0.0,
     num_classes: int | None = None,
     quad_order: int = SERIES_QUAD_ORDER,
+    method: str = "auto",
 ) -> np.ndarray:
     """Taylor coefficients in ε = 1 − p of the mean-field predictor, (order + 1, M, C) float64.
 
     f̄(x*; ε) = Σ_j ε^j coeffs[j] + O(ε^{order+1}) around pure noise (ε = 0),
-    computed by automatic differentiation of the kernel recursion
-    (:func:`kernel_series`) and the perturbation series of the solve
-    (:func:`series_coefficients`). Arguments as in :func:`meanfield_predict`.
+    computed by automatic differentiation of the kernel recursion. Arguments as in
+    :func:`meanfield_predict`, and
+
+      method: ``"structured"`` (orders 0 and 1 only): the kernel's value and gradient
+        at the pure-noise points by ``jax.jacfwd``, combined through the exchangeable
+        structure (Sherman–Morrison for K0, rank-two K1, test–train products through
+        Xᵀ A): cost O((N + M) d C), memory O((N + M) d), no N × N array.
+        ``"dense"``: every order; the kernel coefficients of all N² pairs
+        (:func:`kernel_series`) and the perturbation series of the solve
+        (:func:`series_coefficients`), cost O(N² d + order² N² C).
+        ``"auto"`` (default): structured for order ≤ 1, dense otherwise.
     """
+    method = check_choice("method", method, ("auto", "structured", "dense"))
+    order = check_positive_int("order", order, allow_zero=True)
+    if method == "structured" and order > 1:
+        raise ValueError(f"method='structured' gives orders 0 and 1 only, got order={order}; use method='dense'")
     n = np.shape(x_train)[0]
     y = _targets(y_train, n, num_classes)
+    if method != "dense" and order <= 1:
+        fo = _first_order_autodiff(arch, noise, x_train, y, x_test, kernel=kernel, diag_reg=diag_reg, quad_order=quad_order)
+        return np.stack([fo.f0, fo.f1][: order + 1])
     series = kernel_series(arch, noise, x_train, x_test, order=order, kernel=kernel, quad_order=quad_order)
     return np.asarray(series_coefficients(series, y, diag_reg=diag_reg), dtype=np.float64)
 
@@ -820,7 +843,7 @@ class FirstOrder:
 
 def first_order(arch, noise, x_train, y_train, x_test, *, kernel: str = "ntk", diag_reg: float = 0.0,
                 num_classes: int | None = None, quad_order: int = SERIES_QUAD_ORDER) -> FirstOrder:
-    """Closed-form first-order expansion f̄ = f0 + ε f1 + O(ε²) (cost O(M N d + N C)).
+    """Closed-form first-order expansion f̄ = f0 + ε f1 + O(ε²) (cost O((N + M) d C), no N × N array).
 
     With A = K0⁻¹Y = (Y − q N_i/N)/Δ (Sherman–Morrison), ġ the ε-coefficients of the
     overlaps (ġ_αα diagonal, ġ_αβ = μ(x̄_α + x̄_β) − 2μ² off-diagonal,
@@ -828,33 +851,121 @@ def first_order(arch, noise, x_train, y_train, x_test, *, kernel: str = "ntk", d
       f0_i = θ_* ψ N_i / N,
       f1 = w A,  w_α = T_* ġ*_α + S_* ġ_αα − θ_*/(Δ + N θ_o) c_α,
       c_β = (K1 1)_β = (S_d + (N−2) S_o) ġ_ββ + S_o Σ_α ġ_αα + T_o [μ((N−2) x̄_β + Σ_α x̄_α) − 2(N−1)μ²].
+    The sensitivities come from the forward transfer recursion (:func:`transfer`,
+    Price's theorem), not from autodiff; ``taylor(order=1)`` computes the same
+    expansion with autodiff sensitivities.
     """
     reg = _check_diag_reg(diag_reg)
-    poly = overlap_poly(noise, x_train, x_test)
-    n = poly.train.shape[1]
-    y = _targets(y_train, n, num_classes)
-    mu, mu2 = poly.mu, poly.mu2
-    off = transfer(arch, mu2, mu * mu, mu2, kernel=kernel, quad_order=quad_order)
-    fd, sd = transfer_diag(arch, mu2, kernel=kernel, quad_order=quad_order)
-    pure = PureNoise(float(fd) + reg, float(off.value), n)
+    t = _first_order_inputs(noise, x_train, x_test)
+    y = _targets(y_train, t.n, num_classes)
+    off = transfer(arch, t.mu2, t.mu * t.mu, t.mu2, kernel=kernel, quad_order=quad_order)
+    fd, sd = transfer_diag(arch, t.mu2, kernel=kernel, quad_order=quad_order)
+    ts = transfer(arch, t.test_sq, t.mu * t.test_xbar, np.full_like(t.test_sq, t.mu2), kernel=kernel, quad_order=quad_order)
+    sens = _Sensitivities(theta_d=float(fd) + reg, theta_o=float(off.value), S_o=float(off.S), T_o=float(off.T),
+                          S_d=float(sd), theta_star=np.asarray(ts.value, np.float64),
+                          T_star=np.asarray(ts.T, np.float64), S_star=np.asarray(ts.S, np.float64))
+    return _assemble_first_order(t, y, sens)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FirstOrderInputs:
+    """The O((N + M) d) data summaries the first order needs (float64)."""
+
+    x: np.ndarray  # (N, d) clean training inputs
+    xt: np.ndarray  # (M, d) test inputs
+    xbar: np.ndarray  # (N,) feature means x̄_α
+    gdd: np.ndarray  # (N,) ε-coefficient of the diagonal overlap E⟨x̃_α, x̃_α⟩
+    test_sq: np.ndarray  # (M,) ⟨x*, x*⟩
+    test_xbar: np.ndarray  # (M,) x̄*
+    mu: float
+    mu2: float
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+def _first_order_inputs(noise, x_train, x_test) -> _FirstOrderInputs:
+    kind = _kind(noise)
+    x = np.asarray(check_matrix("x_train", x_train), dtype=np.float64)
+    xt = np.asarray(check_matrix("x_test", x_test), dtype=np.float64)
+    d = x.shape[1]
+    if xt.shape[1] != d:
+        raise ValueError(f"x_test has {xt.shape[1]} features but x_train has {d}; they must match")
+    mu, mu2 = (float(m) for m in noise.moments)
+    xbar = x.mean(axis=1)
+    sq = np.einsum("nd,nd->n", x, x) / d
+    gdd = sq - mu2 if kind == "replacement" else 2 * mu * xbar - 2 * mu2  # as overlap_poly's train_diag[1]
+    return _FirstOrderInputs(x, xt, xbar, gdd, np.einsum("md,md->m", xt, xt) / d, xt.mean(axis=1), mu, mu2)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sensitivities:
+    """Kernel values and first derivatives at the pure-noise points (see :class:`FirstOrder`)."""
+
+    theta_d: float  # ridge included
+    theta_o: float
+    S_o: float
+    T_o: float
+    S_d: float
+    theta_star: np.ndarray  # (M,)
+    T_star: np.ndarray
+    S_star: np.ndarray
+
+
+def _assemble_first_order(t: _FirstOrderInputs, y: np.ndarray, sens: _Sensitivities) -> FirstOrder:
+    """f0, f1 from the sensitivities through the exchangeable structure, O((N + M) d C)."""
+    n, d = t.x.shape
+    pure = PureNoise(sens.theta_d, sens.theta_o, n)
     if not pure.delta > 0:
         raise ValueError(f"the pure-noise kernel has Δ = θ_d − θ_o = {pure.delta} <= 0: K(ε=0) is singular; add diag_reg")
-    g0 = poly.test_train[0][:, 0]
-    ts = transfer(arch, poly.test_diag, g0, np.full_like(g0, mu2), kernel=kernel, quad_order=quad_order)
-    theta_star, t_star, s_star = (np.asarray(v, dtype=np.float64) for v in (ts.value, ts.T, ts.S))
-    so, to, sd = float(off.S), float(off.T), float(sd)
-    gdd = poly.train_diag[1]  # (N,)
-    xbar = np.asarray(x_train, dtype=np.float64).mean(axis=1)  # x̄_α
-    counts = y.sum(axis=0)
-    a_mat = (y - pure.q * counts[None, :] / n) / pure.delta  # (N, C)
-    c = (sd + (n - 2) * so) * gdd + so * gdd.sum() + to * (mu * ((n - 2) * xbar + xbar.sum()) - 2 * (n - 1) * mu * mu)
-    gstar = poly.test_train[1]  # (M, N)
-    w = t_star[:, None] * gstar + s_star[:, None] * gdd[None, :] - (theta_star / (pure.delta + n * pure.theta_o))[:, None] * c[None, :]
-    f1 = w @ a_mat
-    f0 = theta_star[:, None] * (a_mat.sum(axis=0))[None, :]
-    xs = poly.test_train[1] + poly.test_train[0]  # ⟨x*, x_α⟩
-    class_term = t_star[:, None] * (xs @ a_mat)
-    return FirstOrder(f0, f1, pure, theta_star, t_star, s_star, to, so, sd, class_term)
+    so, to, sd, mu = sens.S_o, sens.T_o, sens.S_d, t.mu
+    a_mat = (y - pure.q * y.sum(axis=0)[None, :] / n) / pure.delta  # (N, C)
+    a_sum = a_mat.sum(axis=0)
+    c = (sd + (n - 2) * so) * t.gdd + so * t.gdd.sum() + to * (mu * ((n - 2) * t.xbar + t.xbar.sum()) - 2 * (n - 1) * mu * mu)
+    xs_a = t.xt @ (t.x.T @ a_mat) / d  # (M, C): Σ_α ⟨x*, x_α⟩ A_αi
+    gstar_a = xs_a - mu * t.test_xbar[:, None] * a_sum[None, :]  # Σ_α ġ*_α A_αi
+    coef = sens.theta_star / (pure.delta + n * pure.theta_o)
+    f1 = (sens.T_star[:, None] * gstar_a + sens.S_star[:, None] * (t.gdd @ a_mat)[None, :]
+          - coef[:, None] * (c @ a_mat)[None, :])
+    f0 = sens.theta_star[:, None] * a_sum[None, :]
+    return FirstOrder(f0, f1, pure, sens.theta_star, sens.T_star, sens.S_star, to, so, sd, sens.T_star[:, None] * xs_a)
+
+
+def _first_order_autodiff(arch, noise, x_train, y, x_test, *, kernel: str, diag_reg: float, quad_order: int,
+                          test_chunk: int = 1024) -> FirstOrder:
+    """:func:`first_order` with the sensitivities from ``jax.jacfwd`` of the kernel recursion."""
+    _check_arch(arch, kernel)
+    reg = _check_diag_reg(diag_reg)
+    t = _first_order_inputs(noise, x_train, x_test)
+    dt = jnp.result_type(float)
+    moments = jnp.asarray([t.mu, t.mu2], dt)
+    static = (arch.act, kernel, quad_order)
+    (th_o, g_o), (fd, gd) = _pure_noise_grads_jit(*static, *_hyper(arch), moments)
+    parts = [_test_grads_jit(*static, *_hyper(arch), moments, jnp.asarray(t.test_sq[i:i + test_chunk], dt),
+                             jnp.asarray(t.test_xbar[i:i + test_chunk], dt))
+             for i in range(0, t.test_sq.shape[0], max(1, int(test_chunk)))]
+    th_s, g_s = (np.concatenate([np.asarray(p[j], np.float64) for p in parts]) for j in range(2))
+    sens = _Sensitivities(theta_d=float(fd) + reg, theta_o=float(th_o), S_o=float(g_o[0]), T_o=float(g_o[1]),
+                          S_d=float(gd[0]), theta_star=th_s, T_star=g_s[:, 1], S_star=g_s[:, 2])
+    return _assemble_first_order(t, y, sens)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _pure_noise_grads_jit(act, kernel, quad_order, depth, hyper, moments):
+    mu, mu2 = moments[0], moments[1]
+    pair = _pair_fn(act, kernel, depth, hyper, quad_order)
+    off = _derivative_tensors(pair, jnp.stack([mu2, mu * mu, mu2]), 1)
+    diag = _derivative_tensors(lambda g: _diag_kernel(act, kernel, depth, hyper, g[0], quad_order), jnp.stack([mu2]), 1)
+    return off, diag
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _test_grads_jit(act, kernel, quad_order, depth, hyper, moments, test_sq, test_xbar):
+    mu, mu2 = moments[0], moments[1]
+    pair = _pair_fn(act, kernel, depth, hyper, quad_order)
+    bases = jnp.stack([test_sq, mu * test_xbar, jnp.full_like(test_sq, mu2)], axis=1)  # (M, 3)
+    return jax.vmap(lambda b: _derivative_tensors(pair, b, 1))(bases)
 
 
 # ---------------------------------------------------------------------------

@@ -635,9 +635,10 @@ def estimate_member_bytes(
 
     Counts parameters, gradients, updates, the optimiser state (via
     ``jax.eval_shape``), the early-stopping copy, one (N, d) training set (an upper
-    bound: members of one data set share it; none with online corruption), the
-    activations and cotangents of one minibatch, and the activations of one
-    evaluation block.
+    bound: members of one data set share it), the activations and cotangents of one
+    minibatch, and the activations of one evaluation block. With ``online``
+    corruption the member instead builds its own corrupted copy every epoch: about
+    four (N, d) arrays (the draws, the noise values, the mask and the result).
     """
     shapes = _mlp.layer_shapes(config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale)
     itemsize = np.dtype(default_float()).itemsize
@@ -652,7 +653,7 @@ def estimate_member_bytes(
     units = sum(b for _, b in shapes)
     batch = config.batch_size * (d_in + 4 * units)
     evals = eval_block * (d_in + 2 * units)
-    data = 0 if online else n_train * d_in
+    data = (4 if online else 1) * n_train * d_in
     return int(itemsize * (copies * n_params + batch + evals + data) + 2 * opt_bytes)
 
 

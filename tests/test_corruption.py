@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
@@ -202,3 +206,39 @@ def test_validation_errors():
         C.corrupt(data.load("digits"), m, 0.5, 0, where="val")
     with pytest.raises(ValueError, match=r"p_test must be in \[0, 1\]"):
         C.corrupt(data.load("digits"), m, 0.5, 0, where="both", p_test=2.0)
+
+
+U01 = C.Replacement("uniform", low=0.0, high=1.0)
+
+
+def test_online_is_the_offline_realisation_of_each_epoch_and_changes_with_set_and_epoch():
+    x = np.random.default_rng(1).uniform(size=(9, 17)).astype(np.float32)
+    redraw = jax.jit(C.Online(U01, 0.7, 5))
+    seen = []
+    for k in (0, 3):
+        for e in (0, 2):
+            got = np.asarray(redraw(jnp.asarray(x), jnp.int32(k), jnp.int32(e)))
+            want = np.asarray(U01.apply(x, 0.7, 5 + k, epoch=e + 1))
+            np.testing.assert_array_equal(got, want)
+            seen.append(got)
+    for i in range(len(seen)):  # a different noise realisation for every (repeat, epoch)
+        for j in range(i):
+            assert not np.array_equal(seen[i], seen[j])
+    frac = np.mean([np.mean(s != x) for s in seen])  # replaced fraction ~ p (4·153 Bernoulli(0.7) draws)
+    assert abs(frac - 0.7) < 4 * math.sqrt(0.21 / (4 * x.size))
+    # additive: the same draws as apply (jitted on both sides: XLA may fuse the multiply-add)
+    add = C.Additive("laplace")
+    got = np.asarray(jax.jit(C.Online(add, 0.4, 2))(x, 1, 3))
+    want = np.asarray(jax.jit(lambda a: add.apply(a, 0.4, 3, epoch=4))(x))
+    np.testing.assert_allclose(got, want, rtol=0, atol=4 * np.finfo(np.float32).eps)
+
+
+def test_online_validates_its_arguments():
+    with pytest.raises(ValueError, match="p must"):
+        C.Online(U01, 1.5, 0)
+    with pytest.raises(TypeError, match="Replacement or Additive"):
+        C.Online("uniform", 0.5, 0)
+    with pytest.raises(ValueError, match="seed"):
+        C.Online(U01, 0.5, -1)
+    with pytest.raises(ValueError, match="stream"):
+        C.Online(U01, 0.5, 0, stream=7)

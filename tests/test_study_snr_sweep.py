@@ -107,6 +107,9 @@ def test_figure_has_one_panel_per_noise_and_slopes_in_legend():
     assert per_n.axes[2].get_position().y0 < per_n.axes[0].get_position().y0  # a 2 × 2 grid: one row per noise
     # two N values per d: a slope without a standard error
     assert [t.get_text() for t in per_n.axes[0].get_legend().get_texts()] == ["d = 784: slope 1.00", "d = 1849: slope 1.00"]
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def test_record_matches_library_recomputation_on_the_same_seeds():

@@ -181,3 +181,49 @@ def test_validation():
         theory.taylor(MLP(2, "erf"), ADD, x, y, xt, order=-1)
     with pytest.raises(ValueError, match="p must be in"):
         theory.meanfield_predict(MLP(2, "erf"), ADD, 1.2, x, y, xt)
+
+
+@pytest.mark.parametrize(
+    "act,kernel,noise",
+    [("erf", "ntk", REP01), ("gelu", "nngp", ADD), ("relu", "ntk", ADD), ("tanh", "ntk", REP01)],
+    ids=["erf-ntk-rep01", "gelu-nngp-add", "relu-ntk-add", "tanh-ntk-rep01"],
+)
+def test_structured_first_order_equals_dense_series(x64, act, kernel, noise):
+    # raw pixels and U[0, 1] replacement: x̄ ≠ 0, ⟨x, x⟩ ≠ μ₂, μ ≠ 0, so every structured term is exercised
+    x, y, xt = _raw(n=30, m=5, seed=3)
+    arch = MLP(3, act, W_std=1.2, b_std=0.3)
+    dense = theory.taylor(arch, noise, x, y, xt, order=1, kernel=kernel, method="dense", diag_reg=1e-3)
+    structured = theory.taylor(arch, noise, x, y, xt, order=1, kernel=kernel, method="structured", diag_reg=1e-3)
+    scale = np.max(np.abs(dense), axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(structured / scale, dense / scale, rtol=0, atol=1e-9)
+    order0 = theory.taylor(arch, noise, x, y, xt, order=0, kernel=kernel, diag_reg=1e-3)
+    np.testing.assert_allclose(order0, structured[:1], rtol=1e-12, atol=0)
+
+
+def test_structured_first_order_never_forms_an_n_by_n_array(x64):
+    # regression: the first order went through overlap_poly, which builds (3, N, N) float64 arrays
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n, d, m = 3000, 64, 50
+    x = rng.standard_normal((n, d))
+    xt = rng.standard_normal((m, d))
+    y = np.arange(n) % 10
+    arch = MLP(3, "erf")
+    tracemalloc.start()
+    try:
+        coeffs = theory.taylor(arch, ADD, x, y, xt, order=1)
+        fo = theory.first_order(arch, ADD, x, y, xt)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < n * n * 8 / 4, f"numpy peak {peak / 1e6:.1f} MB suggests an N x N array"
+    np.testing.assert_allclose(coeffs[1], fo.f1, rtol=1e-9, atol=1e-12 * np.abs(fo.f1).max())
+
+
+def test_taylor_method_errors():
+    x, y, xt = _raw(n=10, m=2)
+    with pytest.raises(ValueError, match="method"):
+        theory.taylor(MLP(2, "erf"), ADD, x, y, xt, method="sparse")
+    with pytest.raises(ValueError, match="orders 0 and 1"):
+        theory.taylor(MLP(2, "erf"), ADD, x, y, xt, order=2, method="structured")

@@ -21,3 +21,22 @@ def test_meanfield_kernels_equal_kernel_from_gram(x64, act, depth, w, b, noise):
         ref_st = getattr(kernels.kernel_from_gram(arch, ov.test_train, ov.test_diag, ov.train_diag, get=which), which)
         np.testing.assert_allclose(ktt, np.asarray(ref_tt), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(kst, np.asarray(ref_st), rtol=1e-10, atol=1e-12)
+
+
+def test_meanfield_predict_uses_the_tiled_kernels_and_matches_the_private_recursion(x64, monkeypatch):
+    # regression: meanfield_predict held N² · quad_order² quadrature values (tanh at N = 1000 needed ~50 GB)
+    ds = data.load("digits", n_train=40, seed=1)
+    x, y, xt = ds.x_train.astype(np.float64), ds.y_train, ds.x_test[:9].astype(np.float64)
+    arch = kernels.MLP(3, "tanh", W_std=1.1, b_std=0.2)
+    noise = corruption.Additive()
+    ov = theory.meanfield_overlaps(noise, 0.7, x, xt)
+    ktt, kst = (np.asarray(k) for k in theory.kernels_from_overlaps(arch, ov, kernel="ntk", quad_order=150))
+    ref = kst @ np.linalg.solve(ktt + 1e-4 * np.eye(len(x)), np.eye(10)[y])
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("meanfield_predict must not use the untiled private recursion")
+
+    monkeypatch.setattr(theory, "kernels_from_overlaps", forbidden)
+    got = theory.meanfield_predict(arch, noise, 0.7, x, y, xt, diag_reg=1e-4, quad_order=150)
+    # both quadratures are ~1e-11 accurate at 150 nodes; the solve amplifies kernel differences (cond ~1e4)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())

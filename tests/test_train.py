@@ -14,7 +14,7 @@ import optax
 import pytest
 import scipy.special
 
-from nwcorrupt import mlp, train
+from nwcorrupt import mlp, precision, train
 from nwcorrupt.kernels import MLP
 
 
@@ -239,6 +239,10 @@ def test_memory_budget_chunking():
     cfg = _config()
     small, wide = train.estimate_member_bytes(cfg, 6, 32), train.estimate_member_bytes(_config(width=64), 6, 32)
     assert wide > small > 0
+    # regression: online corruption's per-epoch working set (about four (N, d) arrays) was not counted
+    offline, online = train.estimate_member_bytes(cfg, 784, 60000), train.estimate_member_bytes(cfg, 784, 60000, online=True)
+    itemsize = np.dtype(precision.default_float()).itemsize
+    assert online - offline == 3 * 60000 * 784 * itemsize
     assert train.choose_chunk_size(10, 100, 450) == 4  # 4 fit -> 3 chunks of <= 4
     assert train.choose_chunk_size(10, 100, 450, num_devices=2) == 4
     assert train.choose_chunk_size(9, 100, 10**9, num_devices=4) == 12  # one chunk, padded to the devices

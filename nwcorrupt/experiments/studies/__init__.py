@@ -18,10 +18,14 @@ import importlib
 from types import ModuleType
 
 _STUDIES = {
+    "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
     "activations": "nwcorrupt.experiments.studies.activations",
+    "centroid_comparison": "nwcorrupt.experiments.studies.centroid_comparison",
+    "finite_vs_infinite": "nwcorrupt.experiments.studies.finite_vs_infinite",
     "centroid_rules": "nwcorrupt.experiments.studies.centroid_rules",
     "heavy_corruption": "nwcorrupt.experiments.studies.heavy_corruption",
     "noise_illustration": "nwcorrupt.experiments.studies.noise_illustration",
+    "ptrain_ptest": "nwcorrupt.experiments.studies.ptrain_ptest",
     "snr_sweep": "nwcorrupt.experiments.studies.snr_sweep",
 }
 

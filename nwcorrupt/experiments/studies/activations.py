@@ -14,9 +14,8 @@ with the first-layer Gram replaced by its noise average) and the leading-order
 rule argmax_i ⟨x*, μ_i⟩ (clean class means; it does not depend on the
 activation). Reported: accuracies (mean ± std over the K sets) and the agreement
 of decisions, in particular mean-field vs rule. The protocol and the record
-layout are those of :mod:`~nwcorrupt.experiments.studies.heavy_corruption`; the
-mean-field predictor uses the memory-bounded path of
-:func:`~nwcorrupt.experiments.studies.ensemble_protocol.meanfield_logits`.
+layout are those of :mod:`~nwcorrupt.experiments.studies.heavy_corruption`
+(:func:`~nwcorrupt.experiments.studies.nested_predictors.run_predictors`).
 
 It adds the theory's sign check for the study's architecture
 (:func:`nwcorrupt.theory.transfer_signs` at the noise model's pure-noise moments
@@ -27,11 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
-from nwcorrupt import data, prototype
-from nwcorrupt.experiments.studies import common, heavy_corruption
-from nwcorrupt.experiments.studies import ensemble_protocol as protocol
+from nwcorrupt import data
+from nwcorrupt.experiments.studies import common, heavy_corruption, nested_predictors
 
 DESCRIPTION = "networks, exact NTK and mean-field predictor vs the leading-order rule, per activation, vs p"
 
@@ -138,10 +134,7 @@ def _marginal_source(params: Params):
 
 
 def _dataset(params: Params) -> data.Dataset:
-    ds = data.load(params.dataset, n_train=params.n_train, seed=params.seed)
-    if params.n_test and params.n_test < ds.n_test:
-        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
-    return ds
+    return nested_predictors.load_dataset(params.dataset, params)
 
 
 def run_point(params: Params, point: dict) -> dict:
@@ -151,25 +144,16 @@ def run_point(params: Params, point: dict) -> dict:
     ds = _dataset(params)
     arch = MLP(params.depth, act, W_std=params.W_std, b_std=params.b_std)
     model = common.noise_model(params.noise, "example", ds.x_train)
-    seeds = [params.seed + k for k in range(params.k)]
-    noisy = protocol.noisy_sets(model, ds.x_train, p, seeds)  # (K, N, d)
-    c = ds.num_classes
-    net, seconds = protocol.network_logits(
-        arch, noisy, ds.y_train, ds.x_test, ds.y_test, num_classes=c, width=params.width, epochs=params.epochs,
-        batch_size=params.batch_size, learning_rate=params.learning_rate, num_inits=params.m, seed=params.seed)
-    ntk = protocol.ntk_logits(arch, noisy, ds.y_train, ds.x_test, num_classes=c, diag_reg=params.diag_reg)
-    mf = protocol.meanfield_logits(arch, model, p, ds.x_train, ds.y_train, ds.x_test, num_classes=c,
-                                   diag_reg=params.diag_reg)
-    preds = {
-        "network": net.argmax(-1),
-        "ntk": ntk.argmax(-1),
-        "meanfield": mf.argmax(-1)[None],
-        "rule_noisy": np.stack([prototype.predict(ds.x_test, x, ds.y_train, num_classes=c) for x in noisy]),
-        "rule_leading": prototype.predict(ds.x_test, ds.x_train, ds.y_train, num_classes=c)[None],
+    res = nested_predictors.run_predictors(
+        ds, arch, model, p, k=params.k, m=params.m, width=params.width, epochs=params.epochs,
+        batch_size=params.batch_size, learning_rate=params.learning_rate, diag_reg=params.diag_reg, seed=params.seed)
+    return {
+        "accuracy": nested_predictors.accuracies(res.preds, ds.y_test),
+        "agreement": nested_predictors.agreements(res.preds, heavy_corruption.AGREEMENTS),
+        "noise_seeds": res.noise_seeds,
+        "train_seconds": res.train_seconds,
+        "signs": sign_check(params, act),
     }
-    acc, agree = protocol.accuracies_and_agreements(preds, ds.y_test, heavy_corruption.AGREEMENTS)
-    return {"accuracy": acc, "agreement": agree, "noise_seeds": seeds, "train_seconds": seconds,
-            "signs": sign_check(params, act)}
 
 
 def tables(params: Params, records: list[dict]) -> dict:
@@ -179,9 +163,9 @@ def tables(params: Params, records: list[dict]) -> dict:
         m = rec["metrics"]
         for name in heavy_corruption.PREDICTORS:
             vals = m["accuracy"][name]
-            acc_rows.append([act, p, name, *common.mean_std(vals), len(vals)])
+            acc_rows.append([act, p, name, *nested_predictors.mean_std(vals), len(vals)])
         for name, vals in m["agreement"].items():
-            agree_rows.append([act, p, name, *common.mean_std(vals), len(vals)])
+            agree_rows.append([act, p, name, *nested_predictors.mean_std(vals), len(vals)])
         signs.setdefault(act, [m["signs"][h] for h in SIGNS_HEADER])
     return {
         "accuracy": (ACCURACY_HEADER, acc_rows),

@@ -71,13 +71,3 @@ def preflight_dataset(name: str) -> None:
         data.load_raw(name)
     except data.DatasetNotFoundError as err:
         raise ConfigError(str(err)) from None
-
-
-def mean_std(vals) -> tuple[float, float]:
-    """(mean, sample standard deviation with ddof = 1) of a list of numbers; the std of one value is 0."""
-    import numpy as np
-
-    v = np.asarray(vals, dtype=float)
-    if v.size == 0:
-        raise ValueError("mean_std needs at least one value")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

@@ -24,8 +24,8 @@ import dataclasses
 
 import numpy as np
 
-from nwcorrupt import corruption, data, metrics, precision, prototype
-from nwcorrupt.experiments.studies import common
+from nwcorrupt import data
+from nwcorrupt.experiments.studies import common, nested_predictors
 
 DESCRIPTION = "finite ensembles vs exact NTK vs mean-field predictor vs leading-order centroid rule, vs p"
 
@@ -54,21 +54,10 @@ class Params:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from nwcorrupt import activations
-
         common.check_dataset(self.dataset)
         common.check_noises(self.noises)
         common.check_ps("ps", self.ps)
-        activations.get(self.activation)
-        for name in ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_test < 0 or self.seed < 0:
-            raise ValueError("n_test and seed must be >= 0")
-        if self.batch_size > self.n_train:
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
-        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
-            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+        nested_predictors.check_recipe(self, ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"))
 
 
 def preflight(params: Params) -> None:
@@ -80,89 +69,35 @@ def points(params: Params) -> list[dict]:
 
 
 def estimate(params: Params, point: dict) -> float:
-    n_test = params.n_test or 10000
-    flops_train = 6 * params.k * params.m * params.epochs * params.n_train * _num_params(params)
-    flops_kernel = 2 * params.k * (params.n_train + n_test) * params.n_train * 784 * 3
-    return 2.0 + flops_train / 2e10 + flops_kernel / 2e10 + 1e-9 * params.n_train**3
-
-
-def _num_params(params: Params, d: int = 784, c: int = 10) -> int:
-    w = params.width
-    return d * w + (params.depth - 2) * w * w + w * c if params.depth > 1 else d * c
+    return nested_predictors.estimate_seconds(params, (params.width,))
 
 
 def _arch(params: Params):
-    from nwcorrupt.kernels import MLP
-
-    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+    return nested_predictors.arch(params)
 
 
 def _dataset(params: Params) -> data.Dataset:
-    ds = data.load(params.dataset, n_train=params.n_train, seed=params.seed)
-    if params.n_test and params.n_test < ds.n_test:
-        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
-    return ds
+    return nested_predictors.load_dataset(params.dataset, params)
 
 
 def run_point(params: Params, point: dict) -> dict:
-    from nwcorrupt import predict, theory, train
-
     ds = _dataset(params)
-    arch = _arch(params)
     model = common.noise_model(point["noise"], "example", ds.x_train)
-    p = float(point["p"])
-    seeds = [params.seed + k for k in range(params.k)]
-    noisy = np.stack([np.asarray(model.apply(ds.x_train, p, s)) for s in seeds])  # (K, N, d)
-    onehot = np.eye(ds.num_classes)[ds.y_train]
-
-    cfg = train.TrainConfig(
-        arch=arch,
-        width=params.width,
-        num_classes=ds.num_classes,
-        optimizer=train.Optimizer("adam", params.learning_rate),
-        loss="mse",
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        seed=params.seed,
+    res = nested_predictors.run_predictors(
+        ds, _arch(params), model, float(point["p"]), k=params.k, m=params.m, width=params.width,
+        epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
+        diag_reg=params.diag_reg, seed=params.seed,
     )
-    ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=params.m, quiet=True)
-    net_pred = np.asarray(ens.test_logits).mean(axis=1).argmax(-1)  # (K, T): init-averaged decisions
-
-    with precision.x64():
-        ntk_pred = np.stack(
-            [
-                np.asarray(predict.ntk_predict(arch, noisy[k].astype(np.float64), onehot, ds.x_test.astype(np.float64),
-                                               diag_reg=params.diag_reg)).argmax(-1)
-                for k in range(params.k)
-            ]
-        )
-        mf = np.asarray(theory.meanfield_predict(arch, model, p, ds.x_train.astype(np.float64), ds.y_train,
-                                                 ds.x_test.astype(np.float64), kernel="ntk",
-                                                 diag_reg=params.diag_reg * 1.0, num_classes=ds.num_classes))
-    mf_pred = mf.argmax(-1)
-    rule_noisy = np.stack([prototype.predict(ds.x_test, noisy[k], ds.y_train, num_classes=ds.num_classes) for k in range(params.k)])
-    rule_leading = prototype.predict(ds.x_test, ds.x_train, ds.y_train, num_classes=ds.num_classes)
-
-    preds = {"network": net_pred, "ntk": ntk_pred, "meanfield": mf_pred[None], "rule_noisy": rule_noisy,
-             "rule_leading": rule_leading[None]}
-    acc = {name: [metrics.accuracy(row, ds.y_test) for row in pr] for name, pr in preds.items()}
-    agree = {}
-    for a, b in AGREEMENTS:
-        pa, pb = preds[a], preds[b]
-        rows = max(len(pa), len(pb))
-        agree[f"{a}~{b}"] = [metrics.agreement(pa[min(i, len(pa) - 1)], pb[min(i, len(pb) - 1)]) for i in range(rows)]
     return {
-        "accuracy": acc,
-        "agreement": agree,
-        "noise_seeds": seeds,
-        "train_seconds": float(ens.train_seconds),
-        "member_accuracy_mean": float(ens.accuracy["member_mean"]) if ens.accuracy else None,
+        "accuracy": nested_predictors.accuracies(res.preds, ds.y_test),
+        "agreement": nested_predictors.agreements(res.preds, AGREEMENTS),
+        "noise_seeds": res.noise_seeds,
+        "train_seconds": res.train_seconds,
+        "member_accuracy_mean": res.member_accuracy_mean,
     }
 
 
-def _mean_std(vals) -> tuple[float, float]:
-    v = np.asarray(vals, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+_mean_std = nested_predictors.mean_std
 
 
 def tables(params: Params, records: list[dict]) -> dict:

@@ -30,9 +30,8 @@ import dataclasses
 
 import numpy as np
 
-from nwcorrupt import data, metrics
-from nwcorrupt.experiments.studies import common
-from nwcorrupt.experiments.studies import ensemble_protocol as protocol
+from nwcorrupt import data, metrics, precision
+from nwcorrupt.experiments.studies import common, nested_predictors
 
 DESCRIPTION = "per-test-point SNR of the true-class logit over noisy training sets vs N·d: networks and the exact NTK"
 
@@ -165,6 +164,32 @@ def logit_statistics(logits, y_test) -> dict:
     }
 
 
+def _network_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> tuple[np.ndarray, float]:
+    """(K, T, C) test logits of the K × M networks averaged over the M inits (float64), and the training seconds."""
+    from nwcorrupt import train
+
+    cfg = train.TrainConfig(
+        arch=arch, width=params.width, num_classes=ds.num_classes,
+        optimizer=train.Optimizer("adam", params.learning_rate), loss="mse", batch_size=params.batch_size,
+        epochs=params.epochs, seed=params.seed,
+    )
+    ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=params.m, quiet=True)
+    return np.asarray(ens.test_logits, dtype=np.float64).mean(axis=1), float(ens.train_seconds)
+
+
+def _ntk_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> np.ndarray:
+    """(K, T, C) exact NTK predictor (gradient flow, t = ∞) on each noisy set, in float64."""
+    from nwcorrupt import predict
+
+    onehot = np.eye(ds.num_classes)[ds.y_train]
+    with precision.x64():
+        xt = ds.x_test.astype(np.float64)
+        return np.stack([
+            np.asarray(predict.ntk_predict(arch, x.astype(np.float64), onehot, xt, diag_reg=params.diag_reg), dtype=np.float64)
+            for x in noisy
+        ])
+
+
 def run_point(params: Params, point: dict) -> dict:
     from nwcorrupt.kernels import MLP
 
@@ -172,17 +197,13 @@ def run_point(params: Params, point: dict) -> dict:
     arch = MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
     model = common.noise_model(point["noise"], "example", ds.x_train)
     seeds = [params.seed + k for k in range(params.k)]
-    noisy = protocol.noisy_sets(model, ds.x_train, params.p, seeds)  # (K, N, d)
+    noisy = np.stack([np.asarray(model.apply(ds.x_train, params.p, s)) for s in seeds])  # (K, N, d)
     out = {"n_train": ds.n_train, "d": ds.d, "nd": ds.n_train * ds.d, "noise_seeds": seeds, "predictors": {}}
     if params.networks:
-        net, seconds = protocol.network_logits(
-            arch, noisy, ds.y_train, ds.x_test, ds.y_test, num_classes=ds.num_classes, width=params.width,
-            epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
-            num_inits=params.m, seed=params.seed)
+        net, seconds = _network_logits(params, arch, noisy, ds)
         out["predictors"]["network"] = logit_statistics(net, ds.y_test)
         out["train_seconds"] = seconds
-    ntk = protocol.ntk_logits(arch, noisy, ds.y_train, ds.x_test, num_classes=ds.num_classes, diag_reg=params.diag_reg)
-    out["predictors"]["ntk"] = logit_statistics(ntk, ds.y_test)
+    out["predictors"]["ntk"] = logit_statistics(_ntk_logits(params, arch, noisy, ds), ds.y_test)
     return out
 
 
@@ -232,7 +253,7 @@ def tables(params: Params, records: list[dict]) -> dict:
     for rec in records:
         m = rec["metrics"]
         for pred, s in m["predictors"].items():
-            mean, std = common.mean_std(s["accuracy"])
+            mean, std = nested_predictors.mean_std(s["accuracy"])
             point_rows.append([rec["point"]["noise"], m["n_train"], m["d"], m["nd"], pred, s["snr_median"], s["snr_mean"],
                                s["signal"], s["variance"], mean, std, len(s["accuracy"])])
     slope_rows = [[r[h] for h in SLOPES_HEADER] for r in fit_slopes(records)]

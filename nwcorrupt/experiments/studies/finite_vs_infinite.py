@@ -1,0 +1,140 @@
+"""Finite versus infinite width: trained ensembles against the exact NTK and NNGP predictors, vs p.
+
+SCIENCE.md §8 "finite vs infinite width". For each noise model and corruption
+level p (training set corrupted, clean test set) :func:`nwcorrupt.compare.compare_widths`
+draws K noisy training sets (noise seeds seed, ..., seed + K − 1), trains at
+every hidden width n an ensemble of M initialisations with the main recipe
+(Adam, MSE on one-hot, fixed epochs), and computes the exact NTK (t = ∞) and
+NNGP predictors on the same noisy sets in float64. The network prediction of
+set k is the init-averaged logit f̄_n.
+
+Per (noise, p, width), mean ± std (ddof = 1) over the K sets of: the accuracy
+of argmax f̄_n, the agreement of its argmax with the NTK and with the NNGP
+decisions, and the relative logit distance ‖f̄_n − f_NTK‖_F / ‖f_NTK‖_F over the
+(T, C) test logits (it has an O(1/√M) floor from the init-averaged initial
+function, see :mod:`nwcorrupt.compare`); per (noise, p) the NTK and NNGP
+accuracies and their mutual agreement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nwcorrupt import data
+from nwcorrupt.experiments.studies import common, nested_predictors
+from nwcorrupt.experiments.studies.nested_predictors import mean_std
+
+DESCRIPTION = "trained ensembles of growing width vs the exact NTK and NNGP predictors on the same noisy sets, vs p"
+
+PER_WIDTH = ("accuracy", "agreement_ntk", "agreement_nngp", "rel_distance_ntk")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    dataset: str = "mnist"
+    n_train: int = 4000
+    n_test: int = 0  # 0: the full clean test set
+    noises: tuple[str, ...] = ("replacement", "additive")
+    ps: tuple[float, ...] = (0.85, 0.9, 0.95, 0.97, 1.0)
+    widths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
+    activation: str = "erf"
+    depth: int = 3
+    W_std: float = 1.0
+    b_std: float = 0.0
+    epochs: int = 30
+    batch_size: int = 250
+    learning_rate: float = 1e-4
+    k: int = 20
+    m: int = 10
+    diag_reg: float = 1e-6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        common.check_dataset(self.dataset)
+        common.check_noises(self.noises)
+        common.check_ps("ps", self.ps)
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ValueError(f"widths must be a non-empty list of positive integers, got {list(self.widths)}")
+        if len(set(self.widths)) != len(self.widths):
+            raise ValueError(f"widths must be distinct, got {list(self.widths)}")
+        nested_predictors.check_recipe(self, ("n_train", "depth", "epochs", "batch_size", "k", "m"))
+
+
+def preflight(params: Params) -> None:
+    common.preflight_dataset(params.dataset)
+
+
+def points(params: Params) -> list[dict]:
+    return [{"noise": n, "p": p} for n in params.noises for p in params.ps]
+
+
+def estimate(params: Params, point: dict) -> float:
+    return nested_predictors.estimate_seconds(params, params.widths, kernels=2)
+
+
+def _arch(params: Params):
+    return nested_predictors.arch(params)
+
+
+def _dataset(params: Params) -> data.Dataset:
+    return nested_predictors.load_dataset(params.dataset, params)
+
+
+def run_point(params: Params, point: dict) -> dict:
+    from nwcorrupt import compare, metrics, train
+
+    ds = _dataset(params)
+    model = common.noise_model(point["noise"], "example", ds.x_train)
+    res = compare.compare_widths(
+        _arch(params), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+        noise=model, p=float(point["p"]), widths=params.widths, num_datasets=params.k, num_inits=params.m,
+        num_classes=ds.num_classes, seed=params.seed, diag_reg=params.diag_reg,
+        optimizer=train.Optimizer("adam", params.learning_rate), loss="mse",
+        batch_size=params.batch_size, epochs=params.epochs,
+    )
+    return {
+        "widths": [int(w) for w in res.widths],
+        **{q: np.asarray(getattr(res, q)).tolist() for q in PER_WIDTH},  # (W, K)
+        "ntk_accuracy": res.ntk_accuracy.tolist(),
+        "nngp_accuracy": res.nngp_accuracy.tolist(),
+        "ntk~nngp": [metrics.agreement(a, b) for a, b in zip(res.ntk_logits, res.nngp_logits)],
+        "noise_seeds": list(res.noise_seeds),
+    }
+
+
+def tables(params: Params, records: list[dict]) -> dict:
+    width_rows, acc_rows, kernel_rows = [], [], []
+    for rec in records:
+        noise, p, m = rec["point"]["noise"], rec["point"]["p"], rec["metrics"]
+        for i, w in enumerate(m["widths"]):
+            stats = [v for q in PER_WIDTH for v in mean_std(m[q][i])]
+            width_rows.append([noise, p, w, *stats, len(m["accuracy"][i])])
+            acc_rows.append([noise, p, f"width {w}", *mean_std(m["accuracy"][i]), len(m["accuracy"][i])])
+        for name in ("ntk", "nngp"):
+            acc_rows.append([noise, p, name, *mean_std(m[f"{name}_accuracy"]), len(m[f"{name}_accuracy"])])
+        kernel_rows.append([noise, p, *mean_std(m["ntk_accuracy"]), *mean_std(m["nngp_accuracy"]),
+                            *mean_std(m["ntk~nngp"]), len(m["ntk~nngp"])])
+    width_header = ["noise", "p", "width", *[f"{q}_{s}" for q in PER_WIDTH for s in ("mean", "std")], "n"]
+    return {
+        "width_comparison": (width_header, width_rows),
+        "accuracy": (["noise", "p", "predictor", "mean", "std", "n"], acc_rows),
+        "kernels": (["noise", "p", "ntk_accuracy_mean", "ntk_accuracy_std", "nngp_accuracy_mean",
+                     "nngp_accuracy_std", "ntk~nngp_mean", "ntk~nngp_std", "n"], kernel_rows),
+    }
+
+
+def figures(params: Params, records: list[dict]) -> dict:
+    from nwcorrupt import plots
+
+    t = tables(params, records)
+    header, rows = t["width_comparison"]
+    title = (f"{params.dataset}, N = {params.n_train}, {params.activation} L = {params.depth}, "
+             f"K×M = {params.k}×{params.m}, {params.epochs} epochs")
+    quantities = [("agreement_ntk", "agreement with NTK"), ("agreement_nngp", "agreement with NNGP"),
+                  ("rel_distance_ntk", "‖f̄ − f_NTK‖ / ‖f_NTK‖")]
+    return {
+        "agreement_vs_width": plots.width_curves(header, rows, quantities=quantities, title=title),
+        "accuracy_vs_p": plots.accuracy_curves(t["accuracy"][1], title=title),
+    }

@@ -1,0 +1,181 @@
+"""Shared by the studies that put finite ensembles next to the infinite-width predictors.
+
+:func:`run_predictors` is the computation of one (data set, noise, p) point:
+on K fixed noisy training sets (noise seeds ``seed, ..., seed + K − 1``; the
+test set stays clean) it trains a K × M nested ensemble, computes the exact NTK
+predictor (t = ∞, float64) and the overlap rule on each noisy set, and once per
+p the exact mean-field predictor and the leading-order rule argmax_i ⟨x*, μ_i⟩
+with the clean class means. Used by ``heavy_corruption`` and
+``centroid_comparison``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from nwcorrupt import data, metrics, precision, prototype
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NestedPredictions:
+    """Decisions of every predictor on the clean test set (K noisy sets, T test points, C classes).
+
+    Attributes:
+      preds: name -> (R, T) int labels; R = K for ``network``, ``ntk`` and
+        ``rule_noisy`` (one row per noisy set), R = 1 for ``meanfield`` and
+        ``rule_leading`` (noise-free).
+      network_logits: (K, T, C) float32 test logits averaged over the M inits.
+      noise_seeds: the K noise seeds.
+      train_seconds: wall time of the ensemble training.
+      member_accuracy_mean: mean accuracy of single networks over K·M (None without labels).
+    """
+
+    preds: dict[str, np.ndarray]
+    network_logits: np.ndarray
+    noise_seeds: list[int]
+    train_seconds: float
+    member_accuracy_mean: float | None
+
+
+def run_predictors(
+    ds: data.Dataset,
+    arch,
+    model,
+    p: float,
+    *,
+    k: int,
+    m: int,
+    width: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    diag_reg: float,
+    seed: int,
+) -> NestedPredictions:
+    """Network ensemble, exact NTK, mean-field predictor and centroid rules at one corruption level.
+
+    Args:
+      ds: the data set (per-example normalised; x_train (N, d) clean, x_test (T, d)).
+      arch: :class:`nwcorrupt.kernels.MLP` shared by the networks and the kernels.
+      model: corruption model with ``apply(x, p, seed)`` (training set only).
+      p: corruption level in [0, 1].
+      k, m: K noisy training sets × M initialisations.
+      width, epochs, batch_size, learning_rate: the training recipe (Adam, MSE on one-hot).
+      diag_reg: relative diagonal regulariser of the NTK and mean-field solves.
+      seed: first noise seed and the training run seed.
+    """
+    from nwcorrupt import predict, theory, train
+
+    seeds = [seed + j for j in range(k)]
+    noisy = np.stack([np.asarray(model.apply(ds.x_train, p, s)) for s in seeds])  # (K, N, d)
+    onehot = np.eye(ds.num_classes)[ds.y_train]
+
+    cfg = train.TrainConfig(
+        arch=arch,
+        width=width,
+        num_classes=ds.num_classes,
+        optimizer=train.Optimizer("adam", learning_rate),
+        loss="mse",
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+    )
+    ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=m, quiet=True)
+    net_logits = np.asarray(ens.test_logits).mean(axis=1)  # (K, T, C): init-averaged
+    net_pred = net_logits.argmax(-1)
+
+    with precision.x64():
+        ntk_pred = np.stack(
+            [
+                np.asarray(predict.ntk_predict(arch, noisy[j].astype(np.float64), onehot, ds.x_test.astype(np.float64),
+                                               diag_reg=diag_reg)).argmax(-1)
+                for j in range(k)
+            ]
+        )
+        mf = np.asarray(theory.meanfield_predict(arch, model, p, ds.x_train.astype(np.float64), ds.y_train,
+                                                 ds.x_test.astype(np.float64), kernel="ntk",
+                                                 diag_reg=diag_reg * 1.0, num_classes=ds.num_classes))
+    rule_noisy = np.stack([prototype.predict(ds.x_test, noisy[j], ds.y_train, num_classes=ds.num_classes) for j in range(k)])
+    rule_leading = prototype.predict(ds.x_test, ds.x_train, ds.y_train, num_classes=ds.num_classes)
+    preds = {"network": net_pred, "ntk": ntk_pred, "meanfield": mf.argmax(-1)[None], "rule_noisy": rule_noisy,
+             "rule_leading": rule_leading[None]}
+    return NestedPredictions(
+        preds=preds,
+        network_logits=net_logits,
+        noise_seeds=seeds,
+        train_seconds=float(ens.train_seconds),
+        member_accuracy_mean=float(ens.accuracy["member_mean"]) if ens.accuracy else None,
+    )
+
+
+def accuracies(preds: dict[str, np.ndarray], y_test) -> dict[str, list[float]]:
+    """name -> accuracy of each row of ``preds[name]`` (R, T) against the (T,) labels."""
+    return {name: [metrics.accuracy(row, y_test) for row in pr] for name, pr in preds.items()}
+
+
+def agreements(preds: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]) -> dict[str, list[float]]:
+    """``"a~b"`` -> agreement of the decisions of a and b, row by row.
+
+    A single-row predictor (R = 1, e.g. the mean-field predictor) is compared
+    with every row of the other one; two K-row predictors row by row (same noisy set).
+    """
+    out = {}
+    for a, b in pairs:
+        pa, pb = preds[a], preds[b]
+        rows = max(len(pa), len(pb))
+        out[f"{a}~{b}"] = [metrics.agreement(pa[min(i, len(pa) - 1)], pb[min(i, len(pb) - 1)]) for i in range(rows)]
+    return out
+
+
+def mean_std(vals) -> tuple[float, float]:
+    """Mean and sample std (ddof = 1; 0 for a single value) of a list of numbers."""
+    v = np.asarray(vals, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+# --------------------------------------------------------------------------- shared pieces of the studies' Params
+
+
+def check_recipe(params, positive: Sequence[str]) -> None:
+    """Checks shared by the network studies' ``Params`` (fields activation, n_test, seed,
+    batch_size, n_train, learning_rate, W_std, b_std, diag_reg, and each name in ``positive``)."""
+    from nwcorrupt import activations
+
+    activations.get(params.activation)
+    for name in positive:
+        if getattr(params, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(params, name)}")
+    if params.n_test < 0 or params.seed < 0:
+        raise ValueError("n_test and seed must be >= 0")
+    if params.batch_size > params.n_train:
+        raise ValueError(f"batch_size ({params.batch_size}) must not exceed n_train ({params.n_train})")
+    if not (params.learning_rate > 0 and params.W_std > 0 and params.b_std >= 0 and params.diag_reg >= 0):
+        raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+
+
+def arch(params):
+    """The :class:`nwcorrupt.kernels.MLP` of ``params`` (depth, activation, W_std, b_std)."""
+    from nwcorrupt.kernels import MLP
+
+    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+
+
+def load_dataset(name: str, params) -> data.Dataset:
+    """Data set ``name`` with a balanced training subset of ``params.n_train`` (seed ``params.seed``)
+    and the first ``params.n_test`` clean test points (0: all)."""
+    ds = data.load(name, n_train=params.n_train, seed=params.seed)
+    if params.n_test and params.n_test < ds.n_test:
+        ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
+    return ds
+
+
+def estimate_seconds(params, widths: Sequence[int], kernels: int = 1, d: int = 784, c: int = 10) -> float:
+    """Rough seconds of one point on a 2-core CPU: K·M networks per width, ``kernels`` exact predictors per set."""
+    n_test = params.n_test or 10000
+    n_params = sum(d * w + (params.depth - 2) * w * w + w * c if params.depth > 1 else d * c for w in widths)
+    flops_train = 6 * params.k * params.m * params.epochs * params.n_train * n_params
+    flops_kernel = 2 * kernels * params.k * (params.n_train + n_test) * params.n_train * d * 3
+    return 2.0 + flops_train / 2e10 + flops_kernel / 2e10 + kernels * 1e-9 * params.n_train**3
