@@ -103,7 +103,8 @@ def test_tables_and_figure_from_records():
                       "rule_leading": ":", "chance": "--"}
     p, m = ax.lines[1].get_data()  # erf (ntk)
     assert list(p) == [0.9, 1.0] and list(m) == pytest.approx([0.62, 0.12])
-    assert len(figs["meanfield_rule_agreement"].axes[0].lines) == 2
+    agree_lines = figs["meanfield_rule_agreement"].axes[0].lines
+    assert len(agree_lines) == 2 and [list(line.get_xdata()) for line in agree_lines] == [[0.9], [0.9]]  # p = 1 left out
     import matplotlib.pyplot as plt
 
     plt.close("all")
