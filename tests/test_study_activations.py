@@ -125,6 +125,7 @@ def _doc(**quick):
         ({"k": 0}, r"k must be >= 1"),
         ({"dataset": "cifar"}, r"dataset must be one of"),
         ({"n_test": -1}, r"n_test and seed must be >= 0"),
+        ({"epochs": 0}, r"epochs must be >= 1, got 0"),
         ({"learning_rate": 0.0}, r"learning_rate and W_std must be > 0"),
         ({"batch_size": 500}, r"batch_size \(500\) must not exceed n_train \(200\)"),
         ({"width": 1.5}, r"width: expected an integer"),

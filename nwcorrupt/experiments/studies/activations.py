@@ -25,6 +25,7 @@ It adds the theory's sign check for the study's architecture
 from __future__ import annotations
 
 import dataclasses
+import types
 
 from nwcorrupt import data
 from nwcorrupt.experiments.studies import common, heavy_corruption, nested_predictors
@@ -82,15 +83,9 @@ class Params:
         if self.noise not in common.NOISE_SPECS:
             raise ValueError(f"noise must be one of {list(common.NOISE_SPECS)}, got {self.noise!r}")
         common.check_ps("ps", self.ps)
-        for name in ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_test < 0 or self.seed < 0:
-            raise ValueError(f"n_test and seed must be >= 0, got n_test={self.n_test}, seed={self.seed}")
-        if self.batch_size > self.n_train:
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
-        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
-            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
+        # the network recipe's checks are those of the other network studies (one activation at a time)
+        recipe = types.SimpleNamespace(**dataclasses.asdict(self), activation=self.activations[0])
+        nested_predictors.check_recipe(recipe, ("n_train", "depth", "width", "epochs", "batch_size", "k", "m"))
 
 
 def preflight(params: Params) -> None:

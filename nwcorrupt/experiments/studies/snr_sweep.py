@@ -165,7 +165,7 @@ def logit_statistics(logits, y_test) -> dict:
 
 
 def _network_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> tuple[np.ndarray, float]:
-    """(K, T, C) test logits of the K × M networks averaged over the M inits (float64), and the training seconds."""
+    """(K, T, C) test logits of the K × M networks (trained in float32) averaged over the M inits, and the training seconds."""
     from nwcorrupt import train
 
     cfg = train.TrainConfig(
