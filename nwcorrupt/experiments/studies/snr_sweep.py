@@ -87,7 +87,8 @@ class Params:
 
         common.check_dataset(self.dataset)
         if self.dataset == "gaussian_mixture":
-            raise ValueError("dataset must be an image data set for snr_sweep (images are resized), got 'gaussian_mixture'")
+            raise ValueError("dataset must be an image data set for snr_sweep (images are resized), "
+                             "got 'gaussian_mixture'")
         common.check_noises(self.noises)
         if not 0.0 < self.p <= 1.0:
             raise ValueError(f"p must lie in (0, 1] (at p = 0 every noisy set is the clean set), got {self.p}")
@@ -104,7 +105,8 @@ class Params:
         if self.n_test < 0 or self.seed < 0:
             raise ValueError(f"n_test and seed must be >= 0, got n_test={self.n_test}, seed={self.seed}")
         if self.batch_size > min(self.n_trains):
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed the smallest n_trains ({min(self.n_trains)})")
+            raise ValueError(f"batch_size ({self.batch_size}) must not exceed the smallest n_trains "
+                             f"({min(self.n_trains)})")
         if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
             raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
 
@@ -114,7 +116,8 @@ def preflight(params: Params) -> None:
 
 
 def points(params: Params) -> list[dict]:
-    return [{"noise": noise, "n_train": n, "size": s} for noise in params.noises for n in params.n_trains for s in params.sizes]
+    return [{"noise": noise, "n_train": n, "size": s}
+            for noise in params.noises for n in params.n_trains for s in params.sizes]
 
 
 def estimate(params: Params, point: dict) -> float:
@@ -165,7 +168,7 @@ def logit_statistics(logits, y_test) -> dict:
 
 
 def _network_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> tuple[np.ndarray, float]:
-    """(K, T, C) test logits of the K × M networks (trained in float32) averaged over the M inits, and the training seconds."""
+    """(K, T, C) test logits of the K × M networks (float32 training) averaged over the M inits; training seconds."""
     from nwcorrupt import train
 
     cfg = train.TrainConfig(
@@ -185,7 +188,8 @@ def _ntk_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> np
     with precision.x64():
         xt = ds.x_test.astype(np.float64)
         return np.stack([
-            np.asarray(predict.ntk_predict(arch, x.astype(np.float64), onehot, xt, diag_reg=params.diag_reg), dtype=np.float64)
+            np.asarray(predict.ntk_predict(arch, x.astype(np.float64), onehot, xt, diag_reg=params.diag_reg),
+                       dtype=np.float64)
             for x in noisy
         ])
 
@@ -263,7 +267,8 @@ def tables(params: Params, records: list[dict]) -> dict:
 def figures(params: Params, records: list[dict]) -> dict:
     from nwcorrupt import plots
 
-    fits = {(r["noise"], r["predictor"]): r for r in fit_slopes(records) if r["fit"] == "N*d" and r["statistic"] == "median"}
+    fitted = [r for r in fit_slopes(records) if r["statistic"] == "median"]
+    fits = {(r["noise"], r["predictor"]): r for r in fitted if r["fit"] == "N*d"}
     panels = []
     for noise in dict.fromkeys(rec["point"]["noise"] for rec in records):
         series = []
@@ -274,7 +279,7 @@ def figures(params: Params, records: list[dict]) -> dict:
             series.append({"label": pred, "x": [n * d for n, d, _ in pts], "y": [s["snr_median"] for _, _, s in pts],
                            "slope": fit.get("slope"), "stderr": fit.get("stderr"), "intercept": fit.get("intercept")})
         panels.append((noise, series))
-    per_d = {(r["noise"], r["predictor"], r["fixed"]): r for r in fit_slopes(records) if r["fit"] == "N" and r["statistic"] == "median"}
+    per_d = {(r["noise"], r["predictor"], r["fixed"]): r for r in fitted if r["fit"] == "N"}
     panels_n = []
     for (noise, pred), pts in _records_by(records).items():
         series = []
