@@ -403,9 +403,26 @@ def predicted_mean(arch, noise, p: float, x_train, y_train, x_test, *, kernel: s
     check_choice("order", order, ORDERS)
     p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg)
     if order == "leading":
-        fo = _th.first_order(arch, noise, x, y, xt, kernel=kernel, diag_reg=reg)
-        return fo.f0 + (1.0 - p) * fo.f1
+        f0, f1 = _first_order(arch, noise, x, y, xt, kernel, reg)
+        return f0 + (1.0 - p) * f1
     return _th.meanfield_predict(arch, noise, p, x, y, xt, kernel=kernel, diag_reg=reg)
+
+
+def _first_order(arch, noise, x, y, xt, kernel, reg):
+    """(f0, f1) of theory.first_order, from the jitted pure-noise sensitivities (same formula, tested equal)."""
+    n = x.shape[0]
+    sens = pure_noise_sensitivities(arch, noise, n, xt, kernel=kernel, diag_reg=reg)
+    pn = sens.pure
+    poly = _th.overlap_poly(noise, x, xt)
+    mu = poly.mu
+    a_mat = (y - pn.q * y.sum(axis=0)[None, :] / n) / pn.delta  # K0⁻¹Y
+    gdd = poly.train_diag[1]
+    xbar = x.mean(axis=1)
+    c = (sens.S_d + (n - 2) * sens.S_o) * gdd + sens.S_o * gdd.sum() \
+        + sens.T_o * (mu * ((n - 2) * xbar + xbar.sum()) - 2 * (n - 1) * mu * mu)
+    w = sens.T_star[:, None] * poly.test_train[1] + sens.S_star[:, None] * gdd[None, :] \
+        - (sens.theta_star / (pn.delta + n * pn.theta_o))[:, None] * c[None, :]
+    return sens.theta_star[:, None] * a_mat.sum(axis=0)[None, :], w @ a_mat
 
 
 def _check_test_labels(y_test, m: int, c: int) -> np.ndarray:
@@ -441,27 +458,47 @@ def predicted_snr(arch, noise, p: float, x_train, y_train, x_test, y_test, *, ke
 
 
 def sample_outputs(arch, noise, p: float, x_train, y_train, x_test, *, k: int, seed: int = 0, kernel: str = "ntk",
-                   diag_reg: float = 0.0, num_classes: int | None = None, centre: bool = False) -> np.ndarray:
+                   diag_reg: float = 0.0, num_classes: int | None = None, centre: bool = False,
+                   chunk: int = 16, quad_order: int = _th.QUAD_ORDER) -> np.ndarray:
     """Outputs (K, M, C) of the exact kernel predictor trained on K corrupted copies of the training set.
 
-    Copy k uses ``noise.apply(x_train, p, seed + k)``; kernels by :func:`nwcorrupt.kernels.kernel`
-    (an implementation independent of the theory's recursion), solve by Cholesky in float64.
+    Copy k is ``noise.apply(x_train, p, seed + k)``. Its exact first-layer overlaps go through the
+    infinite-width recursion (the one of :func:`nwcorrupt.theory.kernels_from_overlaps`, equal to
+    :func:`nwcorrupt.kernels.kernel` to ~1e-12 in float64), then K(x*, X̃)[K(X̃, X̃) + λI]⁻¹Y by a
+    batched Cholesky solve; ``chunk`` copies at a time (memory ∝ chunk · N · (N + d)).
     """
-    from nwcorrupt import kernels as _k
-    import scipy.linalg
-
     k = check_positive_int("k", k)
     check_positive_int("seed", seed, allow_zero=True)
+    chunk = check_positive_int("chunk", chunk)
+    check_positive_int("quad_order", quad_order)
     p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg)
     dt = jnp.result_type(float)
+    xj, xtj, yj = jnp.asarray(x, dt), jnp.asarray(xt, dt), jnp.asarray(y, dt)
+    chunk = min(chunk, k)
     out = []
-    for s in range(seed, seed + k):
-        xn = noise.apply(jnp.asarray(x, dt), p, s)
-        ktt = np.array(getattr(_k.kernel(arch, xn, get=kernel), kernel), dtype=np.float64)
-        kst = np.asarray(getattr(_k.kernel(arch, jnp.asarray(xt, dt), xn, get=kernel), kernel), dtype=np.float64)
-        ktt[np.diag_indices_from(ktt)] += reg
-        out.append(kst @ scipy.linalg.cho_solve(scipy.linalg.cho_factor(ktt, lower=True), y))
-    return np.stack(out)
+    for s0 in range(seed, seed + k, chunk):
+        seeds = [min(s, seed + k - 1) for s in range(s0, s0 + chunk)]  # pad the last chunk: one compiled shape
+        xn = jnp.stack([noise.apply(xj, p, s) for s in seeds])
+        res = np.asarray(_sample_jit(arch.act, kernel, quad_order, *_th._hyper(arch), xn, xtj, yj, reg), dtype=np.float64)
+        out.append(res[: min(chunk, seed + k - s0)])
+    return np.concatenate(out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_jit(act, kernel, quad_order, depth, hyper, xn, xt, y, reg):
+    d = xn.shape[-1]
+    td = jnp.sum(xt * xt, axis=1) / d
+
+    def one(xk):
+        g = jnp.matmul(xk, xk.T, precision=jax.lax.Precision.HIGHEST) / d
+        tt = jnp.matmul(xt, xk.T, precision=jax.lax.Precision.HIGHEST) / d
+        ktt, kst = _th._kernels_jit(act, kernel, quad_order, depth, hyper, g, tt, td)
+        ktt = ktt + reg * jnp.eye(ktt.shape[0], dtype=ktt.dtype)
+        chol = jnp.linalg.cholesky(ktt)
+        sol = jax.scipy.linalg.cho_solve((chol, True), y)
+        return kst @ sol
+
+    return jax.lax.map(one, xn)
 
 
 def sample_snr(outputs, y_test) -> tuple[np.ndarray, np.ndarray]:
@@ -538,7 +575,9 @@ class SNRScaling:
       eps, n, d: (P,) grid points.
       measured: (P,) pooled SNR of the sampled exact predictors, Σ_t signal²_t / Σ_t var_t over test points.
       predicted: (P,) the same ratio from the leading-order theory (:func:`predicted_mean`, :func:`output_variance`).
-      fit, fit_predicted: :class:`ScalingFit` of ``measured`` and ``predicted``.
+      used: (P,) bool, the points entering the fits (measured SNR > 0: the bias-corrected signal² can
+        be negative when the signal is below the sampling error).
+      fit, fit_predicted: :class:`ScalingFit` of ``measured`` and ``predicted`` over the used points.
     """
 
     eps: np.ndarray
@@ -546,6 +585,7 @@ class SNRScaling:
     d: np.ndarray
     measured: np.ndarray
     predicted: np.ndarray
+    used: np.ndarray
     fit: ScalingFit
     fit_predicted: ScalingFit
 
@@ -604,8 +644,10 @@ def snr_scaling(arch, noise, eps_grid, n_grid, d_grid, *, k: int = 50, n_test: i
                              float(np.sum(mean_th[sel] ** 2) / np.sum(var_th[sel]))))
     arr = np.asarray(rows, dtype=np.float64)
     meas = arr[:, 3]
-    if np.any(meas <= 0):
-        raise ValueError("a measured SNR is <= 0 (signal below the sampling error); increase k, ε, N or d")
-    return SNRScaling(arr[:, 0], arr[:, 1], arr[:, 2], meas, arr[:, 4],
-                      fit_exponents(arr[:, 0], arr[:, 1], arr[:, 2], meas),
-                      fit_exponents(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 4]))
+    ok = meas > 0
+    if ok.sum() < 5:
+        raise ValueError(f"only {int(ok.sum())} grid points have a measured SNR > 0 (signal below the sampling "
+                         "error); increase k, ε, N or d")
+    e, n, d = arr[ok, 0], arr[ok, 1], arr[ok, 2]
+    return SNRScaling(arr[:, 0], arr[:, 1], arr[:, 2], meas, arr[:, 4], ok,
+                      fit_exponents(e, n, d, meas[ok]), fit_exponents(e, n, d, arr[ok, 4]))
