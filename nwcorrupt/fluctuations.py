@@ -443,11 +443,12 @@ def predicted_snr(arch, noise, p: float, x_train, y_train, x_test, y_test, *, ke
     Args:
       y_test: (M,) integer true classes of the test points; other arguments as in :func:`output_variance`.
     """
+    _, _, xt, y, _ = _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg)
+    yt = _check_test_labels(y_test, xt.shape[0], y.shape[1])
     mean = predicted_mean(arch, noise, p, x_train, y_train, x_test, kernel=kernel, order=order, diag_reg=diag_reg,
                           num_classes=num_classes, centre=centre)
     var = output_variance(arch, noise, p, x_train, y_train, x_test, kernel=kernel, order=order, diag_reg=diag_reg,
                           num_classes=num_classes, centre=centre)
-    yt = _check_test_labels(y_test, mean.shape[0], mean.shape[1])
     rows = np.arange(mean.shape[0])
     return mean[rows, yt] ** 2 / var[rows, yt]
 
@@ -574,7 +575,7 @@ class SNRScaling:
     Attributes:
       eps, n, d: (P,) grid points.
       measured: (P,) pooled SNR of the sampled exact predictors, Σ_t signal²_t / Σ_t var_t over test points.
-      predicted: (P,) the same ratio from the leading-order theory (:func:`predicted_mean`, :func:`output_variance`).
+      predicted: (P,) the same ratio from the theory (:func:`predicted_mean`, :func:`output_variance` at ``order``).
       used: (P,) bool, the points entering the fits (measured SNR > 0: the bias-corrected signal² can
         be negative when the signal is below the sampling error).
       fit, fit_predicted: :class:`ScalingFit` of ``measured`` and ``predicted`` over the used points.
@@ -592,17 +593,25 @@ class SNRScaling:
 
 def snr_scaling(arch, noise, eps_grid, n_grid, d_grid, *, k: int = 50, n_test: int = 20, num_classes: int = 2,
                 separation: float = 1.0, noise_std: float = 1.0, kernel: str = "ntk", diag_reg: float = 0.0,
-                centre: bool = False, seed: int = 0) -> SNRScaling:
+                centre: bool = False, order: str = "leading", seed: int = 0) -> SNRScaling:
     """Measure the SNR of the true-class output over K corrupted data sets on the grid ε × N × d and fit exponents.
 
     Data: for each d, a balanced Gaussian mixture (``data.gaussian_mixture``, seed ``seed``)
-    normalised per example; the training set of size N is its first N points (the same
-    mixture and test points for every N and ε). Noise seeds 0..K−1 (shared across the grid).
+    normalised per example; the training set of size N is the first N/C points of every class
+    (nested balanced subsets; the same mixture and test points for every N and ε). Noise seeds
+    0..K−1 (shared across the grid, so sampling errors are correlated along ε).
+
+    Args:
+      eps_grid, n_grid, d_grid: values of ε ∈ (0, 1], N (multiples of ``num_classes``) and d.
+      k: noisy data sets per grid point; n_test: clean test points (from the mixture's test set).
+      order: the theory used for ``predicted`` (:func:`output_variance`, :func:`predicted_mean`).
 
     Returns:
-      :class:`SNRScaling` (the prediction uses ``order="leading"``).
+      :class:`SNRScaling`.
     """
     from nwcorrupt import data as _data
+
+    check_choice("order", order, ORDERS)
 
     k = check_positive_int("k", k)
     if k < 2:
@@ -630,15 +639,18 @@ def snr_scaling(arch, noise, eps_grid, n_grid, d_grid, *, k: int = 50, n_test: i
         xt = _data.normalize_examples(ds_.x_test).astype(np.float64)[:n_test]
         yt = ds_.y_test[:n_test]
         for n in ns:
-            x, y = xall[:n], ds_.y_train[:n]
+            # nested balanced subsets: the first N/C training points of every class
+            idx = np.concatenate([np.flatnonzero(ds_.y_train == c)[: n // num_classes] for c in range(num_classes)])
+            x, y = xall[idx], ds_.y_train[idx]
             y_onehot = np.eye(num_classes)[y]
             for e in grids[0]:
                 p = 1.0 - float(e)
                 outs = sample_outputs(arch, noise, p, x, y_onehot, xt, k=k, kernel=kernel, diag_reg=diag_reg,
                                       centre=centre)
                 sig2, var = sample_snr(outs, yt)
-                mean_th = predicted_mean(arch, noise, p, x, y_onehot, xt, kernel=kernel, diag_reg=diag_reg, centre=centre)
-                var_th = output_variance(arch, noise, p, x, y_onehot, xt, kernel=kernel, diag_reg=diag_reg, centre=centre)
+                kw = dict(kernel=kernel, diag_reg=diag_reg, centre=centre, order=order)
+                mean_th = predicted_mean(arch, noise, p, x, y_onehot, xt, **kw)
+                var_th = output_variance(arch, noise, p, x, y_onehot, xt, **kw)
                 sel = np.arange(len(yt)), yt
                 rows.append((float(e), n, d, float(sig2.sum() / var.sum()),
                              float(np.sum(mean_th[sel] ** 2) / np.sum(var_th[sel]))))
