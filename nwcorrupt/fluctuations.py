@@ -410,20 +410,14 @@ def predicted_mean(arch, noise, p: float, x_train, y_train, x_test, *, kernel: s
 
 
 def _first_order(arch, noise, x, y, xt, kernel, reg):
-    """(f0, f1) of theory.first_order, from the jitted pure-noise sensitivities (same formula, tested equal)."""
-    n = x.shape[0]
-    sens = pure_noise_sensitivities(arch, noise, n, xt, kernel=kernel, diag_reg=reg)
-    pn = sens.pure
-    poly = _th.overlap_poly(noise, x, xt)
-    mu = poly.mu
-    a_mat = (y - pn.q * y.sum(axis=0)[None, :] / n) / pn.delta  # K0⁻¹Y
-    gdd = poly.train_diag[1]
-    xbar = x.mean(axis=1)
-    c = (sens.S_d + (n - 2) * sens.S_o) * gdd + sens.S_o * gdd.sum() \
-        + sens.T_o * (mu * ((n - 2) * xbar + xbar.sum()) - 2 * (n - 1) * mu * mu)
-    w = sens.T_star[:, None] * poly.test_train[1] + sens.S_star[:, None] * gdd[None, :] \
-        - (sens.theta_star / (pn.delta + n * pn.theta_o))[:, None] * c[None, :]
-    return sens.theta_star[:, None] * a_mat.sum(axis=0)[None, :], w @ a_mat
+    """(f0, f1) of theory.first_order from the jitted pure-noise sensitivities (theory's structured assembly)."""
+    sens = pure_noise_sensitivities(arch, noise, x.shape[0], xt, kernel=kernel, diag_reg=reg)
+    fo = _th._assemble_first_order(
+        _th._first_order_inputs(noise, x, xt), y,
+        _th._Sensitivities(theta_d=sens.pure.theta_d, theta_o=sens.pure.theta_o, S_o=sens.S_o, T_o=sens.T_o,
+                           S_d=sens.S_d, theta_star=sens.theta_star, T_star=sens.T_star, S_star=sens.S_star),
+    )
+    return fo.f0, fo.f1
 
 
 def _check_test_labels(y_test, m: int, c: int) -> np.ndarray:
