@@ -868,6 +868,8 @@ STORED_PRECOND_RANK = 256
 #: float32 the stored matrix itself carries relative errors of ~1e-7 (rounding) to ~1e-6
 #: (kernel recursion), so solving much further buys nothing.
 STORED_TOL = {"float64": 1e-10, "float32": 1e-6}
+#: Preconditioners of :func:`stored_cg_solve`: those of :func:`cg_solve` and ``"nystrom"``.
+STORED_PRECONDITIONERS = PRECONDITIONERS + ("nystrom",)
 #: Default maximum number of float64 residual refinements (restarts) of ``"stored_cg"``.
 STORED_REFINEMENTS = 4
 #: Fraction of the available memory that a memory plan may use.
@@ -902,7 +904,8 @@ class StoredPlan:
       matrix_bytes: the stored upper triangle (tiles (i, j), j >= i), about N (N + b) / 2 entries.
       build_bytes: peak extra memory while one kernel tile is computed (both NNGP and NTK
         outputs plus the recursion's working buffers, :func:`nwcorrupt.kernels.buffers_per_entry`).
-      solve_bytes: preconditioner factors (2 x rank x N float64) plus ~12 float64 (N, C) vectors.
+      solve_bytes: preconditioner set-up (2 x rank x N float64 while it is built, rank x N
+        entries kept) plus ~12 float64 (N, C) vectors.
       predict_bytes: one (test_tile, N) test-train tile: its kernels plus a float64 copy.
       peak_bytes: matrix_bytes + max(build, solve, predict) + 256 MiB of runtime overhead.
       available_bytes: ``MemAvailable`` when the plan was made (None if unknown).
@@ -984,7 +987,7 @@ def stored_memory_plan(
     matrix = int(np.sum(sizes * cum)) * itemsize
     b = int(sizes.max())
     build = b * b * itemsize * (2 + _kernels.buffers_per_entry(depth))
-    solve = 2 * rank * n * 8 + 12 * n * classes * 8
+    solve = 2 * rank * n * 8 + rank * n * itemsize + 12 * n * classes * 8
     rows = min(test_tile, n_test)
     predict = rows * n * (itemsize * (2 + _kernels.buffers_per_entry(depth)) + 8) if n_test else 0
     peak = matrix + max(build, solve, predict) + 256 * 2**20
@@ -1169,6 +1172,23 @@ class StoredKernel:
         parts += [np.asarray(t)[li, :] for t in self.tiles[bi]]
         return np.concatenate(parts).astype(np.float64)
 
+    def rows(self, idx: Any) -> np.ndarray:
+        """``K[idx, :]`` as (len(idx), N) float64 numpy; gathers block by block (vectorised)."""
+        idx = np.asarray(idx)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= self.n)):
+            raise ValueError(f"idx must be a 1-D integer array of row indices in [0, {self.n})")
+        out = np.empty((idx.size, self.n), dtype=np.float64)
+        blocks = np.searchsorted(np.asarray(self.bounds), idx, side="right") - 1
+        b = self.bounds
+        for bi in np.unique(blocks):
+            sel = np.nonzero(blocks == bi)[0]
+            local = idx[sel] - b[bi]
+            for j in range(bi):  # tiles above: K[B_j, B_bi] columns, transposed
+                out[sel, b[j] : b[j + 1]] = np.asarray(self.tiles[j][bi - j])[:, local].T
+            for k, t in enumerate(self.tiles[bi]):
+                out[sel, b[bi + k] : b[bi + k + 1]] = np.asarray(t)[local, :]
+        return out
+
     def to_dense(self) -> np.ndarray:
         """The full (N, N) matrix as float64 numpy (for small N and tests only)."""
         out = np.empty((self.n, self.n), dtype=np.float64)
@@ -1199,10 +1219,13 @@ class StoredKernel:
         m = self.n_blocks
         if exact:
             out = np.zeros_like(v)
+            size = int(np.max(np.diff(b)))
+            buf = np.empty(size * size, dtype=np.float64)  # reused float64 copy of one tile
             for i, row in enumerate(self.tiles):
                 for k, t in enumerate(row):
                     j = i + k
-                    blk = np.asarray(t).astype(np.float64)
+                    blk = buf[: t.shape[0] * t.shape[1]].reshape(t.shape)
+                    np.copyto(blk, np.asarray(t))
                     out[b[i] : b[i + 1]] += blk @ v[b[j] : b[j + 1]]
                     if j != i:
                         out[b[j] : b[j + 1]] += blk.T @ v[b[i] : b[i + 1]]
@@ -1272,42 +1295,84 @@ def _np_pivoted_cholesky(
     return lmat[: len(pivots)], pivots, d
 
 
+@jax.jit
+def _gt_mm(g: Array, v: Array) -> Array:
+    return _mm(g.T, v)
+
+
 def _np_partial_cholesky_preconditioner(
-    lmat: np.ndarray, pivots: list[int], dres: np.ndarray, floor: float
+    lmat: np.ndarray, pivots: list[int], dres: np.ndarray, floor: float, dtype: Any
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """float64 numpy version of :func:`_partial_cholesky_preconditioner` (same P)."""
+    """Host version of :func:`_partial_cholesky_preconditioner` (same P) for float64 vectors.
+
+    The k x k triangular solves run in float64; the thin (k, N - k) factor ``g`` is held as
+    a JAX array of ``dtype`` (the stored kernel's) and its two products per application run
+    in that dtype. P is defined by the rounded ``g`` and stays symmetric positive definite.
+    """
     n = lmat.shape[1]
     s_idx = np.asarray(pivots, dtype=np.int64)
     r_idx = np.setdiff1d(np.arange(n), s_idx)
     u = lmat[:, s_idx]
-    g = scipy.linalg.solve_triangular(u, lmat[:, r_idx], lower=False)
+    g_host = scipy.linalg.solve_triangular(u, lmat[:, r_idx], lower=False, overwrite_b=True)
+    g = jnp.asarray(g_host, dtype=dtype)
+    del g_host
     d_r = np.maximum(dres[r_idx], floor)
 
     def apply(v: np.ndarray) -> np.ndarray:
         v_s, v_r = v[s_idx], v[r_idx]
-        w_r = v_r - g.T @ v_s
+        w_r = v_r - np.asarray(_gt_mm(g, jnp.asarray(v_s, dtype=g.dtype)), dtype=np.float64)
         u_s = scipy.linalg.solve_triangular(u, scipy.linalg.solve_triangular(u, v_s, trans="T", lower=False))
         x_r = w_r / d_r[:, None]
         out = np.empty_like(v)
         out[r_idx] = x_r
-        out[s_idx] = u_s - g @ x_r
+        out[s_idx] = u_s - np.asarray(_matmul(g, jnp.asarray(x_r, dtype=g.dtype)), dtype=np.float64)
         return out
 
     return apply
 
 
+def _np_nystrom_factor(
+    k: StoredKernel, diag: np.ndarray, shift: float, rank: int, seed: int
+) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Partial Cholesky ``L`` (rank, N) of ``A = K + shift I`` on ``rank`` uniformly random pivots.
+
+    ``A[S, S] = U^T U``, ``L = U^{-T} A[S, :]`` (so ``L[:, S] = U``), computed with level-3
+    BLAS (one triangular solve) instead of the rank sequential steps of the greedy
+    pivoted Cholesky. Returns (L, sorted pivots S, residual diagonal ``diag(A - L^T L)``).
+    """
+    n = k.n
+    s_idx = np.sort(np.random.default_rng(seed).choice(n, size=min(rank, n), replace=False))
+    a_s = k.rows(s_idx)
+    a_s[np.arange(s_idx.size), s_idx] += shift
+    u = scipy.linalg.cholesky(a_s[:, s_idx], lower=False)
+    lmat = scipy.linalg.solve_triangular(u, a_s, trans="T", lower=False, overwrite_b=True)
+    dres = np.maximum(diag - np.einsum("kn,kn->n", lmat, lmat), 0.0)
+    dres[s_idx] = 0.0
+    return lmat, [int(i) for i in s_idx], dres
+
+
 def _stored_preconditioner(
-    kind: Any, k: StoredKernel, shift: float, rank: int
+    kind: Any, k: StoredKernel, shift: float, rank: int, seed: int = 0
 ) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     """(P^{-1} as a function of (N, C) float64 arrays, number of pivots used)."""
     if callable(kind) and not isinstance(kind, str):
         return (lambda r: np.asarray(kind(r), dtype=np.float64)), 0
-    check_choice("preconditioner", kind, PRECONDITIONERS)
+    check_choice("preconditioner", kind, STORED_PRECONDITIONERS)
     if kind == "none":
         return (lambda r: r), 0
     diag = k.diag() + shift
     eps = _eps(k.dtype)
     floor = eps * float(np.mean(np.abs(diag))) + float(np.finfo(np.float64).tiny)
+    if kind == "nystrom" and rank > 0:
+        try:
+            lmat, pivots, dres = _np_nystrom_factor(k, diag, shift, rank, seed)
+        except np.linalg.LinAlgError as err:
+            raise ValueError(
+                f"the Nystrom preconditioner failed: K[S, S] + shift I of the {min(rank, k.n)} random pivots is "
+                "not positive definite; the kernel is not PSD or is singular (add diag_reg, or use "
+                "preconditioner='pivoted_cholesky')"
+            ) from err
+        return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
     if kind == "pivoted_cholesky" and rank > 0:
 
         def row(i: int) -> np.ndarray:
@@ -1317,7 +1382,7 @@ def _stored_preconditioner(
 
         lmat, pivots, dres = _np_pivoted_cholesky(diag, row, rank, stop_rtol=math.sqrt(eps))
         if pivots:
-            return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor), len(pivots)
+            return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
     inv = 1.0 / np.maximum(diag, floor)
     return (lambda r: inv[:, None] * r), 0
 
@@ -1873,6 +1938,39 @@ def _arch_predict_stored(
     info = dataclasses.replace(info, time_kernel=t1 - t0, time_predict=t3 - t2)
     out = _check_finite_out("the predictions", _as_float(pred))
     return (out, info) if return_info else out
+
+
+def tiled_predict(
+    arch: Any, x_train: Any, x_test: Any, weights: Any, *, which: str = "ntk", tile_size: int = TILE_SIZE
+) -> np.ndarray:
+    """``K(x_test, x_train) @ weights`` without forming the test-train kernel whole.
+
+    The kernel is computed in row tiles of ``tile_size`` test points
+    (``kernel(arch, x_test[tile], x_train)``, in the JAX float) and each tile is
+    multiplied by the weights in float64 on the host. Peak memory is about
+    ``tile_size * N`` kernel entries (times the kernel recursion's working buffers).
+
+    Args:
+      arch: :class:`nwcorrupt.kernels.MLP`.
+      x_train: (N, d); x_test: (N_test, d); weights: (N, C), e.g. from :func:`stored_cg_solve`.
+      which: ``"ntk"`` or ``"nngp"``.
+      tile_size: test rows per tile.
+
+    Returns:
+      (N_test, C) float64 numpy.
+    """
+    check_choice("which", which, ("ntk", "nngp"))
+    check_matrix("x_train", x_train)
+    check_matrix("x_test", x_test)
+    check_array("weights", weights, ndim=2)
+    tile_size = check_positive_int("tile_size", tile_size)
+    if x_test.shape[1] != x_train.shape[1]:
+        raise ValueError(
+            f"x_test has {x_test.shape[1]} features but x_train has {x_train.shape[1]}; they must match"
+        )
+    if weights.shape[0] != x_train.shape[0]:
+        raise ValueError(f"weights must have {x_train.shape[0]} rows (one per training point), got {tuple(weights.shape)}")
+    return _stored_predict(arch, which, _as_float(x_train), _as_float(x_test), np.asarray(weights, np.float64), tile_size)
 
 
 def _stored_predict(arch: Any, which: str, xtr: Array, xte: Array, alpha: np.ndarray, tile_size: int) -> np.ndarray:
