@@ -74,7 +74,8 @@ def float32_check(ds: data.Dataset, arch: MLP, n: int, n_test: int, diag_reg: fl
     y = np.eye(ds.num_classes)[ytr]
     t0 = time.perf_counter()
     f32, info = P.ntk_predict(
-        arch, xtr, y, xte, diag_reg=diag_reg, solver="stored_cg", tol=args.tol, precond_rank=args.precond_rank,
+        arch, xtr, y, xte, diag_reg=diag_reg, solver="stored_cg", tol=args.tol, preconditioner="nystrom",
+        precond_rank=args.precond_rank,
         block_size=args.block, tile_size=args.test_tile, return_info=True,
     )  # fmt: skip
     t1 = time.perf_counter()
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--activation", default="relu", help="relu or erf (any registered activation)")
     ap.add_argument("--depth", type=int, default=3, help="dense layers L")
     ap.add_argument("--diag-reg", type=float, default=1e-4, help="relative diagonal regulariser")
-    ap.add_argument("--tol", type=float, default=1e-6, help="CG relative residual tolerance per column")
+    ap.add_argument("--tol", type=float, default=1e-5, help="CG relative residual tolerance per column")
     ap.add_argument("--precond-rank", type=int, default=P.STORED_PRECOND_RANK)
     ap.add_argument("--block", type=int, default=P.STORED_BLOCK, help="rows per block of the stored kernel")
     ap.add_argument("--test-tile", type=int, default=1000, help="test rows per test-train kernel tile")

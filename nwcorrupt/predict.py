@@ -863,7 +863,7 @@ def cg_solve(
 #: to stay in a 32 MiB cache between the two products a tile takes part in).
 STORED_BLOCK = 2048
 #: Default rank of the pivoted-Cholesky preconditioner of ``solver="stored_cg"``.
-STORED_PRECOND_RANK = 256
+STORED_PRECOND_RANK = 1024
 #: Default relative-residual tolerance of ``solver="stored_cg"``, by storage dtype. In
 #: float32 the stored matrix itself carries relative errors of ~1e-7 (rounding) to ~1e-6
 #: (kernel recursion), so solving much further buys nothing.
@@ -902,11 +902,13 @@ class StoredPlan:
       n: training points N; n_test: test points; classes: C; itemsize: bytes per stored entry.
       block_size: largest block of the tiling; n_blocks: number of row blocks.
       matrix_bytes: the stored upper triangle (tiles (i, j), j >= i), about N (N + b) / 2 entries.
-      build_bytes: peak extra memory while one kernel tile is computed (both NNGP and NTK
-        outputs plus the recursion's working buffers, :func:`nwcorrupt.kernels.buffers_per_entry`).
+      build_bytes: peak extra memory while one kernel tile is computed: its NNGP and NTK
+        outputs plus the recursion's working buffers on cache-sized sub-tiles
+        (:func:`nwcorrupt.kernels.buffers_per_entry` x :data:`nwcorrupt.kernels.DEFAULT_TILE_BYTES`).
       solve_bytes: preconditioner set-up (2 x rank x N float64 while it is built, rank x N
         entries kept) plus ~12 float64 (N, C) vectors.
-      predict_bytes: one (test_tile, N) test-train tile: its kernels plus a float64 copy.
+      predict_bytes: one (test_tile, N) test-train tile: its NNGP and NTK, a float64 copy of
+        256 of its rows, and the recursion's working buffers.
       peak_bytes: matrix_bytes + max(build, solve, predict) + 256 MiB of runtime overhead.
       available_bytes: ``MemAvailable`` when the plan was made (None if unknown).
     """
@@ -986,10 +988,11 @@ def stored_memory_plan(
     cum = np.cumsum(sizes[::-1])[::-1]  # columns from block i to the end
     matrix = int(np.sum(sizes * cum)) * itemsize
     b = int(sizes.max())
-    build = b * b * itemsize * (2 + _kernels.buffers_per_entry(depth))
+    work = _kernels.buffers_per_entry(depth) * _kernels.DEFAULT_TILE_BYTES * itemsize // 4  # cache-sized tiles
+    build = 2 * b * b * itemsize + work
     solve = 2 * rank * n * 8 + rank * n * itemsize + 12 * n * classes * 8
     rows = min(test_tile, n_test)
-    predict = rows * n * (itemsize * (2 + _kernels.buffers_per_entry(depth)) + 8) if n_test else 0
+    predict = (2 * rows * n * itemsize + min(rows, 256) * n * 8 + work) if n_test else 0
     peak = matrix + max(build, solve, predict) + 256 * 2**20
     avail = available_memory_bytes() if available_bytes == -1 else available_bytes
     return StoredPlan(n, n_test, classes, itemsize, b, nb, matrix, build, solve, predict, peak, avail)
@@ -1394,7 +1397,7 @@ def stored_cg_solve(
     shift: float = 0.0,
     tol: float | None = None,
     maxiter: int | None = None,
-    preconditioner: Union[str, Callable[[np.ndarray], np.ndarray]] = "pivoted_cholesky",
+    preconditioner: Union[str, Callable[[np.ndarray], np.ndarray]] = "nystrom",
     precond_rank: int = STORED_PRECOND_RANK,
     max_refinements: int = STORED_REFINEMENTS,
     on_nonconvergence: str = "raise",
@@ -1495,8 +1498,8 @@ def stored_cg_solve(
                     "positive definite; check the kernel or add diag_reg"
                 )
             alpha = np.where(active, rz / np.where(active, pap, 1.0), 0.0)
-            x += alpha * p
-            r -= alpha * ap
+            x = x + alpha * p  # not in place: p may alias r (preconditioner "none")
+            r = r - alpha * ap
             iterations += 1
             rel = np.linalg.norm(r, axis=0) / b_safe
             if record:
@@ -1924,7 +1927,8 @@ def _arch_predict_stored(
         rank = cg_options.get("precond_rank", STORED_PRECOND_RANK)
         stored_memory_plan(
             n, n_test=n_test, classes=y.shape[1], depth=getattr(arch, "depth", 3), block_size=block_size,
-            precond_rank=0 if cg_options.get("preconditioner") != "pivoted_cholesky" else rank, test_tile=tile_size,
+            precond_rank=rank if cg_options.get("preconditioner") in ("pivoted_cholesky", "nystrom") else 0,
+            test_tile=tile_size,
         ).check()  # fmt: skip
     t0 = _now()
     k = StoredKernel.from_arch(arch, xtr, which, block_size=block_size, check_memory=False)
