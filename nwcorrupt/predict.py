@@ -11,6 +11,12 @@ Two layers:
   kernels of an architecture with :func:`nwcorrupt.kernels.kernel` and call the
   matrix level. With ``solver="cg"`` the N x N training kernel is never formed: the
   training rows are streamed in tiles through every matrix-vector product.
+* **Stored kernel** (large N, e.g. all 60000 MNIST images) -- ``solver="stored_cg"``:
+  the training kernel is computed once, tile by tile, into a :class:`StoredKernel`
+  (upper triangle only, on the host), solved by :func:`stored_cg_solve` (Nystrom-
+  preconditioned CG, float64 recurrences, float64 residual refinement) and the test
+  predictions come from :func:`tiled_predict`; :func:`stored_memory_plan` checks the
+  memory first.
 
 Conventions (those of neural-tangents' ``predict.gradient_descent_mse_ensemble``):
 
@@ -43,6 +49,8 @@ Solvers (``solver=``):
   zero); for positive-definite kernels the two agree exactly.
 * ``"cg"``: preconditioned conjugate gradients, one independent recurrence per
   column of ``Y`` (see :func:`cg_solve`).
+* ``"stored_cg"``: CG on a :class:`StoredKernel` (see :func:`stored_cg_solve`); the
+  kernel's products run in its storage dtype, the CG recurrences in float64.
 * ``"auto"``: ``"eigh"`` for finite ``t``; otherwise ``"cholesky"`` while an N x N
   matrix of the working dtype fits in :data:`AUTO_DENSE_MAX_BYTES`, else ``"cg"``
   (always ``"cg"`` for a :class:`TiledKernel`). See :func:`auto_solver`.
@@ -1973,8 +1981,11 @@ def tiled_predict(
             f"x_test has {x_test.shape[1]} features but x_train has {x_train.shape[1]}; they must match"
         )
     if weights.shape[0] != x_train.shape[0]:
-        raise ValueError(f"weights must have {x_train.shape[0]} rows (one per training point), got {tuple(weights.shape)}")
-    return _stored_predict(arch, which, _as_float(x_train), _as_float(x_test), np.asarray(weights, np.float64), tile_size)
+        raise ValueError(
+            f"weights must have {x_train.shape[0]} rows (one per training point), got {tuple(weights.shape)}"
+        )
+    w = np.asarray(weights, np.float64)
+    return _stored_predict(arch, which, _as_float(x_train), _as_float(x_test), w, tile_size)
 
 
 def _stored_predict(arch: Any, which: str, xtr: Array, xte: Array, alpha: np.ndarray, tile_size: int) -> np.ndarray:
