@@ -872,6 +872,21 @@ def cg_solve(
 STORED_BLOCK = 2048
 #: Default rank of the pivoted-Cholesky preconditioner of ``solver="stored_cg"``.
 STORED_PRECOND_RANK = 1024
+
+
+def default_preconditioner(solver: str, preconditioner: Any = None, precond_rank: Any = None) -> tuple[Any, int]:
+    """The (preconditioner, rank) a solver uses when the caller leaves them as None.
+
+    ``"stored_cg"``: ``("nystrom", STORED_PRECOND_RANK)`` (random pivots: cheap set-up
+    at a large rank, which the N = 60000 solve needs); every other iterative solver:
+    ``("pivoted_cholesky", PRECOND_RANK)``. Given values are returned unchanged.
+    """
+    stored = solver == "stored_cg"
+    if preconditioner is None:
+        preconditioner = "nystrom" if stored else "pivoted_cholesky"
+    if precond_rank is None:
+        precond_rank = STORED_PRECOND_RANK if stored else PRECOND_RANK
+    return preconditioner, precond_rank
 #: Default relative-residual tolerance of ``solver="stored_cg"``, by storage dtype. In
 #: float32 the stored matrix itself carries relative errors of ~1e-7 (rounding) to ~1e-6
 #: (kernel recursion), so solving much further buys nothing.
@@ -1591,8 +1606,8 @@ def kernel_solve(
     solver: str = "auto",
     tol: float | None = None,
     maxiter: int | None = None,
-    preconditioner: Union[str, Callable[[Array], Array]] = "pivoted_cholesky",
-    precond_rank: int = PRECOND_RANK,
+    preconditioner: Union[str, Callable[[Array], Array], None] = None,
+    precond_rank: int | None = None,
     on_nonconvergence: str = "raise",
     rcond: float | None = None,
     estimate_cond: bool = True,
@@ -1611,7 +1626,8 @@ def kernel_solve(
         tiled with :meth:`StoredKernel.from_matrix`). ``"auto"`` never picks
         ``"stored_cg"``, except for a :class:`StoredKernel`.
       tol, maxiter, preconditioner, precond_rank, on_nonconvergence: CG options
-        (:func:`cg_solve`, :func:`stored_cg_solve`); ignored by direct solvers.
+        (:func:`cg_solve`, :func:`stored_cg_solve`); ignored by direct solvers. None
+        (default) picks the solver's own (:func:`default_preconditioner`).
       rcond: eigenvalue cut-off of ``"eigh"`` relative to the largest (default N * eps).
       estimate_cond: with ``"cholesky"``, estimate the condition number (about 80
         extra O(N^2) products); only used when ``return_info`` is True.
@@ -1634,6 +1650,7 @@ def kernel_solve(
         raise ValueError(f"a TiledKernel can only be solved with solver='cg', got solver={solver!r}")
     if isinstance(k, StoredKernel) and solver != "stored_cg":
         raise ValueError(f"a StoredKernel can only be solved with solver='stored_cg', got solver={solver!r}")
+    preconditioner, precond_rank = default_preconditioner(solver, preconditioner, precond_rank)
     if solver == "stored_cg":
         stored = k if isinstance(k, StoredKernel) else StoredKernel.from_matrix(k)
         x, info = stored_cg_solve(
@@ -1931,8 +1948,9 @@ def _arch_predict_stored(
     """``solver="stored_cg"`` at the architecture level: stored training kernel, CG, tiled test kernel."""
     block_size = check_positive_int("block_size", block_size)
     n, n_test = xtr.shape[0], xte.shape[0]
+    pre, rank = default_preconditioner("stored_cg", cg_options.get("preconditioner"), cg_options.get("precond_rank"))
+    cg_options = {**cg_options, "preconditioner": pre, "precond_rank": rank}
     if check_memory:
-        rank = cg_options.get("precond_rank", STORED_PRECOND_RANK)
         stored_memory_plan(
             n, n_test=n_test, classes=y.shape[1], depth=getattr(arch, "depth", 3), block_size=block_size,
             precond_rank=rank if cg_options.get("preconditioner") in ("pivoted_cholesky", "nystrom") else 0,
@@ -2015,8 +2033,8 @@ def ntk_predict(
     solver: str = "auto",
     tol: float | None = None,
     maxiter: int | None = None,
-    preconditioner: str = "pivoted_cholesky",
-    precond_rank: int = PRECOND_RANK,
+    preconditioner: str | None = None,
+    precond_rank: int | None = None,
     on_nonconvergence: str = "raise",
     tile_size: int = TILE_SIZE,
     backend: str = "native",
@@ -2083,8 +2101,8 @@ def nngp_predict(
     solver: str = "auto",
     tol: float | None = None,
     maxiter: int | None = None,
-    preconditioner: str = "pivoted_cholesky",
-    precond_rank: int = PRECOND_RANK,
+    preconditioner: str | None = None,
+    precond_rank: int | None = None,
     on_nonconvergence: str = "raise",
     tile_size: int = TILE_SIZE,
     backend: str = "native",

@@ -283,3 +283,25 @@ def test_errors_name_the_argument(x64):
         P.ntk_predict(MLP(depth=2), x, y, x, solver="stored_cg", backend="neural_tangents")
     with pytest.raises(ValueError, match="which must be one of"):
         P.StoredKernel.from_arch(MLP(depth=2), x, "cnn")
+
+
+def test_solvers_pick_their_own_preconditioner_by_default(x64, monkeypatch):
+    # regression: ntk_predict(solver="stored_cg") used the CG default (pivoted Cholesky, rank 64)
+    assert P.default_preconditioner("stored_cg") == ("nystrom", P.STORED_PRECOND_RANK)
+    assert P.default_preconditioner("cg") == ("pivoted_cholesky", P.PRECOND_RANK)
+    assert P.default_preconditioner("stored_cg", "jacobi", 3) == ("jacobi", 3)
+    xtr, xte = normalised(2100, 16, 31), normalised(5, 16, 32)
+    y = one_hot(2100, 3, 33)
+    arch = MLP(depth=2, activation="erf")
+    _, info = P.ntk_predict(arch, xtr, y, xte, diag_reg=1e-3, solver="stored_cg", block_size=512, return_info=True)
+    assert info.precond_rank == P.STORED_PRECOND_RANK  # 1024 < N: the stored default, not 64
+    seen = {}
+    real_cg = P.cg_solve
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_cg(*args, **kwargs)
+
+    monkeypatch.setattr(P, "cg_solve", spy)
+    P.kernel_solve(np.eye(300) + 0.1, y[:300], solver="cg")
+    assert (seen["preconditioner"], seen["precond_rank"]) == ("pivoted_cholesky", P.PRECOND_RANK)
