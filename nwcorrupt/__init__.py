@@ -20,6 +20,7 @@ _SUBMODULES = (
     "data",
     "empirical",
     "experiments",
+    "fluctuations",
     "kernels",
     "metrics",
     "mlp",

@@ -11,6 +11,12 @@ Two layers:
   kernels of an architecture with :func:`nwcorrupt.kernels.kernel` and call the
   matrix level. With ``solver="cg"`` the N x N training kernel is never formed: the
   training rows are streamed in tiles through every matrix-vector product.
+* **Stored kernel** (large N, e.g. all 60000 MNIST images) -- ``solver="stored_cg"``:
+  the training kernel is computed once, tile by tile, into a :class:`StoredKernel`
+  (upper triangle only, on the host), solved by :func:`stored_cg_solve` (Nystrom-
+  preconditioned CG, float64 recurrences, float64 residual refinement) and the test
+  predictions come from :func:`tiled_predict`; :func:`stored_memory_plan` checks the
+  memory first.
 
 Conventions (those of neural-tangents' ``predict.gradient_descent_mse_ensemble``):
 
@@ -43,6 +49,8 @@ Solvers (``solver=``):
   zero); for positive-definite kernels the two agree exactly.
 * ``"cg"``: preconditioned conjugate gradients, one independent recurrence per
   column of ``Y`` (see :func:`cg_solve`).
+* ``"stored_cg"``: CG on a :class:`StoredKernel` (see :func:`stored_cg_solve`); the
+  kernel's products run in its storage dtype, the CG recurrences in float64.
 * ``"auto"``: ``"eigh"`` for finite ``t``; otherwise ``"cholesky"`` while an N x N
   matrix of the working dtype fits in :data:`AUTO_DENSE_MAX_BYTES`, else ``"cg"``
   (always ``"cg"`` for a :class:`TiledKernel`). See :func:`auto_solver`.
@@ -65,6 +73,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, Union
@@ -77,12 +86,12 @@ import scipy.linalg
 
 from nwcorrupt import kernels as _kernels
 from nwcorrupt import precision as _precision
-from nwcorrupt._checks import check_array, check_choice, check_positive_int
+from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_int
 
 Array = jax.Array
 _HI = _precision.MATMUL_PRECISION
 
-SOLVERS = ("auto", "cholesky", "eigh", "cg")
+SOLVERS = ("auto", "cholesky", "eigh", "cg", "stored_cg")
 PRECONDITIONERS = ("none", "jacobi", "pivoted_cholesky")
 
 #: ``solver="auto"`` uses a dense direct solver while one N x N matrix of the working
@@ -208,7 +217,7 @@ class TiledKernel:
         return jnp.concatenate(parts)
 
 
-KernelLike = Union[Array, np.ndarray, TiledKernel]
+KernelLike = Union[Array, np.ndarray, TiledKernel, "StoredKernel"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -287,8 +296,8 @@ def _validate_y(y_train: Any, n: int, k_name: str) -> Array:
     return _as_float(y_train)
 
 
-def _validate_k_train(k_train_train: Any) -> Union[Array, TiledKernel]:
-    if isinstance(k_train_train, TiledKernel):
+def _validate_k_train(k_train_train: Any) -> Union[Array, TiledKernel, "StoredKernel"]:
+    if isinstance(k_train_train, (TiledKernel, StoredKernel)):
         return k_train_train
     check_array("k_train_train", k_train_train, ndim=2)
     n1, n2 = k_train_train.shape
@@ -306,7 +315,9 @@ def _validate_k_test(k_test_train: Any, n: int) -> Array:
     return _as_float(k_test_train)
 
 
-def _mean_diag(k: Union[Array, TiledKernel]) -> Array:
+def _mean_diag(k: Union[Array, TiledKernel, "StoredKernel"]) -> Array:
+    if isinstance(k, StoredKernel):
+        return float(np.mean(k.diag()))
     d = k.diag() if isinstance(k, TiledKernel) else jnp.diagonal(k)
     return jnp.mean(d)
 
@@ -851,6 +862,738 @@ def cg_solve(
 
 
 # ----------------------------------------------------------------------------------------
+# stored kernel: the training kernel computed once, kept on the host as tiles of its upper
+# triangle, solved by conjugate gradients with float64 recurrences
+
+
+#: Default rows per block of a :class:`StoredKernel` (tiles of about this squared entries;
+#: 2048 gives 16 MiB float32 tiles, large enough to amortise per-tile dispatch, small enough
+#: to stay in a 32 MiB cache between the two products a tile takes part in).
+STORED_BLOCK = 2048
+#: Default rank of the pivoted-Cholesky preconditioner of ``solver="stored_cg"``.
+STORED_PRECOND_RANK = 1024
+
+
+def default_preconditioner(solver: str, preconditioner: Any = None, precond_rank: Any = None) -> tuple[Any, int]:
+    """The (preconditioner, rank) a solver uses when the caller leaves them as None.
+
+    ``"stored_cg"``: ``("nystrom", STORED_PRECOND_RANK)`` (random pivots: cheap set-up
+    at a large rank, which the N = 60000 solve needs); every other iterative solver:
+    ``("pivoted_cholesky", PRECOND_RANK)``. Given values are returned unchanged.
+    """
+    stored = solver == "stored_cg"
+    if preconditioner is None:
+        preconditioner = "nystrom" if stored else "pivoted_cholesky"
+    if precond_rank is None:
+        precond_rank = STORED_PRECOND_RANK if stored else PRECOND_RANK
+    return preconditioner, precond_rank
+#: Default relative-residual tolerance of ``solver="stored_cg"``, by storage dtype. In
+#: float32 the stored matrix itself carries relative errors of ~1e-7 (rounding) to ~1e-6
+#: (kernel recursion), so solving much further buys nothing.
+STORED_TOL = {"float64": 1e-10, "float32": 1e-6}
+#: Preconditioners of :func:`stored_cg_solve`: those of :func:`cg_solve` and ``"nystrom"``.
+STORED_PRECONDITIONERS = PRECONDITIONERS + ("nystrom",)
+#: Default maximum number of float64 residual refinements (restarts) of ``"stored_cg"``.
+STORED_REFINEMENTS = 4
+#: Fraction of the available memory that a memory plan may use.
+MEMORY_HEADROOM = 0.9
+
+
+def _block_bounds(n: int, block_size: int) -> tuple[int, ...]:
+    """Start indices of ``ceil(n / block_size)`` near-equal blocks covering [0, n), plus n."""
+    nb = -(-n // block_size)
+    return tuple((i * n) // nb for i in range(nb + 1))
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes (None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredPlan:
+    """Memory plan of a stored-kernel predictor (all sizes in bytes).
+
+    Attributes:
+      n: training points N; n_test: test points; classes: C; itemsize: bytes per stored entry.
+      block_size: largest block of the tiling; n_blocks: number of row blocks.
+      matrix_bytes: the stored upper triangle (tiles (i, j), j >= i), about N (N + b) / 2 entries.
+      build_bytes: peak extra memory while one kernel tile is computed: its NNGP and NTK
+        outputs plus the recursion's working buffers on cache-sized sub-tiles
+        (:func:`nwcorrupt.kernels.buffers_per_entry` x :data:`nwcorrupt.kernels.DEFAULT_TILE_BYTES`).
+      solve_bytes: preconditioner set-up (2 x rank x N float64 while it is built, rank x N
+        entries kept) plus ~12 float64 (N, C) vectors.
+      predict_bytes: one (test_tile, N) test-train tile: its NNGP and NTK, a float64 copy of
+        256 of its rows, and the recursion's working buffers.
+      peak_bytes: matrix_bytes + max(build, solve, predict) + 256 MiB of runtime overhead.
+      available_bytes: ``MemAvailable`` when the plan was made (None if unknown).
+    """
+
+    n: int
+    n_test: int
+    classes: int
+    itemsize: int
+    block_size: int
+    n_blocks: int
+    matrix_bytes: int
+    build_bytes: int
+    solve_bytes: int
+    predict_bytes: int
+    peak_bytes: int
+    available_bytes: int | None
+
+    def describe(self) -> str:
+        """A few human-readable lines."""
+        gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+        avail = "unknown" if self.available_bytes is None else gib(self.available_bytes)
+        return (
+            f"stored kernel N = {self.n}: {self.n_blocks} row blocks of <= {self.block_size}, "
+            f"{self.n_blocks * (self.n_blocks + 1) // 2} tiles, {self.itemsize}-byte entries\n"
+            f"  matrix (upper triangle) {gib(self.matrix_bytes)}; build +{gib(self.build_bytes)}, "
+            f"solve +{gib(self.solve_bytes)}, predict +{gib(self.predict_bytes)}\n"
+            f"  peak estimate {gib(self.peak_bytes)}; available now {avail} "
+            f"(limit {MEMORY_HEADROOM:.0%} of it)"
+        )
+
+    def check(self) -> "StoredPlan":
+        """Raise ``MemoryError`` if the peak estimate exceeds 90 % of the available memory."""
+        if self.available_bytes is not None and self.peak_bytes > MEMORY_HEADROOM * self.available_bytes:
+            raise MemoryError(
+                f"not enough memory for the stored kernel: the plan needs about {self.peak_bytes / 2**30:.2f} GiB "
+                f"but only {self.available_bytes / 2**30:.2f} GiB are available ({MEMORY_HEADROOM:.0%} may be "
+                "used); reduce N, use float32 (disable x64), or use solver='cg' (streaming, no stored matrix)\n"
+                + self.describe()
+            )
+        return self
+
+
+def stored_memory_plan(
+    n: int,
+    *,
+    n_test: int = 0,
+    classes: int = 10,
+    depth: int = 3,
+    itemsize: int | None = None,
+    block_size: int = STORED_BLOCK,
+    precond_rank: int = STORED_PRECOND_RANK,
+    test_tile: int = TILE_SIZE,
+    available_bytes: int | None = -1,
+) -> StoredPlan:
+    """Estimate the memory of ``solver="stored_cg"`` for N training points (see :class:`StoredPlan`).
+
+    Args:
+      n: N; n_test: test points (0: no prediction step); classes: C; depth: L of the MLP.
+      itemsize: bytes per stored entry (default: the current JAX float, 4 or 8).
+      block_size, precond_rank, test_tile: the tiling and preconditioner options.
+      available_bytes: memory to compare with; -1 (default) reads ``MemAvailable``,
+        None means unknown (``check`` then passes).
+    """
+    n = check_positive_int("n", n)
+    n_test = check_positive_int("n_test", n_test, allow_zero=True)
+    classes = check_positive_int("classes", classes)
+    depth = check_positive_int("depth", depth)
+    block_size = check_positive_int("block_size", block_size)
+    rank = min(check_positive_int("precond_rank", precond_rank, allow_zero=True), n)
+    test_tile = check_positive_int("test_tile", test_tile)
+    if itemsize is None:
+        itemsize = jnp.dtype(_precision.default_float()).itemsize
+    itemsize = check_positive_int("itemsize", itemsize)
+    bounds = _block_bounds(n, block_size)
+    sizes = np.diff(np.asarray(bounds, dtype=np.int64))
+    nb = len(sizes)
+    cum = np.cumsum(sizes[::-1])[::-1]  # columns from block i to the end
+    matrix = int(np.sum(sizes * cum)) * itemsize
+    b = int(sizes.max())
+    work = _kernels.buffers_per_entry(depth) * _kernels.DEFAULT_TILE_BYTES * itemsize // 4  # cache-sized tiles
+    build = 2 * b * b * itemsize + work
+    solve = 2 * rank * n * 8 + rank * n * itemsize + 12 * n * classes * 8
+    rows = min(test_tile, n_test)
+    predict = (2 * rows * n * itemsize + min(rows, 256) * n * 8 + work) if n_test else 0
+    peak = matrix + max(build, solve, predict) + 256 * 2**20
+    avail = available_memory_bytes() if available_bytes == -1 else available_bytes
+    return StoredPlan(n, n_test, classes, itemsize, b, nb, matrix, build, solve, predict, peak, avail)
+
+
+@jax.jit
+def _tile_diag_mv(t: Array, v: Array, y: Array) -> Array:
+    return y + _mm(t, v)
+
+
+@jax.jit
+def _tile_pair_mv(t: Array, vi: Array, vj: Array, yi: Array, yj: Array) -> tuple[Array, Array]:
+    # K[Bi, Bj] @ v[Bj] and its mirror K[Bj, Bi] @ v[Bi] = (v[Bi]^T K[Bi, Bj])^T from one tile
+    return yi + _mm(t, vj), yj + _mm(vi.T, t).T
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StoredKernel:
+    """A symmetric N x N kernel matrix held in memory as the tiles of its upper triangle.
+
+    Row blocks B_0, ..., B_{m-1} (near-equal sizes, at most ``block_size`` rows) tile
+    [0, N); ``tiles[i][j - i]`` is ``K[B_i, B_j]`` for j >= i (a JAX array on the
+    default device; the diagonal tiles are full and exactly symmetric). Memory is about
+    N (N + b) / 2 entries, half of a dense matrix. Products ``K @ V`` read every tile
+    once and use it twice (for ``K[B_i, B_j] V[B_j]`` and its mirror ``K[B_j, B_i] V[B_i]``),
+    in the storage dtype; :meth:`matvec` with ``exact=True`` accumulates in float64 on the
+    host instead.
+
+    Build it with :meth:`from_matrix` (a dense matrix) or :meth:`from_arch` (the kernel of
+    an architecture, computed tile by tile, never dense).
+
+    Attributes:
+      n: N.
+      bounds: (m + 1,) block starts, ``bounds[0] = 0``, ``bounds[-1] = N``.
+      tiles: ``tiles[i]`` is the tuple of the m - i tiles of block row i.
+    """
+
+    n: int
+    bounds: tuple[int, ...]
+    tiles: tuple[tuple[Any, ...], ...] = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_positive_int("n", self.n)
+        b = tuple(int(v) for v in self.bounds)
+        if len(b) < 2 or b[0] != 0 or b[-1] != self.n or any(e <= s for s, e in zip(b, b[1:])):
+            raise ValueError(f"bounds must increase strictly from 0 to n={self.n}, got {self.bounds!r}")
+        m = len(b) - 1
+        if len(self.tiles) != m:
+            raise ValueError(f"tiles must have one row per block ({m}), got {len(self.tiles)}")
+        dtypes = set()
+        for i, row in enumerate(self.tiles):
+            if len(row) != m - i:
+                raise ValueError(f"tiles[{i}] must hold the {m - i} tiles K[B_{i}, B_j], j >= {i}; got {len(row)}")
+            for k, t in enumerate(row):
+                want = (b[i + 1] - b[i], b[i + k + 1] - b[i + k])
+                if tuple(t.shape) != want:
+                    raise ValueError(f"tile ({i}, {i + k}) must have shape {want}, got {tuple(t.shape)}")
+                dtypes.add(jnp.dtype(t.dtype))
+        if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
+            raise TypeError(f"all tiles must share one float dtype, got {sorted(str(d) for d in dtypes)}")
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_matrix(cls, k: Any, *, block_size: int = STORED_BLOCK) -> "StoredKernel":
+        """Tiles of the upper triangle of a dense symmetric (N, N) matrix.
+
+        Only the upper triangle is read (the lower one is taken as its mirror image, as a
+        Cholesky factorisation would). The storage dtype is the current JAX float.
+        """
+        check_array("k", k, ndim=2)
+        n1, n2 = k.shape
+        if n1 != n2 or n1 < 1:
+            raise ValueError(f"k must be a square N x N matrix with N >= 1, got shape {(n1, n2)}")
+        block_size = check_positive_int("block_size", block_size)
+        dt = _precision.default_float()
+        a = np.asarray(k)
+        bounds = _block_bounds(n1, block_size)
+        m = len(bounds) - 1
+        rows = []
+        for i in range(m):
+            s, e = bounds[i], bounds[i + 1]
+            row = []
+            for j in range(i, m):
+                t = np.asarray(a[s:e, bounds[j] : bounds[j + 1]], dtype=np.float64)
+                if j == i:
+                    t = np.triu(t) + np.triu(t, 1).T
+                row.append(jnp.asarray(t, dtype=dt))
+            rows.append(tuple(row))
+        return cls(n1, bounds, tuple(rows))
+
+    @classmethod
+    def from_arch(
+        cls,
+        arch: Any,
+        x: Any,
+        which: str = "ntk",
+        *,
+        block_size: int = STORED_BLOCK,
+        check_memory: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> "StoredKernel":
+        """The NTK (or NNGP) of ``arch`` on the rows of x, computed tile by tile.
+
+        Each tile is one :func:`nwcorrupt.kernels.kernel` call: ``kernel(arch, x[B_i])``
+        (symmetric, exact diagonal) on the diagonal and ``kernel(arch, x[B_i], x[B_j])``
+        above it; the N x N matrix is never formed densely. In the current JAX float
+        (float32 with HIGHEST-precision Gram products unless x64 is enabled).
+
+        Args:
+          arch: :class:`nwcorrupt.kernels.MLP`.
+          x: (N, d) inputs.
+          which: ``"ntk"`` or ``"nngp"``.
+          block_size: rows per block (tiles are at most block_size x block_size).
+          check_memory: check :func:`stored_memory_plan` against the available memory
+            first (``MemoryError`` if it does not fit).
+          progress: called as ``progress(tiles_done, tiles_total)`` after every tile.
+        """
+        check_choice("which", which, ("ntk", "nngp"))
+        check_matrix("x", x)
+        block_size = check_positive_int("block_size", block_size)
+        n = int(x.shape[0])
+        if check_memory:
+            depth = getattr(arch, "depth", 3)
+            stored_memory_plan(n, depth=depth, block_size=block_size, precond_rank=0).check()
+        xf = _as_float(x)
+        bounds = _block_bounds(n, block_size)
+        m = len(bounds) - 1
+        xb = [xf[bounds[i] : bounds[i + 1]] for i in range(m)]
+        total, done = m * (m + 1) // 2, 0
+        rows = []
+        for i in range(m):
+            row = []
+            for j in range(i, m):
+                ks = _kernels.kernel(arch, xb[i], None if j == i else xb[j], get=(which,))
+                tile = getattr(ks, which)
+                del ks
+                row.append(tile)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            rows.append(tuple(row))
+        return cls(n, bounds, tuple(rows))
+
+    # -- properties -----------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.tiles[0][0].dtype)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tiles."""
+        return int(sum(t.size for row in self.tiles for t in row)) * self.dtype.itemsize
+
+    def _block_of(self, i: int) -> int:
+        return int(np.searchsorted(np.asarray(self.bounds), i, side="right")) - 1
+
+    # -- access ---------------------------------------------------------------------
+
+    def diag(self) -> np.ndarray:
+        """The (N,) diagonal, float64 numpy."""
+        return np.concatenate([np.diagonal(np.asarray(row[0], dtype=np.float64)) for row in self.tiles])
+
+    def row(self, i: int) -> np.ndarray:
+        """Row i of K, (N,) float64 numpy (gathered from the tiles above and right of it)."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.n:
+            raise ValueError(f"row index must be an integer in [0, {self.n}), got {i!r}")
+        bi = self._block_of(int(i))
+        li = int(i) - self.bounds[bi]
+        parts = [np.asarray(self.tiles[j][bi - j])[:, li] for j in range(bi)]
+        parts += [np.asarray(t)[li, :] for t in self.tiles[bi]]
+        return np.concatenate(parts).astype(np.float64)
+
+    def rows(self, idx: Any) -> np.ndarray:
+        """``K[idx, :]`` as (len(idx), N) float64 numpy; gathers block by block (vectorised)."""
+        idx = np.asarray(idx)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= self.n)):
+            raise ValueError(f"idx must be a 1-D integer array of row indices in [0, {self.n})")
+        out = np.empty((idx.size, self.n), dtype=np.float64)
+        blocks = np.searchsorted(np.asarray(self.bounds), idx, side="right") - 1
+        b = self.bounds
+        for bi in np.unique(blocks):
+            sel = np.nonzero(blocks == bi)[0]
+            local = idx[sel] - b[bi]
+            for j in range(bi):  # tiles above: K[B_j, B_bi] columns, transposed
+                out[sel, b[j] : b[j + 1]] = np.asarray(self.tiles[j][bi - j])[:, local].T
+            for k, t in enumerate(self.tiles[bi]):
+                out[sel, b[bi + k] : b[bi + k + 1]] = np.asarray(t)[local, :]
+        return out
+
+    def to_dense(self) -> np.ndarray:
+        """The full (N, N) matrix as float64 numpy (for small N and tests only)."""
+        out = np.empty((self.n, self.n), dtype=np.float64)
+        b = self.bounds
+        for i, row in enumerate(self.tiles):
+            for k, t in enumerate(row):
+                j = i + k
+                blk = np.asarray(t, dtype=np.float64)
+                out[b[i] : b[i + 1], b[j] : b[j + 1]] = blk
+                out[b[j] : b[j + 1], b[i] : b[i + 1]] = blk.T
+        return out
+
+    def matvec(self, v: Any, *, exact: bool = False) -> np.ndarray:
+        """``K @ v`` for v of shape (N,) or (N, C); float64 numpy result.
+
+        Default: products in the storage dtype (v rounded to it), one pass over the tiles.
+        ``exact=True``: every tile converted to float64 and multiplied on the host with
+        float64 v (float64 accumulation; ~2-4x slower), used for the residuals of
+        :func:`stored_cg_solve`.
+        """
+        v = np.asarray(v, dtype=np.float64)
+        vector = v.ndim == 1
+        if vector:
+            v = v[:, None]
+        if v.ndim != 2 or v.shape[0] != self.n:
+            raise ValueError(f"v must have shape ({self.n},) or ({self.n}, C), got {tuple(np.shape(v))}")
+        b = self.bounds
+        m = self.n_blocks
+        if exact:
+            out = np.zeros_like(v)
+            size = int(np.max(np.diff(b)))
+            buf = np.empty(size * size, dtype=np.float64)  # reused float64 copy of one tile
+            for i, row in enumerate(self.tiles):
+                for k, t in enumerate(row):
+                    j = i + k
+                    blk = buf[: t.shape[0] * t.shape[1]].reshape(t.shape)
+                    np.copyto(blk, np.asarray(t))
+                    out[b[i] : b[i + 1]] += blk @ v[b[j] : b[j + 1]]
+                    if j != i:
+                        out[b[j] : b[j + 1]] += blk.T @ v[b[i] : b[i + 1]]
+        else:
+            dt = self.dtype
+            vb = [jnp.asarray(v[b[i] : b[i + 1]], dtype=dt) for i in range(m)]
+            y = [jnp.zeros_like(vi) for vi in vb]
+            for i, row in enumerate(self.tiles):
+                y[i] = _tile_diag_mv(row[0], vb[i], y[i])
+                for k in range(1, len(row)):
+                    j = i + k
+                    y[i], y[j] = _tile_pair_mv(row[k], vb[i], vb[j], y[i], y[j])
+            out = np.concatenate([np.asarray(yi, dtype=np.float64) for yi in y])
+        return out[:, 0] if vector else out
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredSolveInfo(SolveInfo):
+    """:class:`SolveInfo` of ``solver="stored_cg"``, with precision and timing details.
+
+    Extra attributes:
+      precision: what ran in which dtype, e.g. ``"float32 matrix and products, float64
+        CG vectors and scalars, float64 residuals"``.
+      storage_dtype: dtype of the stored tiles.
+      refinements: float64 residual refinements (CG restarts from the current iterate).
+      matrix_bytes: bytes of the stored upper triangle.
+      block_size: largest block of the tiling.
+      precond_rank: pivots of the pivoted-Cholesky preconditioner actually used.
+      time_kernel: seconds to compute the stored training kernel (0 if given).
+      time_precond: seconds to build the preconditioner.
+      time_solve: seconds of the CG iterations and residual checks.
+      time_predict: seconds for the test-train kernel times the weights (0 if none).
+    """
+
+    precision: str = ""
+    storage_dtype: str = ""
+    refinements: int = 0
+    matrix_bytes: int = 0
+    block_size: int = 0
+    precond_rank: int = 0
+    time_kernel: float = 0.0
+    time_precond: float = 0.0
+    time_solve: float = 0.0
+    time_predict: float = 0.0
+
+
+def _np_pivoted_cholesky(
+    diag: np.ndarray, row: Callable[[int], np.ndarray], rank: int, stop_rtol: float
+) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Greedy pivoted partial Cholesky ``A ~ L^T L`` in float64 numpy (see :func:`_pivoted_cholesky`)."""
+    n = diag.shape[0]
+    k_max = min(rank, n)
+    lmat = np.zeros((k_max, n), dtype=np.float64)
+    d = diag.astype(np.float64).copy()
+    pivots: list[int] = []
+    stop = stop_rtol * float(np.max(diag))
+    for k in range(k_max):
+        i = int(np.argmax(d))
+        if not d[i] > stop:
+            break
+        r = row(i) - lmat[:k, i] @ lmat[:k]
+        li = r / math.sqrt(d[i])
+        lmat[k] = li
+        d = np.maximum(d - li * li, 0.0)
+        d[i] = 0.0
+        pivots.append(i)
+    return lmat[: len(pivots)], pivots, d
+
+
+@jax.jit
+def _gt_mm(g: Array, v: Array) -> Array:
+    return _mm(g.T, v)
+
+
+def _np_partial_cholesky_preconditioner(
+    lmat: np.ndarray, pivots: list[int], dres: np.ndarray, floor: float, dtype: Any
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Host version of :func:`_partial_cholesky_preconditioner` (same P) for float64 vectors.
+
+    The k x k triangular solves run in float64; the thin (k, N - k) factor ``g`` is held as
+    a JAX array of ``dtype`` (the stored kernel's) and its two products per application run
+    in that dtype. P is defined by the rounded ``g`` and stays symmetric positive definite.
+    """
+    n = lmat.shape[1]
+    s_idx = np.asarray(pivots, dtype=np.int64)
+    r_idx = np.setdiff1d(np.arange(n), s_idx)
+    u = lmat[:, s_idx]
+    g_host = scipy.linalg.solve_triangular(u, lmat[:, r_idx], lower=False, overwrite_b=True)
+    g = jnp.asarray(g_host, dtype=dtype)
+    del g_host
+    d_r = np.maximum(dres[r_idx], floor)
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        v_s, v_r = v[s_idx], v[r_idx]
+        w_r = v_r - np.asarray(_gt_mm(g, jnp.asarray(v_s, dtype=g.dtype)), dtype=np.float64)
+        u_s = scipy.linalg.solve_triangular(u, scipy.linalg.solve_triangular(u, v_s, trans="T", lower=False))
+        x_r = w_r / d_r[:, None]
+        out = np.empty_like(v)
+        out[r_idx] = x_r
+        out[s_idx] = u_s - np.asarray(_matmul(g, jnp.asarray(x_r, dtype=g.dtype)), dtype=np.float64)
+        return out
+
+    return apply
+
+
+def _np_nystrom_factor(
+    k: StoredKernel, diag: np.ndarray, shift: float, rank: int, seed: int
+) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Partial Cholesky ``L`` (rank, N) of ``A = K + shift I`` on ``rank`` uniformly random pivots.
+
+    ``A[S, S] = U^T U``, ``L = U^{-T} A[S, :]`` (so ``L[:, S] = U``), computed with level-3
+    BLAS (one triangular solve) instead of the rank sequential steps of the greedy
+    pivoted Cholesky. Returns (L, sorted pivots S, residual diagonal ``diag(A - L^T L)``).
+    """
+    n = k.n
+    s_idx = np.sort(np.random.default_rng(seed).choice(n, size=min(rank, n), replace=False))
+    a_s = k.rows(s_idx)
+    a_s[np.arange(s_idx.size), s_idx] += shift
+    u = scipy.linalg.cholesky(a_s[:, s_idx], lower=False)
+    lmat = scipy.linalg.solve_triangular(u, a_s, trans="T", lower=False, overwrite_b=True)
+    dres = np.maximum(diag - np.einsum("kn,kn->n", lmat, lmat), 0.0)
+    dres[s_idx] = 0.0
+    return lmat, [int(i) for i in s_idx], dres
+
+
+def _stored_preconditioner(
+    kind: Any, k: StoredKernel, shift: float, rank: int, seed: int = 0
+) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """(P^{-1} as a function of (N, C) float64 arrays, number of pivots used)."""
+    if callable(kind) and not isinstance(kind, str):
+        return (lambda r: np.asarray(kind(r), dtype=np.float64)), 0
+    check_choice("preconditioner", kind, STORED_PRECONDITIONERS)
+    if kind == "none":
+        return (lambda r: r), 0
+    diag = k.diag() + shift
+    eps = _eps(k.dtype)
+    floor = eps * float(np.mean(np.abs(diag))) + float(np.finfo(np.float64).tiny)
+    if kind == "nystrom" and rank > 0:
+        try:
+            lmat, pivots, dres = _np_nystrom_factor(k, diag, shift, rank, seed)
+        except np.linalg.LinAlgError as err:
+            raise ValueError(
+                f"the Nystrom preconditioner failed: K[S, S] + shift I of the {min(rank, k.n)} random pivots is "
+                "not positive definite; the kernel is not PSD or is singular (add diag_reg, or use "
+                "preconditioner='pivoted_cholesky')"
+            ) from err
+        return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
+    if kind == "pivoted_cholesky" and rank > 0:
+
+        def row(i: int) -> np.ndarray:
+            r = k.row(i)
+            r[i] += shift
+            return r
+
+        lmat, pivots, dres = _np_pivoted_cholesky(diag, row, rank, stop_rtol=math.sqrt(eps))
+        if pivots:
+            return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
+    inv = 1.0 / np.maximum(diag, floor)
+    return (lambda r: inv[:, None] * r), 0
+
+
+def stored_cg_solve(
+    k: StoredKernel,
+    rhs: Any,
+    *,
+    shift: float = 0.0,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    preconditioner: Union[str, Callable[[np.ndarray], np.ndarray]] = "nystrom",
+    precond_rank: int = STORED_PRECOND_RANK,
+    max_refinements: int = STORED_REFINEMENTS,
+    on_nonconvergence: str = "raise",
+    callback: Callable[[int, float], None] | None = None,
+    return_info: bool = False,
+) -> Union[np.ndarray, tuple[np.ndarray, StoredSolveInfo]]:
+    """Solve ``(K + shift I) X = B`` with K a :class:`StoredKernel`, by preconditioned CG.
+
+    All C columns run their own CG recurrence and share each pass over the tiles. The
+    recurrences (x, r, p, the scalars) are float64 on the host; the products ``K p`` run
+    in the storage dtype (p rounded to it). When every column's recursive residual is at
+    most ``tol``, the true residual ``B - (K + shift I) X`` is recomputed with float64
+    accumulation (:meth:`StoredKernel.matvec` ``exact=True``), and CG restarts from X on
+    that residual if some column still exceeds ``tol`` -- mixed-precision iterative
+    refinement, at most ``max_refinements`` times. The reported residual is this float64
+    one, relative to the stored (possibly float32-rounded) matrix.
+
+    Args:
+      k: the stored matrix.
+      rhs: B, (N,) or (N, C).
+      shift: s >= 0 added to the diagonal (absolute regulariser).
+      tol: relative residual tolerance per column (default :data:`STORED_TOL`: 1e-10 for
+        float64 storage, 1e-6 for float32).
+      maxiter: maximum CG iterations over all restarts (default 2 N + 10).
+      preconditioner: ``"pivoted_cholesky"`` (rank ``precond_rank``, float64; see
+        :func:`cg_solve`), ``"jacobi"``, ``"none"`` or a function R -> P^{-1} R on
+        float64 (N, C) numpy arrays.
+      max_refinements: restarts allowed after float64 residual checks.
+      on_nonconvergence: ``"raise"`` (:class:`ConvergenceError`) or ``"warn"``.
+      callback: called as ``callback(iterations, max relative recursive residual)``
+        after every iteration.
+      return_info: also return a :class:`StoredSolveInfo`.
+
+    Returns:
+      X, float64 numpy of the shape of rhs, or ``(X, info)``.
+    """
+    if not isinstance(k, StoredKernel):
+        raise TypeError(f"k must be a StoredKernel, got {type(k).__name__}")
+    check_choice("on_nonconvergence", on_nonconvergence, ("raise", "warn"))
+    check_array("rhs", rhs)
+    b = np.asarray(rhs, dtype=np.float64)
+    if b.ndim not in (1, 2):
+        raise ValueError(f"rhs must have shape (N,) or (N, C), got {tuple(b.shape)}")
+    vector = b.ndim == 1
+    if vector:
+        b = b[:, None]
+    n = b.shape[0]
+    if n != k.n:
+        raise ValueError(f"k is {k.n} x {k.n} but rhs has {n} rows; they must match")
+    shift = _check_nonneg_float("shift", shift)
+    key = _dtype_key(k.dtype)
+    tol = STORED_TOL[key] if tol is None else _check_nonneg_float("tol", tol)
+    if tol == 0:
+        raise ValueError("tol must be > 0, got 0")
+    maxiter = 2 * n + 10 if maxiter is None else check_positive_int("maxiter", maxiter)
+    rank = check_positive_int("precond_rank", precond_rank, allow_zero=True)
+    max_refinements = check_positive_int("max_refinements", max_refinements, allow_zero=True)
+
+    t0 = _now()
+    precond, used_rank = _stored_preconditioner(preconditioner, k, shift, rank)
+    t1 = _now()
+
+    def apply_a(v: np.ndarray, exact: bool = False) -> np.ndarray:
+        out = k.matvec(v, exact=exact)
+        return out + shift * v if shift else out
+
+    b_norm = np.linalg.norm(b, axis=0)
+    b_safe = np.where(b_norm > 0, b_norm, 1.0)
+    x = np.zeros_like(b)
+    r = b.copy()
+    rel = np.linalg.norm(r, axis=0) / b_safe
+    iterations = refinements = passes = 0
+    alphas: list[np.ndarray] = []
+    betas: list[np.ndarray] = []
+    record = True
+    converged = False
+    while True:
+        if np.all(rel <= tol):
+            converged = True
+            break
+        if iterations >= maxiter:
+            break
+        if passes > 0:
+            if refinements >= max_refinements:
+                break
+            refinements += 1
+        passes += 1
+        active = rel > tol
+        z = precond(r)
+        p = z
+        rz = np.sum(r * z, axis=0)
+        while iterations < maxiter:
+            ap = apply_a(p)
+            pap = np.sum(p * ap, axis=0)
+            if np.any(active & (pap <= 0)):
+                raise ValueError(
+                    "conjugate gradients broke down (p^T A p <= 0): the stored kernel + shift * I is not "
+                    "positive definite; check the kernel or add diag_reg"
+                )
+            alpha = np.where(active, rz / np.where(active, pap, 1.0), 0.0)
+            x = x + alpha * p  # not in place: p may alias r (preconditioner "none")
+            r = r - alpha * ap
+            iterations += 1
+            rel = np.linalg.norm(r, axis=0) / b_safe
+            if record:
+                alphas.append(alpha)
+            if callback is not None:
+                callback(iterations, float(np.max(rel)))
+            new_active = active & (rel > tol)
+            if not new_active.any():
+                break
+            z = precond(r)
+            rz_new = np.sum(r * z, axis=0)
+            beta = np.where(new_active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
+            if record:
+                betas.append(beta)
+            p = z + beta * p
+            rz = rz_new
+            active = new_active
+        record = False
+        # float64 true residual (iterative refinement)
+        r = b - apply_a(x, exact=True)
+        rel = np.linalg.norm(r, axis=0) / b_safe
+    t2 = _now()
+    if not np.all(np.isfinite(x)):
+        raise FloatingPointError(
+            "the stored-CG solution contains NaN or inf; the kernel is probably singular or badly "
+            "conditioned for this dtype: add diag_reg or enable float64"
+        )
+    y_norm = float(np.linalg.norm(b))
+    residual = float(np.linalg.norm(r) / y_norm) if y_norm > 0 else 0.0
+    info = StoredSolveInfo(
+        solver="stored_cg",
+        diag_reg=shift,
+        residual=residual,
+        iterations=iterations,
+        converged=converged,
+        cond=_lanczos_cond(alphas, betas),
+        cond_method="lanczos",
+        precision=_stored_precision(k.dtype),
+        storage_dtype=str(k.dtype),
+        refinements=refinements,
+        matrix_bytes=k.nbytes,
+        block_size=int(np.max(np.diff(k.bounds))),
+        precond_rank=used_rank,
+        time_precond=t1 - t0,
+        time_solve=t2 - t1,
+    )
+    if not converged:
+        msg = (
+            f"stored-kernel conjugate gradients did not converge: max relative column residual "
+            f"{float(np.max(rel)):.3g} > tol={tol:g} after {iterations} iterations and {refinements} "
+            f"refinements (maxiter={maxiter}); increase maxiter, tol or diag_reg, or precond_rank"
+        )
+        if on_nonconvergence == "raise":
+            raise ConvergenceError(msg, info)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    out = x[:, 0] if vector else x
+    return (out, info) if return_info else out
+
+
+def _stored_precision(dtype: Any) -> str:
+    name = str(np.dtype(dtype))
+    if name == "float64":
+        return "float64 matrix, products, CG vectors and residuals"
+    return f"{name} matrix and CG products, float64 CG vectors/scalars and refinement residuals"
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------------------
 # matrix-level predictors
 
 
@@ -863,8 +1606,8 @@ def kernel_solve(
     solver: str = "auto",
     tol: float | None = None,
     maxiter: int | None = None,
-    preconditioner: Union[str, Callable[[Array], Array]] = "pivoted_cholesky",
-    precond_rank: int = PRECOND_RANK,
+    preconditioner: Union[str, Callable[[Array], Array], None] = None,
+    precond_rank: int | None = None,
     on_nonconvergence: str = "raise",
     rcond: float | None = None,
     estimate_cond: bool = True,
@@ -873,14 +1616,18 @@ def kernel_solve(
     """``alpha = (K + r I)^{-1} Y``, the weights of the infinite-time predictors.
 
     Args:
-      k_train_train: (N, N) symmetric PSD training kernel, or a :class:`TiledKernel`
-        (then only ``"cg"`` applies).
+      k_train_train: (N, N) symmetric PSD training kernel, a :class:`TiledKernel`
+        (then only ``"cg"`` applies) or a :class:`StoredKernel` (only ``"stored_cg"``).
       y_train: (N, C) targets (one-hot labels).
       diag_reg: relative regulariser (see module docs); ``r = diag_reg * trace(K)/N``.
       diag_reg_absolute_scale: interpret ``diag_reg`` as the absolute ``r``.
-      solver: ``"auto"``, ``"cholesky"``, ``"eigh"`` or ``"cg"``.
+      solver: ``"auto"``, ``"cholesky"``, ``"eigh"``, ``"cg"`` or ``"stored_cg"``
+        (:func:`stored_cg_solve` on a :class:`StoredKernel`; a dense matrix is first
+        tiled with :meth:`StoredKernel.from_matrix`). ``"auto"`` never picks
+        ``"stored_cg"``, except for a :class:`StoredKernel`.
       tol, maxiter, preconditioner, precond_rank, on_nonconvergence: CG options
-        (:func:`cg_solve`); ignored by direct solvers.
+        (:func:`cg_solve`, :func:`stored_cg_solve`); ignored by direct solvers. None
+        (default) picks the solver's own (:func:`default_preconditioner`).
       rcond: eigenvalue cut-off of ``"eigh"`` relative to the largest (default N * eps).
       estimate_cond: with ``"cholesky"``, estimate the condition number (about 80
         extra O(N^2) products); only used when ``return_info`` is True.
@@ -895,9 +1642,31 @@ def kernel_solve(
     check_choice("solver", solver, SOLVERS)
     reg = absolute_regularizer(k, diag_reg, diag_reg_absolute_scale=diag_reg_absolute_scale)
     if solver == "auto":
-        solver = "cg" if isinstance(k, TiledKernel) else auto_solver(n, k.dtype)
+        if isinstance(k, StoredKernel):
+            solver = "stored_cg"
+        else:
+            solver = "cg" if isinstance(k, TiledKernel) else auto_solver(n, k.dtype)
     if isinstance(k, TiledKernel) and solver != "cg":
         raise ValueError(f"a TiledKernel can only be solved with solver='cg', got solver={solver!r}")
+    if isinstance(k, StoredKernel) and solver != "stored_cg":
+        raise ValueError(f"a StoredKernel can only be solved with solver='stored_cg', got solver={solver!r}")
+    preconditioner, precond_rank = default_preconditioner(solver, preconditioner, precond_rank)
+    if solver == "stored_cg":
+        stored = k if isinstance(k, StoredKernel) else StoredKernel.from_matrix(k)
+        x, info = stored_cg_solve(
+            stored,
+            np.asarray(y, dtype=np.float64),
+            shift=reg,
+            tol=tol,
+            maxiter=maxiter,
+            preconditioner=preconditioner,
+            precond_rank=precond_rank,
+            on_nonconvergence=on_nonconvergence,
+            return_info=True,
+        )
+        alpha = _as_float(x)
+        _check_finite_out("the kernel solve", alpha)
+        return (alpha, info) if return_info else alpha
     if solver == "cholesky":
         alpha, info = _solve_cholesky(k, y, reg, estimate_cond and return_info)
     elif solver == "eigh":
@@ -1095,7 +1864,17 @@ def _arch_predict(
     check_choice("solver", solver, SOLVERS)
     _check_nonneg_float("diag_reg", diag_reg)
     tile_size = check_positive_int("tile_size", tile_size)
+    stored_options = {key: cg_options.pop(key) for key in ("block_size", "check_memory") if key in cg_options}
     n = xtr.shape[0]
+    if solver == "stored_cg":
+        if t is not None:
+            raise ValueError(f"finite t needs solver 'eigh' (or 'auto'), got solver={solver!r}")
+        if backend != "native":
+            raise ValueError(f"solver='stored_cg' computes kernel tiles with backend='native', got backend={backend!r}")
+        return _arch_predict_stored(
+            which, arch, xtr, y, xte, diag_reg, diag_reg_absolute_scale, tile_size, return_info, cg_options,
+            **stored_options,
+        )
     if t is not None:
         _check_times(t)
         _check_learning_rate(learning_rate)
@@ -1152,6 +1931,95 @@ def _arch_predict(
     return (pred, info) if return_info else pred
 
 
+def _arch_predict_stored(
+    which: str,
+    arch: Any,
+    xtr: Array,
+    y: Array,
+    xte: Array,
+    diag_reg: float,
+    diag_reg_absolute_scale: bool,
+    tile_size: int,
+    return_info: bool,
+    cg_options: dict[str, Any],
+    block_size: int = STORED_BLOCK,
+    check_memory: bool = True,
+) -> Union[Array, tuple[Array, StoredSolveInfo]]:
+    """``solver="stored_cg"`` at the architecture level: stored training kernel, CG, tiled test kernel."""
+    block_size = check_positive_int("block_size", block_size)
+    n, n_test = xtr.shape[0], xte.shape[0]
+    pre, rank = default_preconditioner("stored_cg", cg_options.get("preconditioner"), cg_options.get("precond_rank"))
+    cg_options = {**cg_options, "preconditioner": pre, "precond_rank": rank}
+    if check_memory:
+        stored_memory_plan(
+            n, n_test=n_test, classes=y.shape[1], depth=getattr(arch, "depth", 3), block_size=block_size,
+            precond_rank=rank if cg_options.get("preconditioner") in ("pivoted_cholesky", "nystrom") else 0,
+            test_tile=tile_size,
+        ).check()  # fmt: skip
+    t0 = _now()
+    k = StoredKernel.from_arch(arch, xtr, which, block_size=block_size, check_memory=False)
+    t1 = _now()
+    reg = absolute_regularizer(k, diag_reg, diag_reg_absolute_scale=diag_reg_absolute_scale)
+    alpha, info = stored_cg_solve(k, np.asarray(y, dtype=np.float64), shift=reg, return_info=True, **cg_options)
+    del k  # free the stored matrix before the test-train tiles
+    t2 = _now()
+    pred = _stored_predict(arch, which, xtr, xte, alpha, tile_size)
+    t3 = _now()
+    info = dataclasses.replace(info, time_kernel=t1 - t0, time_predict=t3 - t2)
+    out = _check_finite_out("the predictions", _as_float(pred))
+    return (out, info) if return_info else out
+
+
+def tiled_predict(
+    arch: Any, x_train: Any, x_test: Any, weights: Any, *, which: str = "ntk", tile_size: int = TILE_SIZE
+) -> np.ndarray:
+    """``K(x_test, x_train) @ weights`` without forming the test-train kernel whole.
+
+    The kernel is computed in row tiles of ``tile_size`` test points
+    (``kernel(arch, x_test[tile], x_train)``, in the JAX float) and each tile is
+    multiplied by the weights in float64 on the host. Peak memory is about
+    ``tile_size * N`` kernel entries (times the kernel recursion's working buffers).
+
+    Args:
+      arch: :class:`nwcorrupt.kernels.MLP`.
+      x_train: (N, d); x_test: (N_test, d); weights: (N, C), e.g. from :func:`stored_cg_solve`.
+      which: ``"ntk"`` or ``"nngp"``.
+      tile_size: test rows per tile.
+
+    Returns:
+      (N_test, C) float64 numpy.
+    """
+    check_choice("which", which, ("ntk", "nngp"))
+    check_matrix("x_train", x_train)
+    check_matrix("x_test", x_test)
+    check_array("weights", weights, ndim=2)
+    tile_size = check_positive_int("tile_size", tile_size)
+    if x_test.shape[1] != x_train.shape[1]:
+        raise ValueError(
+            f"x_test has {x_test.shape[1]} features but x_train has {x_train.shape[1]}; they must match"
+        )
+    if weights.shape[0] != x_train.shape[0]:
+        raise ValueError(
+            f"weights must have {x_train.shape[0]} rows (one per training point), got {tuple(weights.shape)}"
+        )
+    w = np.asarray(weights, np.float64)
+    return _stored_predict(arch, which, _as_float(x_train), _as_float(x_test), w, tile_size)
+
+
+def _stored_predict(arch: Any, which: str, xtr: Array, xte: Array, alpha: np.ndarray, tile_size: int) -> np.ndarray:
+    """``K(x_test, X) @ alpha`` in row tiles of x_test (float64 products), (N_test, C) numpy."""
+    n_test = xte.shape[0]
+    out = np.empty((n_test, alpha.shape[1]), dtype=np.float64)
+    rows = min(tile_size, n_test)
+    for s in range(0, n_test, rows):
+        s0 = min(s, n_test - rows)  # keep one tile shape (one compilation): shift the last tile back
+        kt = np.asarray(_arch_kernel(arch, xte[s0 : s0 + rows], xtr, which, "native"))
+        for c in range(0, rows, 256):  # float64 copies of at most 256 rows at a time
+            out[s0 + c : s0 + min(c + 256, rows)] = kt[c : c + 256].astype(np.float64) @ alpha
+        del kt
+    return out
+
+
 def ntk_predict(
     arch: Any,
     x_train: Any,
@@ -1165,12 +2033,14 @@ def ntk_predict(
     solver: str = "auto",
     tol: float | None = None,
     maxiter: int | None = None,
-    preconditioner: str = "pivoted_cholesky",
-    precond_rank: int = PRECOND_RANK,
+    preconditioner: str | None = None,
+    precond_rank: int | None = None,
     on_nonconvergence: str = "raise",
     tile_size: int = TILE_SIZE,
     backend: str = "native",
     return_info: bool = False,
+    block_size: int = STORED_BLOCK,
+    check_memory: bool = True,
 ) -> Union[Array, tuple[Array, SolveInfo]]:
     """Mean output of an infinite ensemble of infinite-width networks trained by gradient flow on MSE.
 
@@ -1184,13 +2054,23 @@ def ntk_predict(
       t: None (t = inf), a time >= 0, or a 1-D array of times (then the output has a
         leading time axis). Finite t always uses ``"eigh"``.
       diag_reg, diag_reg_absolute_scale, learning_rate: see the module docs.
-      solver: ``"auto"``, ``"cholesky"``, ``"eigh"`` or ``"cg"``. With ``"cg"`` the
-        training NTK is streamed in tiles of ``tile_size`` rows
-        (``kernel(arch, x_train[tile], x_train)``) and never formed whole.
+      solver: ``"auto"``, ``"cholesky"``, ``"eigh"``, ``"cg"`` or ``"stored_cg"``. With
+        ``"cg"`` the training NTK is streamed in tiles of ``tile_size`` rows
+        (``kernel(arch, x_train[tile], x_train)``) and never formed whole. With
+        ``"stored_cg"`` it is computed once, tile by tile, into a :class:`StoredKernel`
+        (upper triangle only, about N (N + block_size) / 2 entries of the JAX float) and
+        solved by :func:`stored_cg_solve`; the test-train kernel is then computed in
+        tiles of ``tile_size`` test rows and multiplied by the weights in float64. This
+        is the solver for N too large for a dense factorisation (N = 60000 in float32
+        takes 7.5 GB; see ``docs/performance.md``); ``info`` is a
+        :class:`StoredSolveInfo` with the time split.
       tol, maxiter, preconditioner, precond_rank, on_nonconvergence: CG options.
       tile_size: rows per kernel tile (training rows for CG, test rows always).
       backend: passed to :func:`nwcorrupt.kernels.kernel`.
       return_info: also return a :class:`SolveInfo`.
+      block_size: ``"stored_cg"`` only: rows per block of the stored kernel.
+      check_memory: ``"stored_cg"`` only: compare :func:`stored_memory_plan` with the
+        available memory first and raise ``MemoryError`` if it does not fit.
 
     Returns:
       (N_test, C) predictions ((T, N_test, C) for an array of times), or ``(pred, info)``.
@@ -1201,6 +2081,8 @@ def ntk_predict(
         preconditioner=preconditioner,
         precond_rank=precond_rank,
         on_nonconvergence=on_nonconvergence,
+        block_size=block_size,
+        check_memory=check_memory,
     )
     return _arch_predict(
         "ntk", arch, x_train, y_train, x_test, t, diag_reg, diag_reg_absolute_scale, learning_rate,
@@ -1219,12 +2101,14 @@ def nngp_predict(
     solver: str = "auto",
     tol: float | None = None,
     maxiter: int | None = None,
-    preconditioner: str = "pivoted_cholesky",
-    precond_rank: int = PRECOND_RANK,
+    preconditioner: str | None = None,
+    precond_rank: int | None = None,
     on_nonconvergence: str = "raise",
     tile_size: int = TILE_SIZE,
     backend: str = "native",
     return_info: bool = False,
+    block_size: int = STORED_BLOCK,
+    check_memory: bool = True,
 ) -> Union[Array, tuple[Array, SolveInfo]]:
     """NNGP posterior mean ``K(x_test, X) (K + r I)^{-1} Y`` of ``arch`` (Bayesian readout).
 
@@ -1239,6 +2123,8 @@ def nngp_predict(
         preconditioner=preconditioner,
         precond_rank=precond_rank,
         on_nonconvergence=on_nonconvergence,
+        block_size=block_size,
+        check_memory=check_memory,
     )
     return _arch_predict(
         "nngp", arch, x_train, y_train, x_test, None, diag_reg, diag_reg_absolute_scale, 1.0,
