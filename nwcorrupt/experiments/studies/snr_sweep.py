@@ -150,7 +150,8 @@ def logit_statistics(logits, y_test) -> dict:
       dict with ``snr_mean``, ``snr_median`` (mean and median over the T points of the per-point
       SNR mean_k(z)²/var_k(z) of the true-class logit z), ``signal`` (mean over points of
       mean_k(z)²), ``variance`` (mean over points of var_k(z), ddof = 1) and ``accuracy`` (list of K
-      accuracies).
+      accuracies). The squared sample mean is not bias-corrected: E[mean_k(z)²] = mean² + var/K, so a
+      per-point SNR reads about 1/K high.
     """
     lg = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y_test)
