@@ -111,3 +111,14 @@ def test_bad_configs_fail_before_any_work(tmp_path, monkeypatch, capsys):
     assert cli.main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "ps must lie in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_report_closes_the_figures_it_saves(tmp_path):
+    # regression: every report left its figures open (matplotlib warned after 20 of them)
+    import matplotlib.pyplot as plt
+
+    runner.run(load_config(CONFIGS[0], "tiny"), tmp_path, quiet=True)
+    plt.close("all")
+    runner.report(tmp_path, formats=("png",))
+    assert plt.get_fignums() == []
+    assert (tmp_path / "figures" / "accuracy_vs_p.png").stat().st_size > 1000

@@ -124,8 +124,11 @@ def report(out: str | Path, *, formats: tuple[str, ...] = ("png", "pdf")) -> dic
     if records:
         from nwcorrupt import plots
 
+        import matplotlib.pyplot as plt
+
         for name, fig in study.figures(params, records).items():
             plots.save_figure(fig, store.root / "figures" / name, formats=formats)
+            plt.close(fig)  # reports of long sweeps build many figures; free each once saved
     return {name: [header, *rows] for name, (header, rows) in tables.items()}
 
 
