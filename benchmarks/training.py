@@ -9,9 +9,11 @@ per-example-normalised data), MSE on one-hot labels, Adam 1e-4, batch 250,
 
 Measured side by side in one run, all float32:
 
-* nwcorrupt: :func:`nwcorrupt.train.train_ensemble`, all members vmapped in one
-  compiled program (steady state: a second call, so compilation is excluded and
-  reported separately);
+* nwcorrupt: :func:`nwcorrupt.train.train_ensemble`, all members in one compiled
+  program (steady state: a second call, so compilation is excluded and reported
+  separately), with its default ``member_batching="auto"`` (on one CPU device:
+  ``jax.lax.map`` over the members) and with ``member_batching="vmap"`` forced
+  (member-batched products, the accelerator layout);
 * the same members trained one after another in JAX with
   :func:`nwcorrupt.train.train_member` (compiled once, warm);
 * the same recipe as a sequential PyTorch loop (skipped with a message when
@@ -214,6 +216,11 @@ def main() -> None:
         def ensemble() -> None:
             results["ens"] = train.train_ensemble(cfg, x_sets, ytr, xte, yte, num_inits=args.inits, quiet=True)
 
+        def ensemble_vmap() -> None:
+            results["vmap"] = train.train_ensemble(
+                cfg, x_sets, ytr, xte, yte, num_inits=args.inits, quiet=True, member_batching="vmap"
+            )
+
         def sequential() -> None:
             results["seq"] = [train.train_member(cfg, x_sets[k], ytr, xte, k=k, m=m) for k, m in members]
 
@@ -221,10 +228,11 @@ def main() -> None:
             torch_loop(x_sets, ytr, xte, width, depth, args.lr, args.batch, args.epochs, members, seed)
 
         first = timed(ensemble)  # includes compilation
+        ensemble_vmap()  # compile the vmapped program
         train.train_member(cfg, x_sets[0], ytr, xte, k=0, m=0)  # compile the single-member program
         if have_torch:  # warm up (thread pools, kernel selection)
             torch_loop(x_sets, ytr, xte, width, depth, args.lr, args.batch, args.epochs, members[:1], seed)
-        methods = {"ens": ensemble, "seq": sequential} | ({"torch": pytorch} if have_torch else {})
+        methods = {"ens": ensemble, "vmap": ensemble_vmap, "seq": sequential} | ({"torch": pytorch} if have_torch else {})
         times = {name: [] for name in methods}
         for _ in range(args.repeats):  # interleaved, so that load changes hit every method alike
             for name, fn in methods.items():
@@ -247,6 +255,9 @@ def main() -> None:
             "gflops_cpu": flops / t["ens"][1] / 1e9,
             "diff": diff,
             "chunk": ens.chunk_size,
+            "mode": ens.member_batching,
+            "vmap_wall": flops / t["vmap"][0] / 1e9 / peak["wall"],
+            "vmap_cpu": flops / t["vmap"][1] / 1e9 / peak["cpu"],
         }
         rows.append(row)
         frac_wall = row["gflops_wall"] / peak["wall"]
@@ -254,34 +265,38 @@ def main() -> None:
         lines = [
             f"\nwidth {width}: {flops / 1e9:.1f} GFLOP per ensemble; matmul peak {peak['wall']:.1f} GFLOP/s wall "
             f"({peak['wall_shape']}), {peak['cpu']:.1f} GFLOP per CPU-second ({peak['cpu_shape']})",
-            f"  nwcorrupt vmapped ensemble : {t['ens'][0]:7.2f} s wall, {t['ens'][1]:7.2f} s CPU  "
+            f"  nwcorrupt ensemble ({ens.member_batching:<4}) : {t['ens'][0]:7.2f} s wall, {t['ens'][1]:7.2f} s CPU  "
             f"({row['gflops_wall']:.1f} GFLOP/s = {frac_wall:.0%} of wall peak; {row['gflops_cpu']:.1f} GFLOP/CPU-s = "
             f"{frac_cpu:.0%} of CPU peak; first call +{row['compile']:.1f} s compile; chunk {ens.chunk_size})",
-            f"  sequential JAX members     : {t['seq'][0]:7.2f} s wall, {t['seq'][1]:7.2f} s CPU  "
+            f"  nwcorrupt ensemble (vmap) : {t['vmap'][0]:7.2f} s wall, {t['vmap'][1]:7.2f} s CPU  "
+            f"({row['vmap_wall']:.0%} of wall peak, {row['vmap_cpu']:.0%} of CPU peak)",
+            f"  sequential JAX members    : {t['seq'][0]:7.2f} s wall, {t['seq'][1]:7.2f} s CPU  "
             f"(ensemble {t['seq'][0] / t['ens'][0]:.2f}x faster by wall; max |logit diff| {diff:.1e})",
         ]
         if have_torch:
             lines.append(
-                f"  sequential PyTorch loop    : {t['torch'][0]:7.2f} s wall, {t['torch'][1]:7.2f} s CPU  "
+                f"  sequential PyTorch loop   : {t['torch'][0]:7.2f} s wall, {t['torch'][1]:7.2f} s CPU  "
                 f"(ensemble {t['torch'][0] / t['ens'][0]:.2f}x faster by wall, "
                 f"{t['torch'][1] / t['ens'][1]:.2f}x by CPU time)"
             )
         else:
-            lines.append(f"  sequential PyTorch loop    : skipped ({torch_note})")
+            lines.append(f"  sequential PyTorch loop   : skipped ({torch_note})")
         print("\n".join(lines), flush=True)
 
     print(
-        "\n| width | vmapped ensemble s (wall / CPU) | sequential JAX s | sequential PyTorch s | ensemble vs PyTorch "
-        "| fraction of matmul peak (wall / CPU) |"
+        "\n| width | ensemble (auto) s (wall / CPU) | ensemble (vmap) s | sequential JAX s | sequential PyTorch s "
+        "| ensemble vs PyTorch | fraction of matmul peak, auto (wall / CPU) | vmap (wall / CPU) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = r["t"]
         ts = f"{t['torch'][0]:.2f} / {t['torch'][1]:.2f}" if "torch" in t else "skipped"
         sp = f"{t['torch'][0] / t['ens'][0]:.1f}x" if "torch" in t else "-"
         print(
-            f"| {r['width']} | {t['ens'][0]:.2f} / {t['ens'][1]:.2f} | {t['seq'][0]:.2f} / {t['seq'][1]:.2f} | {ts} "
-            f"| {sp} | {r['gflops_wall'] / r['peak']['wall']:.0%} / {r['gflops_cpu'] / r['peak']['cpu']:.0%} |"
+            f"| {r['width']} | {t['ens'][0]:.2f} / {t['ens'][1]:.2f} ({r['mode']}) | {t['vmap'][0]:.2f} / {t['vmap'][1]:.2f} "
+            f"| {t['seq'][0]:.2f} / {t['seq'][1]:.2f} | {ts} "
+            f"| {sp} | {r['gflops_wall'] / r['peak']['wall']:.0%} / {r['gflops_cpu'] / r['peak']['cpu']:.0%} "
+            f"| {r['vmap_wall']:.0%} / {r['vmap_cpu']:.0%} |"
         )
 
 

@@ -81,11 +81,13 @@ def test_optimizer_first_steps(x64):
 # ----------------------------------------------------------------------------- ensembles
 
 
-def test_vmapped_ensemble_equals_members_trained_one_by_one(x64):
-    """Each member of the vmapped K×M ensemble equals the same member trained alone (float64, < 1e-6)."""
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_vmapped_ensemble_equals_members_trained_one_by_one(x64, batching):
+    """Each member of the K×M ensemble (vmapped or lax.map-ped) equals the same member trained alone (float64, < 1e-6)."""
     x, y, xt, yt = _data()
     cfg = _config(arch=MLP(3, "relu", b_std=0.1), optimizer=train.Optimizer("adam", 1e-2))
-    res = train.train_ensemble(cfg, x, y, xt, yt, num_inits=2, quiet=True)
+    res = train.train_ensemble(cfg, x, y, xt, yt, num_inits=2, quiet=True, member_batching=batching)
+    assert res.member_batching == batching
     assert res.test_logits.shape == (2, 2, 10, 3) and res.step_losses.shape == (2, 2, 8)
     for k in range(2):
         for m in range(2):
@@ -305,6 +307,18 @@ def test_wide_network_follows_ntk_gradient_descent(x64):
 # ----------------------------------------------------------------------------- errors
 
 
+def test_member_batching_choice_and_errors():
+    cpu = jax.devices("cpu")[:1]
+    assert train.resolve_member_batching("auto", cpu) == "map"
+    assert train.resolve_member_batching("vmap", cpu) == "vmap"
+    assert train.resolve_member_batching("auto", cpu * 2) == "vmap"
+    with pytest.raises(ValueError, match="member_batching"):
+        train.resolve_member_batching("pmap", cpu)
+    x, y, xt, _ = _data()
+    with pytest.raises(ValueError, match="one device"):
+        train.train_ensemble(_config(), x, y, xt, member_batching="map", devices=cpu * 2, quiet=True)
+
+
 def test_configuration_errors():
     with pytest.raises(ValueError, match="width must be >= 1"):
         _config(width=0)
@@ -380,12 +394,14 @@ def test_member_axis_sharded_over_two_devices(tmp_path):
         cfg = train.TrainConfig(MLP(2, "erf"), 8, 2, optimizer=train.Optimizer("adam", 1e-2), batch_size=4, epochs=2)
         two = train.train_ensemble(cfg, x, y, xt, num_inits=1, quiet=True)
         one = train.train_ensemble(cfg, x, y, xt, num_inits=1, quiet=True, devices=jax.devices()[:1])
-        print(two.chunk_size, one.chunk_size, float(np.abs(two.test_logits - one.test_logits).max()))
+        print(two.chunk_size, one.chunk_size, float(np.abs(two.test_logits - one.test_logits).max()),
+              two.member_batching, one.member_batching)
         """
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    size_two, size_one, diff = out.stdout.split()
+    size_two, size_one, diff, mode_two, mode_one = out.stdout.split()
     assert int(size_two) % 2 == 0 and int(size_one) >= 1
     assert float(diff) < 1e-5
+    assert (mode_two, mode_one) == ("vmap", "map")  # "auto": batched when sharded, a loop on one CPU device
