@@ -104,6 +104,9 @@ class Activation:
       max_dual_order: highest derivative order whose dual kernel exists as an
         ordinary expectation (1 for piecewise-linear functions, whose second
         derivative is a Dirac delta); None means no limit.
+      layer: optional fused form of one layer of the kernel recursion (see
+        :class:`LayerDuals`); used by :mod:`nwcorrupt.kernels` instead of
+        ``dual_fn`` for the pair (⟨σσ⟩, ⟨σ'σ'⟩). Must agree with ``dual_fn``.
 
     Instances are frozen and hashable (functions do not take part in equality),
     so they can be static arguments of jitted functions.
@@ -115,6 +118,7 @@ class Activation:
     dual_fn: DualFn | None = dataclasses.field(default=None, compare=False, repr=False)
     diag_fn: DiagFn | None = dataclasses.field(default=None, compare=False, repr=False)
     max_dual_order: int | None = None
+    layer: "LayerDuals | None" = dataclasses.field(default=None, compare=False, repr=False)
 
     def __call__(self, x: Array) -> Array:
         return self.fn(x)
@@ -127,6 +131,31 @@ class Activation:
         for _ in range(order):
             f = _elementwise_derivative(f)
         return f
+
+
+#: ``point(q)``: per-point quantities (a tuple of arrays shaped like q) from the variances q.
+PointFn = Callable[[Array], tuple]
+#: ``pair(k12, p1, p2, want_dd, keep)`` -> (⟨σσ⟩, ⟨σ'σ'⟩ or None), see :class:`LayerDuals`.
+PairFn = Callable[[Array, tuple, tuple, bool, Callable[[Array], Array]], tuple]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDuals:
+    """A fused, cheaper form of the dual pair (⟨σσ⟩, ⟨σ'σ'⟩) for the kernel recursion.
+
+    The recursion evaluates the duals on every entry of an (N1, N2) kernel, but
+    everything that depends on the variances k11 = K(x, x), k22 = K(x', x')
+    alone is per point. ``point(q)`` computes those per-point quantities once
+    (O(N1 + N2) work); ``pair(k12, point(k11), point(k22), want_dd, keep)``
+    returns (⟨σσ⟩, ⟨σ'σ'⟩) (the second None unless ``want_dd``) from the
+    covariances k12, sharing intermediate results between the two duals.
+    ``keep(x)`` returns x unchanged but materialised (XLA on CPU would otherwise
+    recompute an intermediate once per consumer); ``pair`` wraps the
+    intermediates both duals use in it.
+    """
+
+    point: PointFn
+    pair: PairFn
 
 
 def _elementwise_derivative(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
@@ -465,6 +494,57 @@ def _leaky_diag_fn(alpha: float) -> DiagFn:
         return None
 
     return diag_fn
+
+
+def _sqrt_rsqrt_point(q: Array) -> tuple[Array, Array]:
+    """(√q, 1/√q) per point, both 0 where q <= 0 (so ρ = 0 against a zero-variance point)."""
+    return _safe_sqrt(q), _safe_rsqrt(q)
+
+
+def _leaky_layer(alpha: float) -> LayerDuals:
+    """Fused duals of σ(x) = α x + (1 − α) relu(x): one arcsine per entry for both.
+
+    With ρ = k12/√(k11 k22) (from per-point 1/√k) and π − θ = π/2 + arcsin ρ:
+    ⟨σσ⟩ = α k12 + (1 − α)² √(k11 k22) (√(1 − ρ²) + (π − θ) ρ)/(2π) and
+    ⟨σ'σ'⟩ = α + (1 − α)² (π − θ)/(2π). ρ carries a few ulps of rounding (not
+    exactly ±1 at coincident points), like any ρ from a computed Gram matrix.
+    """
+    beta2 = (1.0 - alpha) ** 2
+    inv_2pi = 1.0 / (2.0 * math.pi)
+
+    def pair(k12, p1, p2, want_dd, keep):
+        (s1, r1), (s2, r2) = p1, p2
+        rho = jnp.clip(k12 * r1 * r2, -1.0, 1.0)
+        pmt = keep(_asin(rho) + 0.5 * math.pi)  # π − θ
+        sin_t = jnp.sqrt((1.0 - rho) * (1.0 + rho))
+        ss = (beta2 * inv_2pi) * (s1 * s2) * (sin_t + pmt * rho)
+        if alpha:
+            ss = ss + alpha * k12
+        if not want_dd:
+            return ss, None
+        dd = (beta2 * inv_2pi) * pmt
+        return ss, (dd + alpha if alpha else dd)
+
+    return LayerDuals(point=_sqrt_rsqrt_point, pair=pair)
+
+
+def _erf_point(q: Array) -> tuple[Array]:
+    return (jax.lax.rsqrt(1.0 + 2.0 * q),)
+
+
+def _erf_pair(k12, p1, p2, want_dd, keep):
+    """Fused erf duals from c = 1/√(1 + 2k) per point: with u = 2 k12 c1 c2,
+    ⟨σσ⟩ = (2/π) arcsin u and ⟨σ'σ'⟩ = (4/π) c1 c2 / √(1 − u²)."""
+    (c1,), (c2,) = p1, p2
+    cc = c1 * c2
+    u = jnp.clip(2.0 * k12 * cc, -1.0, 1.0)
+    ss = (2.0 / math.pi) * _asin(u)
+    if not want_dd:
+        return ss, None
+    return ss, (4.0 / math.pi) * cc * jax.lax.rsqrt((1.0 - u) * (1.0 + u))
+
+
+_ERF_LAYER = LayerDuals(point=_erf_point, pair=_erf_pair)
 
 
 # ---------------------------------------------------------------------------
@@ -849,6 +929,7 @@ def _leaky_relu(alpha: float = 0.01) -> Activation:
         dual_fn=_leaky_dual_fn(a),
         diag_fn=_leaky_diag_fn(a),
         max_dual_order=1,
+        layer=_leaky_layer(a),
     )
 
 
@@ -862,9 +943,15 @@ def _gelu(approximate: bool = False) -> Activation:
     )
 
 
-_simple("erf", jax.scipy.special.erf, dual_fn=_erf_dual)
-_simple("relu", _relu_fn, dual_fn=_leaky_dual_fn(0.0), diag_fn=_leaky_diag_fn(0.0), max_dual_order=1)
-_simple("abs", jnp.abs, dual_fn=_leaky_dual_fn(-1.0), diag_fn=_leaky_diag_fn(-1.0), max_dual_order=1)
+_simple("erf", jax.scipy.special.erf, dual_fn=_erf_dual, layer=_ERF_LAYER)
+_simple(
+    "relu", _relu_fn, dual_fn=_leaky_dual_fn(0.0), diag_fn=_leaky_diag_fn(0.0), max_dual_order=1,
+    layer=_leaky_layer(0.0),
+)
+_simple(
+    "abs", jnp.abs, dual_fn=_leaky_dual_fn(-1.0), diag_fn=_leaky_diag_fn(-1.0), max_dual_order=1,
+    layer=_leaky_layer(-1.0),
+)
 _simple("identity", lambda x: x, dual_fn=_identity_dual)
 _simple("tanh", jnp.tanh)
 _simple("swish", jax.nn.silu)

@@ -231,10 +231,11 @@ def _recursion(
     Layers 2..L run in a ``lax.scan`` (compile time independent of depth).
     Returns [(K^ℓ, Θ^ℓ)] for the last layer, or for all layers if keep_layers.
     ``one`` (a traced scalar equal to 1, or None) materialises each layer's
-    dual kernels by an exact division x / one: XLA on CPU has no multi-output
-    fusion and recomputes cheap elementwise chains once per consumer, but does
-    not duplicate a division. Used on cache-sized tiles, where materialising
-    costs little.
+    dual kernels (and the shared intermediates of an activation's fused
+    :class:`~nwcorrupt.activations.LayerDuals`) by an exact division x / one:
+    XLA on CPU has no multi-output fusion and recomputes cheap elementwise
+    chains once per consumer, but does not duplicate a division. Used on
+    cache-sized tiles, where materialising costs little.
     """
     cw, cb, standard = _layer_consts(arch)
     act = arch.act
@@ -247,15 +248,37 @@ def _recursion(
     pairs = ((0, 0), (1, 1)) if want_ntk else ((0, 0),)
     names = ("ss", "dd") if want_ntk else ("ss",)
 
+    def keep(x: Array) -> Array:
+        return x if one is None else x / one
+
+    # In the NTK parameterisation the scan carries A = Θ − K instead of Θ:
+    # A^{ℓ+1} = c_w ⟨σ'σ'⟩ (A^ℓ + K^ℓ) does not read K^{ℓ+1}, so the fused
+    # computation of K^{ℓ+1} has one consumer and need not be materialised.
+    excess = want_ntk and not standard
+
+    def layer_duals(k11: Array, K: Array, k22: Array) -> tuple[Array, ...]:
+        if act.layer is None:
+            duals = _act._duals_unchecked(act, pairs, k11, K, k22, "auto", order)
+            return tuple(keep(val) for val in duals) if mask is None else duals
+        # Fused form: per-point parts once per tile, shared intermediates kept.
+        p1 = tuple(keep(v) for v in act.layer.point(k11))
+        p2 = tuple(keep(v) for v in act.layer.point(k22))
+        ss, dd = act.layer.pair(K, p1, p2, want_ntk, keep)
+        if mask is not None or excess:
+            return (ss, dd) if want_ntk else (ss,)
+        return (keep(ss), dd) if want_ntk else (keep(ss),)
+
     def layer(carry, xs):
         K, theta = carry
         k11, k22 = xs["rows"], xs["cols"]
-        duals = _act._duals_unchecked(act, pairs, k11, K, k22, "auto", order)
+        duals = layer_duals(k11, K, k22)
         if mask is not None:
-            duals = tuple(jnp.where(mask, xs[name], val) for name, val in zip(names, duals))
-        if one is not None:
-            duals = tuple(val / one for val in duals)
+            duals = tuple(keep(jnp.where(mask, xs[name], val)) for name, val in zip(names, duals))
         K_new = cb + cw * duals[0]
+        if excess:
+            theta_new = cw * duals[1] * (theta + K)
+            out = (K_new, theta_new + K_new) if keep_layers else None
+            return (K_new, theta_new), out
         theta_new = _next_ntk(arch, cw, standard, K_new, duals[0], duals[1], theta) if want_ntk else None
         return (K_new, theta_new), ((K_new, theta_new) if keep_layers else None)
 
@@ -263,7 +286,9 @@ def _recursion(
     if mask is not None:
         xs.update({name: rows_diag[name] for name in names})
     first = (K, theta)
-    (K, theta), stacked = jax.lax.scan(layer, first, xs)
+    (K, theta), stacked = jax.lax.scan(layer, (K, jnp.zeros_like(K)) if excess else first, xs)
+    if excess:
+        theta = theta + K
     if not keep_layers:
         return [(K, theta)]
     Ks, thetas = stacked
@@ -341,9 +366,18 @@ def _check_diag_finite(arch: MLP, diag: dict[str, Array], what: str) -> None:
 # over tiles of rt rows × ct columns inside every device's block and writes
 # each tile in place into the loop-carried outputs, so the working memory is a
 # few tile-sized arrays (which also keeps them in cache: ~2x faster than
-# whole-matrix elementwise passes on CPU). A partial last tile is shifted back
-# to overlap its neighbour (recomputing the same entries), so all tiles share
-# one static shape.
+# whole-matrix elementwise passes on CPU).
+#
+# Two layouts:
+# * Gram first (the default): the NNGP output buffer starts as the whole
+#   first-layer Gram matrix (one large matrix product per device, or the given
+#   Gram rows), and every tile reads its overlaps from there and overwrites
+#   them with the kernel. A partial last tile is shifted back to overlap its
+#   neighbour so all tiles share one static shape; the entries it shares with
+#   earlier tiles (already overwritten) are kept from those tiles.
+# * Triangular (a symmetric kernel on one device with square tiles): each tile
+#   on or above the diagonal computes its own overlaps from the inputs and is
+#   written with its mirror image (half the work, exactly symmetric).
 
 _STATIC = ("arch", "want_ntk", "order", "d", "rt", "ct", "symmetric", "from_gram", "m", "n2")
 
@@ -355,8 +389,7 @@ DEFAULT_SQUARE_TILE = 512
 
 
 def _tile(
-    src: Array,
-    x2: Array,
+    g: Array,
     q1: Array,
     dg1: dict[str, Array] | None,
     q2: Array,
@@ -371,22 +404,16 @@ def _tile(
     rt: int,
     ct: int,
     symmetric: bool,
-    from_gram: bool,
     m: int,
+    **_: Any,
 ) -> tuple[Array, Array | None]:
-    """One (n, rt, ct) block at local rows i0 and columns j0: one tile per device.
+    """Kernels of one (n, rt, ct) block of overlaps ``g`` at local rows i0, columns j0.
 
-    ``src`` is (n, m, d) rows of x1 (or (n, m, N2) rows of the Gram matrix if
-    ``from_gram``), sharded over devices on axis 0; ``q1`` (L−1, n, m) the row
-    variances; ``x2`` (N2, d) and ``q2`` (L−1, N2) are replicated.
+    ``q1`` (L−1, n, m) holds the row variances (sharded over devices on axis
+    1), ``q2`` (L−1, N2) the column variances (replicated); ``dg1`` the exact
+    diagonal values of a symmetric kernel.
     """
-    n = src.shape[0]
-    if from_gram:
-        g = jax.lax.dynamic_slice(src, (jnp.zeros((), i0.dtype), i0, j0), (n, rt, ct))
-    else:
-        x1t = jax.lax.dynamic_slice_in_dim(src, i0, rt, axis=1)
-        x2t = jax.lax.dynamic_slice_in_dim(x2, j0, ct, axis=0)
-        g = jnp.einsum("nrd,cd->nrc", x1t, x2t, precision=MATMUL_PRECISION) / d
+    n = g.shape[0]
     rows_q = jax.lax.dynamic_slice_in_dim(q1, i0, rt, axis=2)[..., None]  # (L-1, n, rt, 1)
     cols_q = jax.lax.dynamic_slice_in_dim(q2, j0, ct, axis=1)[:, None, None, :]  # (L-1, 1, 1, ct)
     mask = rows_diag = None
@@ -401,6 +428,10 @@ def _tile(
         rows_diag["g"] = jax.lax.dynamic_slice_in_dim(dg1["g"], i0, rt, axis=1)[..., None]
     ((K, theta),) = _recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, one=one)
     return K, theta
+
+
+def _all_finite(tile: Array) -> Array:
+    return jnp.all(jnp.isfinite(tile))
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("out_sharding",))
@@ -430,16 +461,17 @@ def _fill(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **static):
         if want_ntk:
             dg1["dd"] = diag1["dd"]
     n_rows, n_cols = -(-m // rt), -(-n2 // ct)
-    zeros = jax.lax.with_sharding_constraint(jnp.zeros((n, m, n2), src.dtype), out_sharding)
+    zero = jnp.zeros((), jnp.int32)
+    x2_scaled = None if static["from_gram"] else x2 / d
+
+    def constrain(a: Array) -> Array:
+        return jax.lax.with_sharding_constraint(a, out_sharding)
 
     # Symmetric kernel on one device with square tiles: compute the tiles on and
     # above the diagonal only and mirror them (half the work, exactly symmetric).
     triangular = static["symmetric"] and n == 1 and rt == ct and m == n2
 
-    def put(out: Array, tile: Array, i0: Array, j0: Array) -> Array:
-        zero = jnp.zeros((), jnp.int32)
-        if not triangular:
-            return jax.lax.dynamic_update_slice(out, tile, (zero, i0, j0))
+    def put_triangular(out: Array, tile: Array, i0: Array, j0: Array) -> Array:
         # Entries on/above the global diagonal come from this tile, their mirror
         # images from its transpose; so every tile that writes (i, j) also writes
         # (j, i) with the same value and the result is exactly symmetric.
@@ -450,27 +482,76 @@ def _fill(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **static):
         lower = (j0 + jnp.arange(ct)[:, None] > i0 + jnp.arange(rt)[None, :])[None]
         return jax.lax.dynamic_update_slice(out, jnp.where(lower, jnp.swapaxes(tile, 1, 2), cur), (zero, j0, i0))
 
-    def tile_at(r: Array, c: Array, outs: tuple[Array, Array]) -> tuple[Array, Array]:
+    def overlaps(r: Array, c: Array, i0: Array, j0: Array, out_k: Array) -> Array:
+        """The (n, rt, ct) first-layer overlaps of the tile at local rows i0, columns j0."""
+        if static["from_gram"]:
+            return jax.lax.dynamic_slice(src, (zero, i0, j0), (n, rt, ct))
+
+        def recomputed() -> Array:
+            x1t = jax.lax.dynamic_slice_in_dim(src, i0, rt, axis=1)
+            x2t = jax.lax.dynamic_slice_in_dim(x2_scaled, j0, ct, axis=0)
+            return jnp.einsum("nrd,cd->nrc", x1t, x2t, precision=MATMUL_PRECISION)
+
+        def stored() -> Array:
+            return jax.lax.dynamic_slice(out_k, (zero, i0, j0), (n, rt, ct))
+
+        if triangular:
+            return recomputed()
+        # Read from the Gram matrix held in out_k, except for a shifted tile, whose
+        # entries shared with earlier tiles were already overwritten. The branch
+        # also materialises the tile: no read of out_k is fused into the
+        # consumers, which XLA would otherwise order after the in-place write
+        # of this tile by copying all of out_k.
+        return jax.lax.cond((i0 < r * rt) | (j0 < c * ct), recomputed, stored)
+
+    def tile_at(r: Array, c: Array, outs: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
+        out_k, out_t, finite = outs
         i0 = jnp.minimum(r * rt, m - rt).astype(jnp.int32)
         j0 = jnp.minimum(c * ct, n2 - ct).astype(jnp.int32)
-        K, theta = _tile(src, x2, q1, dg1, q2, i0, j0, one, rt=rt, ct=ct, m=m, **static)
-        return put(outs[0], K, i0, j0), (outs[1] if theta is None else put(outs[1], theta, i0, j0))
+        g = overlaps(r, c, i0, j0, out_k)
+        K, theta = _tile(g, q1, dg1, q2, i0, j0, one, rt=rt, ct=ct, m=m, **static)
+        # Θ = K + (Θ − K) is not finite wherever K is not, so checking Θ covers both.
+        finite = finite & _all_finite(K if theta is None else theta)
+        if triangular:
+            out_k = put_triangular(out_k, K, i0, j0)
+            return out_k, (out_t if theta is None else put_triangular(out_t, theta, i0, j0)), finite
+        out_k = jax.lax.dynamic_update_slice(out_k, K, (zero, i0, j0))
+        if theta is not None:
+            out_t = jax.lax.dynamic_update_slice(out_t, theta, (zero, i0, j0))
+        return out_k, out_t, finite
 
-    def row_loop(r: Array, outs: tuple[Array, Array]) -> tuple[Array, Array]:
+    def row_loop(r: Array, outs: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
         if n_cols == 1:
-            return tile_at(r, jnp.zeros((), jnp.int32), outs)
+            return tile_at(r, zero, outs)
         return jax.lax.fori_loop(r if triangular else 0, n_cols, lambda c, o: tile_at(r, c, o), outs)
 
-    outs = (zeros, zeros if want_ntk else jnp.zeros((), src.dtype))
-    if n_rows == 1:
-        out_k, out_t = row_loop(jnp.zeros((), jnp.int32), outs)
+    if triangular:
+        out_k = constrain(jnp.zeros((n, m, n2), src.dtype))
+    elif static["from_gram"]:
+        out_k = constrain(jnp.zeros((n, m, n2), src.dtype))
     else:
-        out_k, out_t = jax.lax.fori_loop(0, n_rows, row_loop, outs)
-    finite = jnp.all(jnp.isfinite(out_k))
-    if want_ntk:
-        finite = finite & jnp.all(jnp.isfinite(out_t))
+        # (x1 x2ᵀ/d as x1 (x2/d)ᵀ: the product then writes the output buffer directly.)
+        out_k = constrain(jnp.einsum("nmd,cd->nmc", src, x2_scaled, precision=MATMUL_PRECISION))
+    out_t = constrain(jnp.zeros((n, m, n2), src.dtype)) if want_ntk else jnp.zeros((), src.dtype)
+    outs = (out_k, out_t, jnp.ones((), bool))
+    if n_rows == 1:
+        out_k, out_t, finite = row_loop(zero, outs)
+    else:
+        out_k, out_t, finite = jax.lax.fori_loop(0, n_rows, row_loop, outs)
     flat = (n * m, n2)
     return out_k.reshape(flat), (out_t.reshape(flat) if want_ntk else None), diag1, diag2, finite
+
+
+def _even_side(n: int, target: int) -> int:
+    """A tile side <= target for n entries: n itself if it fits, else a divisor of n in
+    [target/2, target] if there is one (the tiles then partition n exactly, with no
+    shifted last tile to recompute), else target."""
+    if n <= target:
+        return n
+    for side in range(target, max(1, target // 2) - 1, -1):
+        if n % side == 0:
+            return side
+    return target
 
 
 def _choose_tiles(
@@ -500,8 +581,8 @@ def _choose_tiles(
     elif square:
         rt = ct = max(1, min(m, N2, DEFAULT_SQUARE_TILE))
     else:
-        ct = min(N2, 4096)
-        rt = max(1, min(m, DEFAULT_TILE_BYTES // (itemsize * ct)))
+        ct = _even_side(N2, 4096)
+        rt = _even_side(m, max(1, DEFAULT_TILE_BYTES // (itemsize * ct)))
     if budget is None:
         return rt, ct
     fixed = itemsize * (n * m + N2) * (width + 8 * depth)

@@ -350,3 +350,42 @@ def test_registered_piecewise_function_can_block_higher_orders(x64):
     assert np.isfinite(float(A.dual("hardtanh_test", k, 0.5 * k, k)[0]))
     with pytest.raises(ValueError, match="Dirac deltas"):
         A.dual("hardtanh_test", k, 0.5 * k, k, 2, 2)
+
+
+# ---------------------------------------------------------------------------
+# Fused layer forms (LayerDuals) used by the kernel recursion.
+
+FUSED = ("relu", "abs", "leaky_relu", "erf")
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_layer_duals_equal_closed_forms(x64, name):
+    """pair(k12, point(k11), point(k22)) = the closed-form (⟨σσ⟩, ⟨σ'σ'⟩), incl. ρ = ±1 and ρ → 1."""
+    act = _act(name)
+    assert act.layer is not None
+    k11, k12, k22 = (jnp.asarray(v) for v in _cov_grid(40, seed=3, vmax=3.0))
+    ss, dd = act.layer.pair(k12, act.layer.point(k11), act.layer.point(k22), True, lambda x: x)
+    ref_ss, ref_dd = A.duals(act, k11, k12, k22, ((0, 0), (1, 1)), method="closed")
+    # ρ from per-point 1/√k carries a few ulps; near ρ = ±1 the arc-cosine's √(1 − ρ) turns
+    # them into ~1e-8 in ⟨σ'σ'⟩ (see _leaky_layer); elsewhere agreement is at rounding level.
+    far = np.abs(np.asarray(k12)) / np.sqrt(np.asarray(k11 * k22)) < 0.999
+    np.testing.assert_allclose(np.asarray(ss), ref_ss, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(dd)[far], np.asarray(ref_dd)[far], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(dd), ref_dd, rtol=0, atol=5e-8)
+    only_ss, none = act.layer.pair(k12, act.layer.point(k11), act.layer.point(k22), False, lambda x: x)
+    assert none is None
+    np.testing.assert_array_equal(np.asarray(only_ss), np.asarray(ss))
+
+
+@pytest.mark.parametrize("name", ("relu", "leaky_relu"))
+def test_fused_layer_duals_zero_variance_point(x64, name):
+    """A point with K(x, x) = 0 (zero input) has ρ = 0 against everything, as in the closed form."""
+    act = _act(name)
+    k11 = jnp.asarray([0.0, 0.0, 1.3])
+    k22 = jnp.asarray([0.7, 0.0, 0.0])
+    k12 = jnp.zeros(3)
+    ss, dd = act.layer.pair(k12, act.layer.point(k11), act.layer.point(k22), True, lambda x: x)
+    ref_ss, ref_dd = A.duals(act, k11, k12, k22, ((0, 0), (1, 1)), method="closed")
+    assert np.all(np.isfinite(ss)) and np.all(np.isfinite(dd))
+    np.testing.assert_allclose(ss, ref_ss, atol=1e-15)
+    np.testing.assert_allclose(dd, ref_dd, rtol=1e-15)

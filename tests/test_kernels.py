@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -215,7 +216,10 @@ def test_plan_tiles_defaults_and_limits():
     assert K.plan_tiles(arch, 50, 40, 10) == (50, 40)
     assert K.plan_tiles(arch, 50, 40, 10, tile_size=(7, 9)) == (7, 9)
     rt, ct = K.plan_tiles(arch, 10_000, 10_000, 784)
-    assert ct == 4096 and rt * ct * 4 <= K.DEFAULT_TILE_BYTES
+    # sides that split 10000 exactly (no shifted last tile), at most 4096 columns
+    assert (rt, ct) == (400, 2500) and rt * ct * 4 <= K.DEFAULT_TILE_BYTES
+    assert K.plan_tiles(arch, 4000, 8000, 784) == (250, 4000)
+    assert K.plan_tiles(arch, 4001, 8191, 784) == (256, 4096)  # primes: shifted last tiles
     with pytest.raises(ValueError, match="memory_budget=.* too small"):
         K.plan_tiles(arch, 50, 40, 10, memory_budget=10_000)
 
@@ -486,3 +490,21 @@ def test_neural_tangents_backend_reports_missing_install():
         K.kernel(K.MLP(2, "relu"), x1, backend="neural_tangents")
     with pytest.raises(ValueError, match="apply to backend='native' only"):
         K.kernel(K.MLP(2, "relu"), x1, backend="neural_tangents", tile_size=4)
+
+
+@pytest.mark.parametrize("name", ["relu", "abs", "erf"])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_fused_layer_path_equals_generic_duals(x64, name, parameterization):
+    """The kernels from an activation's fused LayerDuals equal those from its dual_fn alone."""
+    act = A.get(name)
+    generic = dataclasses.replace(act, name=f"{name}-generic", layer=None)
+    x1, x2 = _inputs(23, 17, seed=6)
+    kw = dict(depth=4, W_std=1.3, b_std=0.2, parameterization=parameterization)
+    if parameterization == "standard":
+        kw["width"] = 64
+    for sym in (False, True):
+        other = None if sym else x2
+        fast = K.kernel(K.MLP(activation=act, **kw), x1, other, tile_size=(5, 7) if not sym else 6)
+        slow = K.kernel(K.MLP(activation=generic, **kw), x1, other)
+        np.testing.assert_allclose(fast.nngp, slow.nngp, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(fast.ntk, slow.ntk, rtol=1e-12, atol=1e-14)
