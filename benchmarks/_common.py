@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 
 def block(x: Any) -> Any:
@@ -85,8 +86,6 @@ def peak_rss_increase(fn: Callable[[], Any], interval_s: float = 0.002) -> tuple
 
 def describe_environment() -> str:
     """One line: Python, jax and numpy versions, backend, device count, CPU cores."""
-    import numpy as np
-
     devices = jax.devices()
     return (
         f"python {platform.python_version()}, jax {jax.__version__}, numpy {np.__version__}, "
@@ -97,3 +96,13 @@ def describe_environment() -> str:
 
 def mib(nbytes: float) -> str:
     return f"{nbytes / 2**20:.0f} MiB"
+
+
+def mnist_like(n: int, d: int, seed: int, dtype) -> Any:
+    """(n, d) random inputs (a jax array), each row shifted to zero mean and scaled to unit RMS."""
+    import jax.numpy as jnp
+
+    x = np.random.default_rng(seed).uniform(0.0, 1.0, size=(n, d))
+    x -= x.mean(axis=1, keepdims=True)
+    x /= np.sqrt(np.mean(x**2, axis=1, keepdims=True))
+    return jnp.asarray(x, dtype=dtype)

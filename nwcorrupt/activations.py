@@ -178,6 +178,7 @@ def register(
     dual: DualFn | None = None,
     diag: DiagFn | None = None,
     max_dual_order: int | None = None,
+    layer: LayerDuals | None = None,
 ) -> None:
     """Register an activation under ``name``.
 
@@ -187,6 +188,8 @@ def register(
     returning an :class:`Activation` (for parametrised families such as leaky
     ReLU). ``max_dual_order=1`` marks a piecewise-linear ``fn`` (its σ'' is a
     delta, so higher-order duals raise instead of returning wrong quadrature).
+    ``layer`` optionally gives a fused form of (⟨σσ⟩, ⟨σ'σ'⟩) for the kernel
+    recursion (see :class:`LayerDuals`); it must agree with ``dual``.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -200,16 +203,22 @@ def register(
     for arg_name, arg in (("dual", dual), ("diag", diag)):
         if arg is not None and not callable(arg):
             raise TypeError(f"{arg_name} must be callable, got {arg!r}")
+    if layer is not None and not isinstance(layer, LayerDuals):
+        raise TypeError(f"layer must be a LayerDuals (point, pair), got {layer!r}")
     if fn is not None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
-        made = Activation(name=name, fn=fn, dual_fn=dual, diag_fn=diag, max_dual_order=max_dual_order)
+        made = Activation(
+            name=name, fn=fn, dual_fn=dual, diag_fn=diag, max_dual_order=max_dual_order, layer=layer
+        )
         _REGISTRY[name] = lambda: made
     else:
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {factory!r}")
-        if dual is not None or diag is not None or max_dual_order is not None:
-            raise ValueError("dual, diag and max_dual_order go with fn; a factory sets them on its Activation")
+        if dual is not None or diag is not None or max_dual_order is not None or layer is not None:
+            raise ValueError(
+                "dual, diag, max_dual_order and layer go with fn; a factory sets them on its Activation"
+            )
         _REGISTRY[name] = factory
     if replacing:
         # Jitted code is cached per activation *name*: drop it so the new function is used.

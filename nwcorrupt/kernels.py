@@ -370,11 +370,12 @@ def _check_diag_finite(arch: MLP, diag: dict[str, Array], what: str) -> None:
 #
 # Two layouts:
 # * Gram first (the default): the NNGP output buffer starts as the whole
-#   first-layer Gram matrix (one large matrix product per device, or the given
-#   Gram rows), and every tile reads its overlaps from there and overwrites
-#   them with the kernel. A partial last tile is shifted back to overlap its
-#   neighbour so all tiles share one static shape; the entries it shares with
-#   earlier tiles (already overwritten) are kept from those tiles.
+#   first-layer Gram matrix (one large matrix product per device), and every
+#   tile reads its overlaps from there and overwrites them with the kernel. A
+#   partial last tile is shifted back to overlap its neighbour so all tiles
+#   share one static shape; as the entries it shares with earlier tiles were
+#   already overwritten, it recomputes its own overlaps from the inputs.
+#   (kernel_from_gram reads every tile from the given Gram rows instead.)
 # * Triangular (a symmetric kernel on one device with square tiles): each tile
 #   on or above the diagonal computes its own overlaps from the inputs and is
 #   written with its mirror image (half the work, exactly symmetric).

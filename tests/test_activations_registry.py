@@ -33,3 +33,26 @@ def test_unknown_activation_and_bad_spec():
         MLP(2, parameterization="mup")
     with pytest.raises(ValueError, match="W_std"):
         MLP(2, W_std=float("nan"))
+
+
+def test_register_with_fused_layer_form(x64):
+    """A user activation registered with a LayerDuals gets the fused path, with equal kernels."""
+    from nwcorrupt import kernels as K
+
+    relu = A.get("relu")
+    A.register(
+        "relu_fused_test", relu.fn, dual=relu.dual_fn, diag=relu.diag_fn, max_dual_order=1,
+        layer=A.LayerDuals(point=relu.layer.point, pair=relu.layer.pair), overwrite=True,
+    )  # fmt: skip
+    A.register("relu_plain_test", relu.fn, dual=relu.dual_fn, diag=relu.diag_fn, max_dual_order=1, overwrite=True)
+    assert A.get("relu_fused_test").layer is not None and A.get("relu_plain_test").layer is None
+    rng = np.random.default_rng(2)
+    x1, x2 = rng.standard_normal((12, 5)), rng.standard_normal((9, 5))
+    fused = K.kernel(K.MLP(3, "relu_fused_test", b_std=0.1), x1, x2)
+    plain = K.kernel(K.MLP(3, "relu_plain_test", b_std=0.1), x1, x2)
+    np.testing.assert_allclose(fused.ntk, plain.ntk, rtol=1e-12)
+    np.testing.assert_allclose(fused.nngp, plain.nngp, rtol=1e-12)
+    with pytest.raises(TypeError, match="layer must be a LayerDuals"):
+        A.register("bad_layer_test", relu.fn, layer=(relu.layer.point, relu.layer.pair), overwrite=True)
+    with pytest.raises(ValueError, match="layer go with fn"):
+        A.register("bad_factory_test", factory=lambda: relu, layer=relu.layer, overwrite=True)
