@@ -251,11 +251,6 @@ def _recursion(
     def keep(x: Array) -> Array:
         return x if one is None else x / one
 
-    # In the NTK parameterisation the scan carries A = Θ − K instead of Θ:
-    # A^{ℓ+1} = c_w ⟨σ'σ'⟩ (A^ℓ + K^ℓ) does not read K^{ℓ+1}, so the fused
-    # computation of K^{ℓ+1} has one consumer and need not be materialised.
-    excess = want_ntk and not standard
-
     def layer_duals(k11: Array, K: Array, k22: Array) -> tuple[Array, ...]:
         if act.layer is None:
             duals = _act._duals_unchecked(act, pairs, k11, K, k22, "auto", order)
@@ -264,7 +259,7 @@ def _recursion(
         p1 = tuple(keep(v) for v in act.layer.point(k11))
         p2 = tuple(keep(v) for v in act.layer.point(k22))
         ss, dd = act.layer.pair(K, p1, p2, want_ntk, keep)
-        if mask is not None or excess:
+        if mask is not None:
             return (ss, dd) if want_ntk else (ss,)
         return (keep(ss), dd) if want_ntk else (keep(ss),)
 
@@ -275,10 +270,6 @@ def _recursion(
         if mask is not None:
             duals = tuple(keep(jnp.where(mask, xs[name], val)) for name, val in zip(names, duals))
         K_new = cb + cw * duals[0]
-        if excess:
-            theta_new = cw * duals[1] * (theta + K)
-            out = (K_new, theta_new + K_new) if keep_layers else None
-            return (K_new, theta_new), out
         theta_new = _next_ntk(arch, cw, standard, K_new, duals[0], duals[1], theta) if want_ntk else None
         return (K_new, theta_new), ((K_new, theta_new) if keep_layers else None)
 
@@ -286,9 +277,7 @@ def _recursion(
     if mask is not None:
         xs.update({name: rows_diag[name] for name in names})
     first = (K, theta)
-    (K, theta), stacked = jax.lax.scan(layer, (K, jnp.zeros_like(K)) if excess else first, xs)
-    if excess:
-        theta = theta + K
+    (K, theta), stacked = jax.lax.scan(layer, first, xs)
     if not keep_layers:
         return [(K, theta)]
     Ks, thetas = stacked
@@ -511,7 +500,7 @@ def _fill(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **static):
         j0 = jnp.minimum(c * ct, n2 - ct).astype(jnp.int32)
         g = overlaps(r, c, i0, j0, out_k)
         K, theta = _tile(g, q1, dg1, q2, i0, j0, one, rt=rt, ct=ct, m=m, **static)
-        # Θ = K + (Θ − K) is not finite wherever K is not, so checking Θ covers both.
+        # Θ^L = K^L + (finite or not) is not finite wherever K^L is not: checking Θ covers both.
         finite = finite & _all_finite(K if theta is None else theta)
         if triangular:
             out_k = put_triangular(out_k, K, i0, j0)
