@@ -529,9 +529,7 @@ def _fill(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **static):
             return tile_at(r, zero, outs)
         return jax.lax.fori_loop(r if triangular else 0, n_cols, lambda c, o: tile_at(r, c, o), outs)
 
-    if triangular:
-        out_k = constrain(jnp.zeros((n, m, n2), src.dtype))
-    elif static["from_gram"]:
+    if triangular or static["from_gram"]:
         out_k = constrain(jnp.zeros((n, m, n2), src.dtype))
     else:
         # (x1 x2ᵀ/d as x1 (x2/d)ᵀ: the product then writes the output buffer directly.)
