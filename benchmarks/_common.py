@@ -84,13 +84,23 @@ def peak_rss_increase(fn: Callable[[], Any], interval_s: float = 0.002) -> tuple
     return peak[0] - base, out
 
 
+def _huge_pages() -> str:
+    """Transparent-huge-page mode and GLIBC_TUNABLES: they change the cost of fresh buffers."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        mode = "unknown"
+    return f"THP {mode}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', 'unset')}"
+
+
 def describe_environment() -> str:
-    """One line: Python, jax and numpy versions, backend, device count, CPU cores."""
+    """One line: Python, jax and numpy versions, backend, device count, CPU cores, huge pages."""
     devices = jax.devices()
     return (
         f"python {platform.python_version()}, jax {jax.__version__}, numpy {np.__version__}, "
         f"backend {jax.default_backend()} x{len(devices)} ({devices[0].device_kind}), "
-        f"{os.cpu_count()} CPU cores, {platform.machine()}"
+        f"{os.cpu_count()} CPU cores, {platform.machine()}, {_huge_pages()}"
     )
 
 

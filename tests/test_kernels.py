@@ -508,3 +508,33 @@ def test_fused_layer_path_equals_generic_duals(x64, name, parameterization):
         slow = K.kernel(K.MLP(activation=generic, **kw), x1, other)
         np.testing.assert_allclose(fast.nngp, slow.nngp, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(fast.ntk, slow.ntk, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["relu", "erf", "tanh"])
+def test_unrolled_layer_loop_equals_scanned(x64, name, monkeypatch):
+    """Shallow non-symmetric NTKs unroll the layer loop; the values equal the scanned loop's."""
+    x1, x2 = _inputs(23, 17, seed=9)
+    for depth in (2, 3):
+        arch = K.MLP(depth, name, W_std=1.2, b_std=0.3)
+        unrolled = K.kernel(arch, x1, x2, tile_size=(5, 7))
+        with monkeypatch.context() as m:
+            m.setattr(K, "_UNROLL_LAYERS", 0)
+            jax.clear_caches()
+            scanned = K.kernel(arch, x1, x2, tile_size=(5, 7))
+        jax.clear_caches()
+        np.testing.assert_allclose(unrolled.nngp, scanned.nngp, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(unrolled.ntk, scanned.ntk, rtol=1e-14, atol=1e-15)
+        # and both equal the textbook recursion on whole matrices (Θ carried, not Θ − K)
+        cw, cb = 1.2**2, 0.3**2
+        g, q1, q2 = _gram(x1, x2)
+        k, k1, k2 = cb + cw * g, cb + cw * q1, cb + cw * q2
+        theta = k
+        for _ in range(depth - 1):
+            c11, c22 = k1[:, None], k2[None, :]
+            ss, dd = (np.asarray(A.dual(name, c11, k, c22, a, a)) for a in (0, 1))
+            k = cb + cw * ss
+            theta = k + cw * dd * theta
+            k1 = cb + cw * np.asarray(A.dual_diag(name, k1))
+            k2 = cb + cw * np.asarray(A.dual_diag(name, k2))
+        np.testing.assert_allclose(unrolled.nngp, k, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(unrolled.ntk, theta, rtol=1e-12, atol=1e-14)
