@@ -267,7 +267,7 @@ def _recursion(
     # With that carry and at most _UNROLL_LAYERS layers after the first, the
     # layer loop is unrolled and each layer's K and A materialised, so no
     # loop-carried buffer is copied per layer. A/B at N = 4000 (jax 0.5.3):
-    # L = 3: erf 11-14 % faster, relu unchanged; L = 2: both 6-8 % faster;
+    # L = 3: erf 8-14 % faster, relu unchanged; L = 2: both 6-8 % faster;
     # L = 5: erf 11 % faster but relu 6-10 % slower, so deeper nets keep the
     # loop (and a compile time independent of depth).
     unroll = excess and arch.depth - 1 <= _UNROLL_LAYERS
