@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 
-def _is_traced(x: Any) -> bool:
+def is_traced(x: Any) -> bool:
     """True for JAX tracers (values inside jit/vmap), which cannot be inspected."""
     try:
         import jax.core
@@ -51,7 +51,7 @@ def check_array(
     dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
     if dtype_kind is not None and dtype.kind not in dtype_kind:
         raise TypeError(f"{name} must have a numeric dtype, got {dtype}")
-    if finite and dtype.kind == "f" and not _is_traced(x):
+    if finite and dtype.kind == "f" and not is_traced(x):
         if not bool(np.all(np.isfinite(np.asarray(x)))):
             raise ValueError(f"{name} contains NaN or inf values; expected finite numbers")
     return x
@@ -67,7 +67,7 @@ def check_matrix(name: str, x: Any, *, finite: bool = True) -> Any:
 
 def check_probability(name: str, p: Any) -> float:
     """Validate a corruption level (or any probability) and return it as float."""
-    if _is_traced(p):
+    if is_traced(p):
         return p
     try:
         value = float(p)
@@ -100,7 +100,7 @@ def check_labels(
       num_classes: the number of classes C, or None to skip the range check.
       data_name: argument name of the data, for the length-mismatch message.
     """
-    if _is_traced(y):
+    if is_traced(y):
         return y
     arr = np.asarray(y)
     if arr.ndim != 1:

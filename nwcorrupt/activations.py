@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nwcorrupt._checks import _is_traced, check_array, check_choice, check_positive_int
+from nwcorrupt._checks import is_traced, check_array, check_choice, check_positive_int
 
 Array = jax.Array
 
@@ -86,7 +86,7 @@ DiagFn = Callable[[int, int, Array], "Array | None"]
 METHODS = ("auto", "closed", "quadrature")
 #: Default number of Gauss–Hermite nodes per dimension.
 DEFAULT_ORDER = 32
-_MAX_ORDER = 200
+MAX_ORDER = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -672,7 +672,7 @@ def _no_closed_form(act: Activation, a: int, b: int) -> ValueError:
     )
 
 
-def _duals_unchecked(
+def duals_unchecked(
     act: Activation,
     pairs: tuple[tuple[int, int], ...],
     k11: Array,
@@ -704,7 +704,7 @@ def _duals_unchecked(
     return tuple(results[p] for p in pairs)
 
 
-def _duals_diag_unchecked(
+def duals_diag_unchecked(
     act: Activation,
     pairs: tuple[tuple[int, int], ...],
     q: Array,
@@ -730,12 +730,12 @@ def _duals_diag_unchecked(
 
 @functools.partial(jax.jit, static_argnames=("act", "pairs", "method", "order"))
 def _duals_jit(k11: Array, k12: Array, k22: Array, *, act: Activation, pairs, method: str, order: int):
-    return _duals_unchecked(act, pairs, k11, k12, k22, method, order)
+    return duals_unchecked(act, pairs, k11, k12, k22, method, order)
 
 
 @functools.partial(jax.jit, static_argnames=("act", "pairs", "method", "order"))
 def _duals_diag_jit(q: Array, *, act: Activation, pairs, method: str, order: int):
-    return _duals_diag_unchecked(act, pairs, q, method, order)
+    return duals_diag_unchecked(act, pairs, q, method, order)
 
 
 # ---------------------------------------------------------------------------
@@ -755,8 +755,8 @@ def _validate_common(act: str | Activation, orders: tuple[tuple[str, int], ...],
         check_positive_int(name, value, allow_zero=True)
     check_choice("method", method, METHODS)
     check_positive_int("order", order)
-    if order > _MAX_ORDER:
-        raise ValueError(f"order must be <= {_MAX_ORDER} (Gauss–Hermite nodes per dimension), got {order}")
+    if order > MAX_ORDER:
+        raise ValueError(f"order must be <= {MAX_ORDER} (Gauss–Hermite nodes per dimension), got {order}")
     return act
 
 
@@ -765,7 +765,7 @@ def _validate_covariances(k11: Array, k12: Array, k22: Array) -> tuple[Array, Ar
     for name, k in (("k11", k11), ("k12", k12), ("k22", k22)):
         if not hasattr(k, "shape"):
             k = np.asarray(k)
-        if not _is_traced(k):  # (check_array cannot inspect tracers)
+        if not is_traced(k):  # (check_array cannot inspect tracers)
             check_array(name, k)
         arrs.append(k)
     try:
@@ -777,7 +777,7 @@ def _validate_covariances(k11: Array, k12: Array, k22: Array) -> tuple[Array, Ar
         ) from None
     dtype = _float_dtype(*arrs)
     k11, k12, k22 = (jnp.asarray(k, dtype) for k in arrs)
-    if not any(_is_traced(k) for k in (k11, k12, k22)):
+    if not any(is_traced(k) for k in (k11, k12, k22)):
         n11, n12, n22 = (np.asarray(k, np.float64) for k in (k11, k12, k22))
         for name, k in (("k11", n11), ("k22", n22)):
             if np.any(k < 0):
@@ -895,10 +895,10 @@ def dual_diag(
     act = _validate_common(act, (("a", a), ("b", b)), method, order)
     if not hasattr(q, "shape"):
         q = np.asarray(q)
-    if not _is_traced(q):
+    if not is_traced(q):
         check_array("q", q)
     q = jnp.asarray(q, _float_dtype(q))
-    if not _is_traced(q) and bool(np.any(np.asarray(q) < 0)):
+    if not is_traced(q) and bool(np.any(np.asarray(q) < 0)):
         raise ValueError(f"q is a variance and must be >= 0, got minimum {float(np.min(np.asarray(q)))}")
     _check_orders(act, a, b)
     if method == "closed" and _closed_diag(act, a, b, jnp.ones((), q.dtype)) is None:

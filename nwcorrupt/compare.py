@@ -203,7 +203,7 @@ def compare_widths(
     """Train width-n ensembles on K noisy sets and compare them with the exact NTK/NNGP predictors.
 
     Args:
-      arch: :class:`nwcorrupt.kernels.MLP` spec (shared by the networks and the kernels).
+      arch: :class:`nwcorrupt.arch.MLP` spec (shared by the networks and the kernels).
       x_train: (N, d) clean training inputs; y_train: (N,) integer labels.
       x_test: (T, d) clean test inputs; y_test: (T,) integer labels.
       noise: corruption model with ``apply(x, p, seed)`` (``Replacement``,

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from nwcorrupt import mlp as _mlp
 from nwcorrupt._checks import check_choice, check_positive_int
-from nwcorrupt.kernels import MLP
+from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import MATMUL_PRECISION
 
 Array = jax.Array
@@ -35,11 +35,11 @@ NTK_MODES = ("trace", "diagonal", "full")
 
 
 def _check_pair(arch: MLP, params: Any, x1: Any, x2: Any, width_scale: int) -> tuple[Array, Array]:
-    x1 = _mlp._check_inputs(arch, params, x1, width_scale)
+    x1 = _mlp.check_network_inputs(arch, params, x1, width_scale)
     if x2 is None:
         return x1, x1
     try:
-        x2 = _mlp._check_inputs(arch, params, x2, width_scale)
+        x2 = _mlp.check_network_inputs(arch, params, x2, width_scale)
     except ValueError as err:
         raise ValueError(str(err).replace("x ", "x2 ", 1)) from None
     return x1, x2
@@ -49,7 +49,7 @@ def _jacobian(arch: MLP, params: Any, x: Array, width_scale: int, precision: Any
     """Per-example Jacobian pytree; each leaf has shape (N, C, *param_shape)."""
 
     def f_single(p: Any, xi: Array) -> Array:
-        return _mlp._forward(arch, p, xi[None, :], width_scale, precision, arch.depth)[0]
+        return _mlp.forward(arch, p, xi[None, :], width_scale, precision, arch.depth)[0]
 
     return jax.vmap(jax.jacrev(f_single), in_axes=(None, 0))(params, x)
 
@@ -162,7 +162,7 @@ def ntk_vp(
 @functools.partial(jax.jit, static_argnums=(0, 5, 6))
 def _ntk_vp(arch: MLP, params: Any, x1: Array, x2: Array, v: Array, width_scale: int, precision: Any) -> Array:
     def f(p: Any, x: Array) -> Array:
-        return _mlp._forward(arch, p, x, width_scale, precision, arch.depth)
+        return _mlp.forward(arch, p, x, width_scale, precision, arch.depth)
 
     _, pullback = jax.vjp(lambda p: f(p, x2), params)
     (g,) = pullback(v)
@@ -181,21 +181,21 @@ def linearize(
       Jacobian is formed). It is exactly linear in θ, equals the network at θ0,
       and differs from it by O(|θ − θ0|²). Jittable and differentiable.
     """
-    _mlp._check_arch(arch)
-    _mlp._check_params(params0, arch)
-    _mlp._check_width_scale(arch, width_scale)
+    check_arch(arch)
+    _mlp.check_params(params0, arch)
+    _mlp.check_width_scale(arch, width_scale)
 
     @jax.jit
     def lin(params: Any, x: Array) -> Array:
         delta = jax.tree_util.tree_map(lambda a, b: a - b, params, params0)
         y0, dy = jax.jvp(
-            lambda p: _mlp._forward(arch, p, x, width_scale, precision, arch.depth), (params0,), (delta,)
+            lambda p: _mlp.forward(arch, p, x, width_scale, precision, arch.depth), (params0,), (delta,)
         )
         return y0 + dy
 
     def f_lin(params: Any, x: Array) -> Array:
-        x = _mlp._check_inputs(arch, params0, x, width_scale)
-        _mlp._check_params(params, arch)
+        x = _mlp.check_network_inputs(arch, params0, x, width_scale)
+        _mlp.check_params(params, arch)
         return lin(params, x)
 
     return f_lin
@@ -267,8 +267,8 @@ def _nngp_fn(
             p = _mlp.init(jax.random.fold_in(key, i), arch, width, d, num_outputs, width_scale=width_scale)
             a1, a2 = x1.astype(p[0]["W"].dtype), x2.astype(p[0]["W"].dtype)
             if readout == "sample":
-                f1 = _mlp._forward(arch, p, a1, width_scale, precision, arch.depth)
-                f2 = _mlp._forward(arch, p, a2, width_scale, precision, arch.depth)
+                f1 = _mlp.forward(arch, p, a1, width_scale, precision, arch.depth)
+                f2 = _mlp.forward(arch, p, a2, width_scale, precision, arch.depth)
                 return jnp.dot(f1, f2.T, precision=precision) / num_outputs
             g1 = _mlp.penultimate(arch, p, a1, width_scale=width_scale, precision=precision)
             g2 = _mlp.penultimate(arch, p, a2, width_scale=width_scale, precision=precision)

@@ -366,7 +366,7 @@ def output_variance(arch, noise, p: float, x_train, y_train, x_test, *, kernel: 
     mean-field values (module docstring, docs/theory.md).
 
     Args:
-      arch: :class:`nwcorrupt.kernels.MLP` (``parameterization="ntk"``).
+      arch: :class:`nwcorrupt.arch.MLP` (``parameterization="ntk"``).
       noise: ``corruption.Replacement`` or ``corruption.Additive``.
       p: corruption level in [0, 1] (ε = 1 − p). Ignored by ``order="leading"`` except for validation.
       x_train: (N, d) clean training inputs; x_test: (M, d) clean test inputs (not corrupted).

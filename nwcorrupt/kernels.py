@@ -48,11 +48,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nwcorrupt import activations as _act
-from nwcorrupt._checks import _is_traced, check_array, check_choice, check_matrix, check_positive_int
+from nwcorrupt.arch import GET_NAMES, MLP, PARAMETERIZATIONS, Kernels, check_arch, normalize_get
+from nwcorrupt._checks import is_traced, check_array, check_choice, check_matrix, check_positive_int
 from nwcorrupt.precision import MATMUL_PRECISION, default_float
 
-PARAMETERIZATIONS = ("ntk", "standard")
-GET_NAMES = ("nngp", "ntk")
 BACKENDS = ("native", "neural_tangents")
 
 
@@ -69,91 +68,14 @@ def buffers_per_entry(depth: int) -> int:
 Array = jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class MLP:
-    """A fully connected network of ``depth`` dense layers.
-
-    ``depth`` = L counts dense layers: L - 1 hidden layers followed by a readout.
-    Weights are N(0, W_std**2 / fan_in) and biases N(0, b_std**2), in the
-    neural-tangents ``"ntk"`` or ``"standard"`` parameterisation. The spec is
-    hashable, so it can be a static argument of jitted functions.
-
-    ``width`` (hidden width n, optional) does not change the NNGP nor the
-    ``"ntk"``-parameterised NTK; the ``"standard"``-parameterised NTK of a
-    network with hidden layers depends on it (it grows ∝ n) and requires it.
-    """
-
-    depth: int
-    activation: str | _act.Activation = "relu"
-    W_std: float = 1.0
-    b_std: float = 0.0
-    parameterization: str = "ntk"
-    width: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"depth must be an integer >= 1 (number of dense layers), got {self.depth!r}")
-        _act.get(self.activation)  # raises for an unknown activation
-        for name, value, lo in (("W_std", self.W_std, 0.0), ("b_std", self.b_std, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < lo:
-                raise ValueError(f"{name} must be a finite number >= {lo}, got {value!r}")
-        if self.W_std == 0:
-            raise ValueError("W_std must be > 0, got 0")
-        check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
-        if self.width is not None:
-            check_positive_int("width", self.width)
-
-    @property
-    def act(self) -> _act.Activation:
-        """The resolved :class:`~nwcorrupt.activations.Activation`."""
-        return _act.get(self.activation)
-
-
-@dataclasses.dataclass(frozen=True)
-class Kernels:
-    """Result of a kernel computation: NNGP and/or NTK matrices of shape (N1, N2).
-
-    A field is ``None`` when it was not requested in ``get``.
-    """
-
-    nngp: object | None = None
-    ntk: object | None = None
-
-
-# A pytree, so kernel_layers (and user code returning Kernels) works under jit/vmap.
-jax.tree_util.register_pytree_node(
-    Kernels, lambda k: ((k.nngp, k.ntk), None), lambda _, children: Kernels(*children)
-)
-
-
 # ---------------------------------------------------------------------------
 # Validation helpers.
 
 
-def _check_arch(arch: Any) -> MLP:
-    if not isinstance(arch, MLP):
-        raise TypeError(f"arch must be an nwcorrupt.kernels.MLP, got {type(arch).__name__}")
-    return arch
-
-
-def _normalize_get(get: Any) -> tuple[str, ...]:
-    names = (get,) if isinstance(get, str) else get
-    try:
-        names = tuple(names)
-    except TypeError:
-        raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}") from None
-    if not names:
-        raise ValueError("get must name at least one of ('nngp', 'ntk'), got an empty tuple")
-    for name in names:
-        if name not in GET_NAMES:
-            raise ValueError(f"get must contain only {GET_NAMES}, got {name!r}")
-    return tuple(dict.fromkeys(names))
-
-
 def _check_order(order: Any) -> int:
     order = check_positive_int("quad_order", order)
-    if order > _act._MAX_ORDER:
-        raise ValueError(f"quad_order must be <= {_act._MAX_ORDER}, got {order}")
+    if order > _act.MAX_ORDER:
+        raise ValueError(f"quad_order must be <= {_act.MAX_ORDER}, got {order}")
     return order
 
 
@@ -274,7 +196,7 @@ def _recursion(
 
     def layer_duals(k11: Array, K: Array, k22: Array) -> tuple[Array, ...]:
         if act.layer is None:
-            duals = _act._duals_unchecked(act, pairs, k11, K, k22, "auto", order)
+            duals = _act.duals_unchecked(act, pairs, k11, K, k22, "auto", order)
             return tuple(keep(val) for val in duals) if mask is None else duals
         # Fused form: per-point parts once per tile, shared intermediates kept.
         p1 = tuple(keep(v) for v in act.layer.point(k11))
@@ -328,7 +250,7 @@ def _diag_recursion(arch: MLP, want_ntk: bool, order: int, q0: Array, d: int) ->
 
     def layer(carry, _):
         K, theta = carry
-        duals = _act._duals_diag_unchecked(act, pairs, K, "auto", order)
+        duals = _act.duals_diag_unchecked(act, pairs, K, "auto", order)
         S = duals[0]
         Sd = duals[1] if want_ntk else jnp.zeros_like(K)
         K_new = cb + cw * S
@@ -644,7 +566,7 @@ def plan_tiles(
     A ``symmetric`` kernel (x2 None) on one device uses square tiles and
     computes only those on and above the diagonal.
     """
-    arch = _check_arch(arch)
+    arch = check_arch(arch)
     n1 = check_positive_int("n1", n1)
     n2 = check_positive_int("n2", n2)
     d = check_positive_int("d", d)
@@ -761,8 +683,8 @@ def kernel(
       FloatingPointError: the recursion overflowed (the message names the layer).
       ImportError: ``backend="neural_tangents"`` without neural-tangents.
     """
-    arch = _check_arch(arch)
-    want = _normalize_get(get)
+    arch = check_arch(arch)
+    want = normalize_get(get)
     check_choice("backend", backend, BACKENDS)
     symmetric = x2 is None or x2 is x1
     x1 = check_matrix("x1", x1)
@@ -810,8 +732,8 @@ def kernel_diag(
     Equal to the diagonal of ``kernel(arch, x)`` without forming the matrix
     (O(N·L) work); errors as for :func:`kernel`.
     """
-    arch = _check_arch(arch)
-    want = _normalize_get(get)
+    arch = check_arch(arch)
+    want = normalize_get(get)
     x = check_matrix("x", x)
     order = _check_order(quad_order)
     want_ntk = "ntk" in want
@@ -835,7 +757,7 @@ def _check_gram(gram12: Any, diag1: Any, diag2: Any, symmetric: bool) -> tuple[A
             x = np.asarray(x)
         if len(x.shape) != ndim:
             raise ValueError(f"{name} must be {ndim}-dimensional, got shape {tuple(x.shape)}")
-        return x if _is_traced(x) else check_array(name, x, ndim=ndim)
+        return x if is_traced(x) else check_array(name, x, ndim=ndim)
 
     gram12 = arr("gram12", gram12, 2)
     N1, N2 = gram12.shape
@@ -848,7 +770,7 @@ def _check_gram(gram12: Any, diag1: Any, diag2: Any, symmetric: bool) -> tuple[A
         if N1 != N2:
             raise ValueError(f"symmetric=True needs a square gram12, got shape {tuple(gram12.shape)}")
         if diag2 is not None and diag2 is not diag1:
-            if _is_traced(diag2) or _is_traced(diag1) or not np.array_equal(np.asarray(diag1), np.asarray(diag2)):
+            if is_traced(diag2) or is_traced(diag1) or not np.array_equal(np.asarray(diag1), np.asarray(diag2)):
                 raise ValueError("symmetric=True needs diag2 equal to diag1 (or None)")
         diag2 = diag1
     else:
@@ -860,7 +782,7 @@ def _check_gram(gram12: Any, diag1: Any, diag2: Any, symmetric: bool) -> tuple[A
                 f"diag2 must have shape ({N2},) to match gram12 {tuple(gram12.shape)}, got {tuple(diag2.shape)}"
             )
     for name, v in (("diag1", diag1), ("diag2", diag2)):
-        if not _is_traced(v) and np.any(np.asarray(v) < 0):
+        if not is_traced(v) and np.any(np.asarray(v) < 0):
             raise ValueError(f"{name} holds squared norms ⟨x, x⟩ and must be >= 0, got minimum {float(np.min(v))}")
     return gram12, diag1, diag2
 
@@ -904,8 +826,8 @@ def kernel_from_gram(
       Differentiable (forward and reverse mode) in gram12/diag1/diag2 for smooth
       activations, for use in Taylor expansions.
     """
-    arch = _check_arch(arch)
-    want = _normalize_get(get)
+    arch = check_arch(arch)
+    want = normalize_get(get)
     gram12, diag1, diag2 = _check_gram(gram12, diag1, diag2, bool(symmetric))
     tiles, budget = _check_tiling(tile_size, memory_budget)
     order = _check_order(quad_order)
@@ -941,8 +863,8 @@ def kernel_layers(
     ``kernel_from_gram``. Not jitted as a whole: wrap it in ``jax.jit`` (with
     ``arch`` static) or differentiate it as needed.
     """
-    arch = _check_arch(arch)
-    want = _normalize_get(get)
+    arch = check_arch(arch)
+    want = normalize_get(get)
     gram12, diag1, diag2 = _check_gram(gram12, diag1, diag2, bool(symmetric))
     order = _check_order(quad_order)
     want_ntk = "ntk" in want

@@ -1,6 +1,6 @@
 """Finite-width MLPs as plain pytrees.
 
-A network for the :class:`~nwcorrupt.kernels.MLP` spec with depth L is a list of
+A network for the :class:`~nwcorrupt.arch.MLP` spec with depth L is a list of
 L dense layers, each a dict ``{"W": (fan_in, fan_out), "b": (fan_out,)}``: L - 1
 hidden layers of width ``width * width_scale`` followed by a readout to C outputs.
 Both parameterisations follow neural-tangents' ``stax.Dense`` exactly, so the
@@ -41,20 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from nwcorrupt._checks import check_array, check_positive_int
-from nwcorrupt.kernels import MLP
+from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import MATMUL_PRECISION, default_float
 
 Array = jax.Array
 Params = list  # list[dict[str, Array]], one dict {"W", "b"} per dense layer
 
 
-def _check_arch(arch: Any) -> MLP:
-    if not isinstance(arch, MLP):
-        raise TypeError(f"arch must be an nwcorrupt.kernels.MLP, got {type(arch).__name__}")
-    return arch
-
-
-def _check_width_scale(arch: MLP, width_scale: Any) -> int:
+def check_width_scale(arch: MLP, width_scale: Any) -> int:
+    """``width_scale`` as a positive int; values other than 1 need the standard parameterisation."""
     s = check_positive_int("width_scale", width_scale)
     if s != 1 and arch.parameterization != "standard":
         raise ValueError(
@@ -66,7 +61,7 @@ def _check_width_scale(arch: MLP, width_scale: Any) -> int:
 
 def resolve_width(arch: MLP, width: int | None) -> int:
     """The hidden (base) width: ``width``, or ``arch.width`` when width is None; they must agree."""
-    _check_arch(arch)
+    check_arch(arch)
     arch_width = getattr(arch, "width", None)
     if width is None:
         if arch_width is None:
@@ -89,7 +84,7 @@ def layer_shapes(
     width = resolve_width(arch, width)
     d_in = check_positive_int("d_in", d_in)
     num_outputs = check_positive_int("num_outputs", num_outputs)
-    s = _check_width_scale(arch, width_scale)
+    s = check_width_scale(arch, width_scale)
     sizes = [d_in] + [width * s] * (arch.depth - 1) + [num_outputs]
     return [(sizes[i], sizes[i + 1]) for i in range(arch.depth)]
 
@@ -152,7 +147,8 @@ def _init(key: Array, arch: MLP, shapes: tuple, s: int, dtype: Any) -> Params:
     return params
 
 
-def _check_params(params: Any, arch: MLP) -> None:
+def check_params(params: Any, arch: MLP) -> None:
+    """Raise ``ValueError`` unless ``params`` is a list of ``arch.depth`` ``{"W", "b"}`` layers of chained shapes."""
     if not isinstance(params, (list, tuple)) or len(params) != arch.depth:
         got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
         raise ValueError(f"params must be a list of {arch.depth} layers for depth={arch.depth}, got {got}")
@@ -180,9 +176,14 @@ def _dense(arch: MLP, layer: dict, h: Array, s_in: int, precision: Any) -> Array
     return prod + layer["b"]
 
 
-def _forward(
+def forward(
     arch: MLP, params: Params, x: Array, width_scale: int, precision: Any, stop: int
 ) -> Array:
+    """Pre-activation of dense layer ``stop`` (1..L) for (N, d) inputs; ``stop = L`` gives the logits.
+
+    Pure jnp with no checks, for use inside jit, vmap and autodiff (see :func:`apply`
+    for the validated entry point).
+    """
     act = arch.act.fn
     h = x
     for i in range(stop):
@@ -207,13 +208,14 @@ def check_input(name: str, x: Any) -> Any:
     return check_array(name, x, ndim=2)
 
 
-_forward_jit = jax.jit(_forward, static_argnums=(0, 3, 4, 5))
+_forward_jit = jax.jit(forward, static_argnums=(0, 3, 4, 5))
 
 
-def _check_inputs(arch: MLP, params: Params, x: Any, width_scale: int) -> Array:
-    _check_arch(arch)
-    _check_params(params, arch)
-    _check_width_scale(arch, width_scale)
+def check_network_inputs(arch: MLP, params: Params, x: Any, width_scale: int) -> Array:
+    """Validate (arch, params, width_scale) and (N, d_in) inputs ``x``; return x in the parameter dtype."""
+    check_arch(arch)
+    check_params(params, arch)
+    check_width_scale(arch, width_scale)
     x = check_input("x", x)
     d = params[0]["W"].shape[0]
     if x.shape[1] != d:
@@ -236,7 +238,7 @@ def apply(
     Returns:
       (N, C) outputs in the parameter dtype.
     """
-    x = _check_inputs(arch, params, x, width_scale)
+    x = check_network_inputs(arch, params, x, width_scale)
     return _forward_jit(arch, params, x, width_scale, precision, arch.depth)
 
 
@@ -244,7 +246,7 @@ def penultimate(
     arch: MLP, params: Params, x: Array, *, width_scale: int = 1, precision: Any = MATMUL_PRECISION
 ) -> Array:
     """Input of the readout layer: σ(h^{L-1}) of shape (N, width * width_scale), or x itself for depth 1."""
-    x = _check_inputs(arch, params, x, width_scale)
+    x = check_network_inputs(arch, params, x, width_scale)
     if arch.depth == 1:
         return x
     return arch.act.fn(_forward_jit(arch, params, x, width_scale, precision, arch.depth - 1))

@@ -49,7 +49,7 @@ import numpy as np
 
 from nwcorrupt import activations as _act
 from nwcorrupt._checks import check_array, check_matrix, check_positive_int
-from nwcorrupt.kernels import MLP, Kernels
+from nwcorrupt.arch import MLP, Kernels, check_arch, normalize_get
 
 #: Activations with an exact neural-tangents layer (names as in nwcorrupt's registry).
 SUPPORTED_ACTIVATIONS = ("abs", "erf", "gelu", "identity", "leaky_relu", "relu", "sin")
@@ -58,7 +58,6 @@ SUPPORTED_ACTIVATIONS = ("abs", "erf", "gelu", "identity", "leaky_relu", "relu",
 #: computed here depends on it).
 DEFAULT_HIDDEN_WIDTH = 1
 
-_GETS = ("nngp", "ntk")
 
 _INSTALL_HINT = (
     "neural_tangents is not installed in this environment. It is an optional backend that "
@@ -112,12 +111,6 @@ def _nt_activation_layer(act: _act.Activation) -> Any:
     )
 
 
-def _check_arch(arch: Any) -> MLP:
-    if not isinstance(arch, MLP):
-        raise TypeError(f"arch must be an nwcorrupt.kernels.MLP, got {type(arch).__name__}")
-    return arch
-
-
 @functools.lru_cache(maxsize=64)
 def _stax_mlp_cached(arch: MLP, num_outputs: int, hidden_width: int) -> tuple:
     stax = import_neural_tangents().stax
@@ -140,7 +133,7 @@ def _stax_mlp_cached(arch: MLP, num_outputs: int, hidden_width: int) -> tuple:
 
 
 def stax_mlp(arch: MLP, num_outputs: int = 1, *, hidden_width: int | None = None) -> tuple:
-    """The neural-tangents network of an :class:`~nwcorrupt.kernels.MLP` spec.
+    """The neural-tangents network of an :class:`~nwcorrupt.arch.MLP` spec.
 
     Args:
       arch: the architecture (depth L = number of Dense layers).
@@ -157,7 +150,7 @@ def stax_mlp(arch: MLP, num_outputs: int = 1, *, hidden_width: int | None = None
       ImportError: neural_tangents is not installed (build ``.venv-ref``).
       ValueError: the activation has no neural-tangents counterpart.
     """
-    _check_arch(arch)
+    check_arch(arch)
     check_positive_int("num_outputs", num_outputs)
     if hidden_width is None:
         hidden_width = _hidden_width(arch, needs_width=False)
@@ -182,17 +175,6 @@ def _hidden_width(arch: MLP, needs_width: bool) -> int:
 def _jitted_kernel_fn(arch: MLP, hidden_width: int, get: tuple[str, ...]) -> Any:
     kernel_fn = _stax_mlp_cached(arch, 1, hidden_width)[2]
     return jax.jit(lambda x1, x2: kernel_fn(x1, x2, get))
-
-
-def _normalise_get(get: Any) -> tuple[str, ...]:
-    if isinstance(get, str):
-        get = (get,)
-    if not isinstance(get, (tuple, list)) or not get:
-        raise ValueError(f"get must be 'nngp', 'ntk' or a non-empty tuple of them, got {get!r}")
-    for g in get:
-        if g not in _GETS:
-            raise ValueError(f"get must contain only {list(_GETS)}, got {g!r}")
-    return tuple(dict.fromkeys(get))
 
 
 def _check_inputs(x1: Any, x2: Any) -> tuple[jax.Array, jax.Array | None]:
@@ -223,12 +205,12 @@ def kernel(
       get: ``"nngp"``, ``"ntk"`` or a tuple of both.
 
     Returns:
-      :class:`~nwcorrupt.kernels.Kernels` with (N1, N2) matrices in the dtype of the
+      :class:`~nwcorrupt.arch.Kernels` with (N1, N2) matrices in the dtype of the
       inputs (float64 under x64); fields not in ``get`` are None. Output units as
       nwcorrupt's native kernels (input overlap ``x1 @ x2.T / d``).
     """
-    _check_arch(arch)
-    get = _normalise_get(get)
+    check_arch(arch)
+    get = normalize_get(get)
     hidden_width = _hidden_width(arch, needs_width="ntk" in get)
     x1, x2 = _check_inputs(x1, x2)
     result = _jitted_kernel_fn(arch, hidden_width, get)(x1, x2)
@@ -278,7 +260,7 @@ def _predict(
     learning_rate: float,
 ) -> jax.Array:
     nt = import_neural_tangents()
-    _check_arch(arch)
+    check_arch(arch)
     hidden_width = _hidden_width(arch, needs_width=mode == "ntk")
     x_train, y_train, x_test = _check_train(x_train, y_train, x_test)
     diag_reg = _check_nonneg("diag_reg", diag_reg)

@@ -1126,7 +1126,7 @@ class StoredKernel:
         (float32 with HIGHEST-precision Gram products unless x64 is enabled).
 
         Args:
-          arch: :class:`nwcorrupt.kernels.MLP`.
+          arch: :class:`nwcorrupt.arch.MLP`.
           x: (N, d) inputs.
           which: ``"ntk"`` or ``"nngp"``.
           block_size: rows per block (tiles are at most block_size x block_size).
@@ -1981,7 +1981,7 @@ def tiled_predict(
     ``tile_size * N`` kernel entries (times the kernel recursion's working buffers).
 
     Args:
-      arch: :class:`nwcorrupt.kernels.MLP`.
+      arch: :class:`nwcorrupt.arch.MLP`.
       x_train: (N, d); x_test: (N_test, d); weights: (N, C), e.g. from :func:`stored_cg_solve`.
       which: ``"ntk"`` or ``"nngp"``.
       tile_size: test rows per tile.
@@ -2048,7 +2048,7 @@ def ntk_predict(
     NTK of ``arch`` (regularised by ``diag_reg``); ``t=None`` means t = inf.
 
     Args:
-      arch: architecture spec, e.g. :class:`nwcorrupt.kernels.MLP`.
+      arch: architecture spec, e.g. :class:`nwcorrupt.arch.MLP`.
       x_train: (N, d) training inputs; y_train: (N, C) one-hot targets;
         x_test: (N_test, d) test inputs.
       t: None (t = inf), a time >= 0, or a 1-D array of times (then the output has a

@@ -391,7 +391,7 @@ def meanfield_predict(
     posterior mean.
 
     Args:
-      arch: :class:`nwcorrupt.kernels.MLP`.
+      arch: :class:`nwcorrupt.arch.MLP`.
       noise: corruption model (``Replacement`` / ``Additive``).
       p: corruption level in [0, 1] (ε = 1 − p).
       x_train: (N, d) clean training inputs; x_test: (M, d) clean test inputs.
@@ -994,7 +994,7 @@ def transfer_signs(
       one dict per grid point: activation, depth, W_std, b_std, mu, mu2, T_star,
       Delta, ok (T_* > 0 and Δ > 0).
     """
-    from nwcorrupt.kernels import MLP
+    from nwcorrupt.arch import MLP
 
     rows = []
     for act in activations:

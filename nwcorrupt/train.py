@@ -50,7 +50,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from nwcorrupt import mlp as _mlp
 from nwcorrupt import _io
 from nwcorrupt._checks import check_array, check_choice, check_labels, check_positive_int
-from nwcorrupt.kernels import MLP
+from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import default_float
 
 Array = jax.Array
@@ -149,7 +149,7 @@ class TrainConfig:
     """Everything that defines how one member is trained (hashable, fingerprinted).
 
     Attributes:
-      arch: the :class:`~nwcorrupt.kernels.MLP` spec.
+      arch: the :class:`~nwcorrupt.arch.MLP` spec.
       width: hidden-layer (base) width n >= 1 (None: ``arch.width``).
       num_classes: number of outputs C >= 1.
       optimizer: an :class:`Optimizer` or any ``optax.GradientTransformation`` (for
@@ -182,11 +182,11 @@ class TrainConfig:
     tag: str = ""
 
     def __post_init__(self) -> None:
-        _mlp._check_arch(self.arch)
+        check_arch(self.arch)
         _mlp.resolve_width(self.arch, self.width)
         check_positive_int("num_classes", self.num_classes)
         check_positive_int("batch_size", self.batch_size)
-        _mlp._check_width_scale(self.arch, self.width_scale)
+        _mlp.check_width_scale(self.arch, self.width_scale)
         check_choice("loss", self.loss, LOSSES)
         if not isinstance(self.optimizer, (Optimizer, optax.GradientTransformation)):
             raise TypeError(
@@ -357,7 +357,7 @@ def _programs(spec: _Spec) -> dict[str, Callable]:
     dtype = jnp.dtype(spec.dtype)
 
     def net(params: Any, x: Array) -> Array:
-        return _mlp._forward(arch, params, x, cfg.width_scale, _mlp.MATMUL_PRECISION, arch.depth)
+        return _mlp.forward(arch, params, x, cfg.width_scale, _mlp.MATMUL_PRECISION, arch.depth)
 
     def loss(params: Any, x: Array, y: Array) -> Array:
         return loss_of(net(params, x), y, cfg.num_classes)

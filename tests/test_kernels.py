@@ -409,7 +409,7 @@ def test_input_validation_errors():
         K.kernel(arch, x1, get=())
     with pytest.raises(ValueError, match="backend must be one of"):
         K.kernel(arch, x1, backend="torch")
-    with pytest.raises(TypeError, match="arch must be an nwcorrupt.kernels.MLP"):
+    with pytest.raises(TypeError, match="arch must be an nwcorrupt.arch.MLP"):
         K.kernel("relu", x1)
     with pytest.raises(ValueError, match="tile_size must be >= 1"):
         K.kernel(arch, x1, tile_size=0)

@@ -107,7 +107,7 @@ def test_errors_name_the_bad_argument():
         mlp.init(key, arch, 4.0, 4, 2)
     with pytest.raises(ValueError, match="width_scale applies to the standard parameterisation"):
         mlp.init(key, arch, 4, 4, 2, width_scale=2)
-    with pytest.raises(TypeError, match="arch must be an nwcorrupt.kernels.MLP"):
+    with pytest.raises(TypeError, match="arch must be an nwcorrupt.arch.MLP"):
         mlp.init(key, "relu", 4, 4, 2)
     with pytest.raises(ValueError, match="width must be given"):
         mlp.init(key, arch, None, 4, 2)

@@ -229,7 +229,7 @@ def test_kernel_input_validation():
         nt_backend.kernel(arch, x, get=("nngp", "cov"))
     with pytest.raises(ValueError, match="get must be"):
         nt_backend.kernel(arch, x, get=())
-    with pytest.raises(TypeError, match="arch must be an nwcorrupt.kernels.MLP"):
+    with pytest.raises(TypeError, match="arch must be an nwcorrupt.arch.MLP"):
         nt_backend.kernel("relu", x)
     with pytest.raises(ValueError, match="hidden_width must be >= 1"):
         nt_backend.stax_mlp(arch, hidden_width=0)

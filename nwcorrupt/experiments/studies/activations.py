@@ -133,7 +133,7 @@ def _dataset(params: Params) -> data.Dataset:
 
 
 def run_point(params: Params, point: dict) -> dict:
-    from nwcorrupt.kernels import MLP
+    from nwcorrupt.arch import MLP
 
     act, p = point["activation"], float(point["p"])
     ds = _dataset(params)

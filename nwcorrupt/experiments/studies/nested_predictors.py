@@ -59,7 +59,7 @@ def run_predictors(
 
     Args:
       ds: the data set (per-example normalised; x_train (N, d) clean, x_test (T, d)).
-      arch: :class:`nwcorrupt.kernels.MLP` shared by the networks and the kernels.
+      arch: :class:`nwcorrupt.arch.MLP` shared by the networks and the kernels.
       model: corruption model with ``apply(x, p, seed)`` (training set only).
       p: corruption level in [0, 1].
       k, m: K noisy training sets × M initialisations.
@@ -157,8 +157,8 @@ def check_recipe(params, positive: Sequence[str]) -> None:
 
 
 def arch(params):
-    """The :class:`nwcorrupt.kernels.MLP` of ``params`` (depth, activation, W_std, b_std)."""
-    from nwcorrupt.kernels import MLP
+    """The :class:`nwcorrupt.arch.MLP` of ``params`` (depth, activation, W_std, b_std)."""
+    from nwcorrupt.arch import MLP
 
     return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
 

@@ -107,7 +107,7 @@ def noise_model(params: NetParams):
 def train_config(params: NetParams, num_classes: int):
     """The :class:`~nwcorrupt.train.TrainConfig` of the study network."""
     from nwcorrupt import train
-    from nwcorrupt.kernels import MLP
+    from nwcorrupt.arch import MLP
 
     arch = MLP(params.depth, "relu", W_std=params.W_std, b_std=params.b_std, parameterization=params.parameterization)
     return train.TrainConfig(

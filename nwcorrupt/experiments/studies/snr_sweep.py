@@ -196,7 +196,7 @@ def _ntk_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> np
 
 
 def run_point(params: Params, point: dict) -> dict:
-    from nwcorrupt.kernels import MLP
+    from nwcorrupt.arch import MLP
 
     ds = _dataset(params, point)
     arch = MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
