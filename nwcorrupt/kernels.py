@@ -1,14 +1,15 @@
 """Infinite-width NNGP and NTK kernels of MLPs.
 
-This module holds the :class:`MLP` architecture spec shared by the kernel,
-predictor and finite-width code, and computes its kernels:
+This module computes the kernels of the :class:`~nwcorrupt.arch.MLP` spec (defined in
+:mod:`nwcorrupt.arch`, re-exported here):
 
 * :func:`kernel` — NNGP/NTK matrices (N1, N2) from inputs, tiled under a
   memory budget and sharded over ``jax.devices()``;
 * :func:`kernel_diag` — their diagonals (N,) without forming the matrix;
 * :func:`kernel_from_gram` — the same recursion started from given first-layer
   overlaps (e.g. noise-averaged Gram matrices);
-* :func:`kernel_layers` — the kernels of every layer ℓ = 1..L.
+* :func:`kernel_layers` — the kernels of every layer ℓ = 1..L;
+* :func:`kernel_fn` — the composable, neural-tangents-shaped kernel function.
 
 Conventions (identical to neural-tangents ``stax.serial(Dense, act, ..., Dense)``
 with L ``Dense(width, W_std, b_std, parameterization)`` layers and width scale
@@ -30,16 +31,21 @@ relu-family NTK reaches ~1e-6 for nearly parallel inputs (ρ ≈ 1 − 5e-5),
 because the arc-cosine kernel's √(1 − ρ) singularity amplifies the rounding
 of the Gram product. Diagonals (ρ = 1) are computed separately and exactly.
 
-Use :func:`kernel_layers` (pure jnp, no host checks) under ``jax.jit`` and
-autodiff; the other entry points validate and check results on the host.
+Composable use, as in neural-tangents: ``fn = kernel_fn(arch)`` then
+``fn(x1, x2, get="ntk")`` -- under ``jax.jit``, ``jax.grad`` (inputs and
+``W_std``/``b_std``) and ``jax.vmap``; eager calls take the tiled path of
+:func:`kernel`. :func:`kernel_layers` (pure jnp, no host checks) gives every
+layer's kernels for jit and autodiff; the other entry points validate and check
+results on the host.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -51,6 +57,23 @@ from nwcorrupt import activations as _act
 from nwcorrupt.arch import GET_NAMES, MLP, PARAMETERIZATIONS, Kernels, check_arch, normalize_get
 from nwcorrupt._checks import is_traced, check_array, check_choice, check_matrix, check_positive_int
 from nwcorrupt.precision import MATMUL_PRECISION, default_float
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_SQUARE_TILE",
+    "DEFAULT_TILE_BYTES",
+    "GET_NAMES",
+    "MLP",
+    "PARAMETERIZATIONS",
+    "Kernels",
+    "buffers_per_entry",
+    "kernel",
+    "kernel_diag",
+    "kernel_fn",
+    "kernel_from_gram",
+    "kernel_layers",
+    "plan_tiles",
+]
 
 BACKENDS = ("native", "neural_tangents")
 
@@ -118,8 +141,14 @@ def _check_tiling(tile_size: Any, memory_budget: Any) -> tuple[tuple[int, int] |
 # The recursion (pure jnp, elementwise over broadcastable arrays).
 
 
-def _layer_consts(arch: MLP) -> tuple[float, float, bool]:
-    return float(arch.W_std) ** 2, float(arch.b_std) ** 2, arch.parameterization == "standard"
+def _layer_consts(arch: MLP, hyper: tuple[Any, Any] | None = None) -> tuple[Any, Any, bool]:
+    """(C_w, C_b, standard) of ``arch``; ``hyper`` = (W_std, b_std) overrides the spec's values
+    (arrays allowed, e.g. traced under ``jax.grad``)."""
+    standard = arch.parameterization == "standard"
+    if hyper is None:
+        return float(arch.W_std) ** 2, float(arch.b_std) ** 2, standard
+    w, b = hyper
+    return jnp.square(w), jnp.square(b), standard
 
 
 def _next_ntk(arch: MLP, cw: float, standard: bool, K_new: Array, S: Array, Sd: Array, theta: Array) -> Array:
@@ -146,6 +175,7 @@ def _recursion(
     rows_diag: dict[str, Array] | None = None,
     keep_layers: bool = False,
     one: Array | None = None,
+    hyper: tuple[Any, Any] | None = None,
 ) -> list[tuple[Array, Array | None]]:
     """NNGP/NTK recursion from first-layer overlaps ``g`` = ⟨x, x'⟩.
 
@@ -164,8 +194,9 @@ def _recursion(
     XLA on CPU has no multi-output fusion and recomputes cheap elementwise
     chains once per consumer, but does not duplicate a division. Used on
     cache-sized tiles, where materialising costs little.
+    ``hyper`` = (W_std, b_std) overrides the spec's values (see :func:`_layer_consts`).
     """
-    cw, cb, standard = _layer_consts(arch)
+    cw, cb, standard = _layer_consts(arch, hyper)
     act = arch.act
     if mask is not None:
         g = jnp.where(mask, rows_diag["g"], g)
@@ -235,14 +266,16 @@ def _recursion(
     return [first] + [(Ks[i], None if thetas is None else thetas[i]) for i in range(arch.depth - 1)]
 
 
-def _diag_recursion(arch: MLP, want_ntk: bool, order: int, q0: Array, d: int) -> dict[str, Array]:
+def _diag_recursion(
+    arch: MLP, want_ntk: bool, order: int, q0: Array, d: int, hyper: tuple[Any, Any] | None = None
+) -> dict[str, Array]:
     """Per-layer diagonal quantities from q0 = ⟨x, x⟩, shape (N,).
 
     Returns a dict of stacked arrays: ``q`` (L, N) = K^ℓ(x, x), ``theta``
     (L, N) = Θ^ℓ(x, x) (only if want_ntk), ``ss`` and ``dd`` (L−1, N) = ⟨σσ⟩ and
     ⟨σ'σ'⟩ at K^ℓ(x, x) for ℓ < L (``dd`` is zero unless want_ntk).
     """
-    cw, cb, standard = _layer_consts(arch)
+    cw, cb, standard = _layer_consts(arch, hyper)
     act = arch.act
     K = cb + cw * q0
     theta = ((d * q0 + 1.0) if standard else K) if want_ntk else jnp.zeros_like(K)
@@ -855,13 +888,18 @@ def kernel_layers(
     input_dim: int | None = None,
     symmetric: bool = False,
     quad_order: int = _act.DEFAULT_ORDER,
+    W_std: Any = None,
+    b_std: Any = None,
 ) -> tuple[Kernels, ...]:
     """Kernels (K^ℓ, Θ^ℓ) of every layer ℓ = 1..L from first-layer overlaps.
 
     Same arguments as :func:`kernel_from_gram` (untiled, one device). Returns a
     tuple of L :class:`Kernels` of shape (N1, N2); the last equals
     ``kernel_from_gram``. Not jitted as a whole: wrap it in ``jax.jit`` (with
-    ``arch`` static) or differentiate it as needed.
+    ``arch`` static) or differentiate it as needed. ``W_std``/``b_std`` (scalars or
+    0-d arrays, traced ones included) replace ``arch.W_std``/``arch.b_std``, so the
+    kernels can be differentiated in them or evaluated for many values without
+    recompiling; None keeps the spec's value.
     """
     arch = check_arch(arch)
     want = normalize_get(get)
@@ -874,15 +912,150 @@ def kernel_layers(
     g = jnp.asarray(gram12, dtype)
     q0_1 = jnp.asarray(diag1, dtype)
     q0_2 = q0_1 if symmetric else jnp.asarray(diag2, dtype)
-    d1 = _diag_recursion(arch, want_ntk, order, q0_1, d)
-    d2 = d1 if symmetric else _diag_recursion(arch, want_ntk, order, q0_2, d)
+    hyper = _hyper_override(arch, W_std, b_std)
+    d1 = _diag_recursion(arch, want_ntk, order, q0_1, d, hyper)
+    d2 = d1 if symmetric else _diag_recursion(arch, want_ntk, order, q0_2, d, hyper)
     rows_q = d1["q"][: arch.depth - 1, :, None]
     cols_q = d2["q"][: arch.depth - 1, None, :]
     mask = rows_diag = None
     if symmetric:
         mask = jnp.eye(g.shape[0], dtype=bool)
         rows_diag = {"g": q0_1[:, None], "ss": d1["ss"][:, :, None], "dd": d1["dd"][:, :, None]}
-    layers = _recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, keep_layers=True)
+    layers = _recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, keep_layers=True, hyper=hyper)
     return tuple(
         Kernels(nngp=K if "nngp" in want else None, ntk=theta if want_ntk else None) for K, theta in layers
     )
+
+
+# ---------------------------------------------------------------------------
+# The composable entry point, shaped like neural-tangents' ``kernel_fn``.
+
+
+def _hyper_override(arch: MLP, W_std: Any, b_std: Any) -> tuple[Any, Any] | None:
+    """(W_std, b_std) for the recursion, or None when neither is overridden.
+
+    Concrete values must be finite scalars with W_std > 0 and b_std >= 0; traced
+    values (under jit/grad/vmap) must be 0-dimensional and are used as they are.
+    """
+    if W_std is None and b_std is None:
+        return None
+    out = []
+    for name, value, default, positive in (("W_std", W_std, arch.W_std, True), ("b_std", b_std, arch.b_std, False)):
+        if value is None:
+            out.append(float(default))
+            continue
+        if jnp.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar (0-d array), got shape {tuple(jnp.shape(value))}")
+        if not is_traced(value):
+            v = float(value)
+            if not math.isfinite(v) or v < 0 or (positive and v == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+        out.append(value)
+    return out[0], out[1]
+
+
+def _traced_kernels(
+    arch: MLP, want: tuple[str, ...], order: int, x1: Array, x2: Array | None, hyper: tuple[Any, Any] | None
+) -> Kernels:
+    """NNGP/NTK (N1, N2) as one jnp expression (no tiling, no host checks): jit/grad/vmap friendly."""
+    want_ntk = "ntk" in want
+    dtype = jnp.result_type(x1.dtype if x2 is None else jnp.result_type(x1.dtype, x2.dtype), default_float())
+    x1 = jnp.asarray(x1, dtype)
+    d = x1.shape[1]
+    q0_1 = jnp.sum(x1 * x1, axis=1) / d
+    d1 = _diag_recursion(arch, want_ntk, order, q0_1, d, hyper)
+    if x2 is None:
+        g = jnp.matmul(x1, x1.T, precision=MATMUL_PRECISION) / d
+        d2 = d1
+        mask = jnp.eye(x1.shape[0], dtype=bool)
+        rows_diag = {"g": q0_1[:, None], "ss": d1["ss"][:, :, None], "dd": d1["dd"][:, :, None]}
+    else:
+        x2 = jnp.asarray(x2, dtype)
+        g = jnp.matmul(x1, x2.T, precision=MATMUL_PRECISION) / d
+        d2 = _diag_recursion(arch, want_ntk, order, jnp.sum(x2 * x2, axis=1) / d, d, hyper)
+        mask = rows_diag = None
+    rows_q = d1["q"][: arch.depth - 1, :, None]
+    cols_q = d2["q"][: arch.depth - 1, None, :]
+    ((K, theta),) = _recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, hyper=hyper)
+    return Kernels(nngp=K if "nngp" in want else None, ntk=theta if want_ntk else None)
+
+
+def _select(kernels: Kernels, get: Any, want: tuple[str, ...]) -> Any:
+    if get is None:
+        return kernels
+    if isinstance(get, str):
+        return getattr(kernels, get)
+    return _named_tuple(want)(*(getattr(kernels, name) for name in want))
+
+
+@functools.lru_cache(maxsize=None)
+def _named_tuple(names: tuple[str, ...]) -> type:
+    return collections.namedtuple("Kernel", names)
+
+
+def kernel_fn(
+    arch: MLP,
+    *,
+    quad_order: int = _act.DEFAULT_ORDER,
+    tile_size: int | tuple[int, int] | None = None,
+    memory_budget: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+) -> Callable[..., Any]:
+    """The kernel function of ``arch``, called like neural-tangents' ``kernel_fn``.
+
+    ``kernel_fn(arch)(x1, x2=None, get=None, *, W_std=None, b_std=None)``:
+
+    * ``x1`` (N1, d), ``x2`` (N2, d) or None for x2 = x1 (symmetric; exact diagonal);
+    * ``get``: ``"nngp"`` or ``"ntk"`` returns that (N1, N2) array; a tuple returns a
+      named tuple of arrays in the requested order (``nngp, ntk = fn(x1, x2, ("nngp",
+      "ntk"))``); None returns :class:`~nwcorrupt.arch.Kernels` with both;
+    * ``W_std``, ``b_std``: scalars (or 0-d arrays) replacing the spec's values, so the
+      kernel can be differentiated in them: ``jax.grad(lambda w: fn(x, get="nngp",
+      W_std=w).sum())(1.0)``.
+
+    Works under ``jax.jit`` (make ``get`` static: ``jax.jit(fn, static_argnames="get")``),
+    ``jax.grad`` with respect to the inputs and to ``W_std``/``b_std``, and ``jax.vmap``
+    over batches of inputs. Traced calls compute the whole (N1, N2) kernel as one
+    expression (memory ~ ``buffers_per_entry(depth)`` × N1 × N2 floats); an eager call
+    with concrete arguments goes through :func:`kernel` — tiled under ``memory_budget``,
+    sharded over ``devices``, with its finiteness checks — which is the path for big
+    arrays. Both paths compute the same recursion (equal to ~1e-12 in float64).
+
+    Gradients with respect to the inputs of a symmetric call (``x2=None``) are not
+    finite for relu-family activations: their dual kernels have an infinite slope at
+    ρ = 1, which the diagonal entries sit on. Smooth activations (erf, tanh, gelu, ...)
+    are fine; pass ``x2`` explicitly to differentiate relu kernels off the diagonal.
+
+    Raises ``ValueError``/``TypeError`` naming the argument for a wrong spec, ``get``,
+    input shapes or hyperparameters (before any compute).
+    """
+    arch = check_arch(arch)
+    order = _check_order(quad_order)
+    tiles, budget = _check_tiling(tile_size, memory_budget)
+    devices = None if devices is None else _check_devices(devices)
+
+    def fn(x1: Array, x2: Array | None = None, get: Any = None, *, W_std: Any = None, b_std: Any = None) -> Any:
+        want = GET_NAMES if get is None else normalize_get(get)
+        _check_standard(arch, "ntk" in want)
+        symmetric = x2 is None or x2 is x1
+        x1 = check_matrix("x1", x1)
+        if not symmetric:
+            x2 = check_matrix("x2", x2)
+            if x2.shape[1] != x1.shape[1]:
+                raise ValueError(
+                    f"x1 and x2 must have the same number of features, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}"
+                )
+        hyper = _hyper_override(arch, W_std, b_std)
+        traced = any(is_traced(v) for v in (x1, x2, W_std, b_std) if v is not None)
+        if traced:
+            out = _traced_kernels(arch, want, order, x1, None if symmetric else x2, hyper)
+        else:
+            spec = arch if hyper is None else dataclasses.replace(arch, W_std=float(hyper[0]), b_std=float(hyper[1]))
+            out = kernel(
+                spec, x1, None if symmetric else x2, want, tile_size=tiles, memory_budget=budget,
+                quad_order=order, devices=devices,
+            )  # fmt: skip
+        return _select(out, get, want)
+
+    fn.__doc__ = f"kernel_fn of {arch!r}: fn(x1, x2=None, get=None, *, W_std=None, b_std=None) (see nwcorrupt.kernels.kernel_fn)."
+    return fn
