@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
             step["next"] += 0.1
 
     t0 = time.perf_counter()
-    k = P.StoredKernel.from_arch(arch, xtr, "ntk", block_size=args.block, check_memory=False, progress=progress)
+    k = P.StoredKernel.from_arch(arch, xtr, get="ntk", block_size=args.block, check_memory=False, progress=progress)
     t_kernel = time.perf_counter() - t0
     log(f"stored NTK: {k.nbytes / 2**30:.2f} GiB in {t_kernel:.1f} s")
 

@@ -13,6 +13,8 @@ import pytest
 from nwcorrupt import corruption, data, precision
 from nwcorrupt import predict as P
 from nwcorrupt.kernels import MLP, kernel
+from nwcorrupt.predict import matrix as predict_matrix
+from nwcorrupt.predict import memory as predict_memory
 
 
 def normalised(n: int, d: int, seed: int) -> np.ndarray:
@@ -43,7 +45,7 @@ def one_hot(n: int, c: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("n, block", [(1, 4), (7, 7), (37, 8), (50, 16), (64, 16)])
 def test_block_bounds_partition(n, block):
-    b = np.asarray(P._block_bounds(n, block))
+    b = np.asarray(predict_memory.block_bounds(n, block))
     sizes = np.diff(b)
     assert b[0] == 0 and b[-1] == n
     assert len(sizes) == -(-n // block)
@@ -82,13 +84,13 @@ def test_float32_storage_exact_product_is_float64_accurate():
     assert 0 < fast < 1e-6  # float32 products: rounding of v and the accumulation
 
 
-@pytest.mark.parametrize("activation, which", [("relu", "ntk"), ("erf", "nngp")])
-def test_from_arch_equals_dense_kernel(x64, activation, which):
+@pytest.mark.parametrize("activation, get", [("relu", "ntk"), ("erf", "nngp")])
+def test_from_arch_equals_dense_kernel(x64, activation, get):
     x = normalised(45, 24, 4)
     arch = MLP(depth=3, activation=activation, W_std=1.1, b_std=0.2)
     if True:
-        sk = P.StoredKernel.from_arch(arch, x, which, block_size=16)
-        dense = np.asarray(getattr(kernel(arch, x, get=which), which))
+        sk = P.StoredKernel.from_arch(arch, x, get, block_size=16)
+        dense = np.asarray(getattr(kernel(arch, x, get=get), get))
         assert rel_err(sk.to_dense(), dense) < 1e-12
         diag_tile = np.asarray(sk.tiles[1][0])
         np.testing.assert_array_equal(diag_tile, diag_tile.T)
@@ -197,6 +199,29 @@ def test_tiled_predict_equals_dense_product(x64):
         P.tiled_predict(arch, xtr, xte, w[:5])
 
 
+def test_get_selects_the_kernel_and_which_still_works(x64):
+    # the argument was called which= before the predict package used the get vocabulary
+    xtr, xte = normalised(20, 8, 40), normalised(7, 8, 41)
+    w = np.random.default_rng(42).normal(size=(20, 2))
+    arch = MLP(depth=2, activation="erf")
+    ks = kernel(arch, xte, xtr)
+    ref_nngp, ref_ntk = np.asarray(ks.nngp) @ w, np.asarray(ks.ntk) @ w
+    assert rel_err(ref_nngp, ref_ntk) > 1e-2  # the two kernels differ: the choice is visible
+    assert rel_err(P.tiled_predict(arch, xtr, xte, w, get="nngp"), ref_nngp) < 1e-13
+    assert rel_err(P.tiled_predict(arch, xtr, xte, w, get=("nngp",)), ref_nngp) < 1e-13
+    with pytest.warns(DeprecationWarning, match="which= is deprecated"):
+        old = P.tiled_predict(arch, xtr, xte, w, which="nngp")
+    assert rel_err(old, ref_nngp) < 1e-13
+    dense_nngp = np.asarray(kernel(arch, xtr).nngp)
+    with pytest.warns(DeprecationWarning, match="which= is deprecated"):
+        sk = P.StoredKernel.from_arch(arch, xtr, which="nngp", block_size=8)
+    assert rel_err(sk.to_dense(), dense_nngp) < 1e-12
+    with pytest.raises(ValueError, match="get must name exactly one kernel"):
+        P.tiled_predict(arch, xtr, xte, w, get=("nngp", "ntk"))
+    with pytest.raises(ValueError, match="get must contain only"):
+        P.StoredKernel.from_arch(arch, xtr, get="cnn")
+
+
 def test_float32_pipeline_error_on_corrupted_digits():
     """float32 stored CG against float64 Cholesky: digits (d = 64), N = 1000, p = 0.5, relu L = 3."""
     ds = data.load("digits", n_train=1000, seed=0)
@@ -235,7 +260,7 @@ def test_memory_plan_matches_storage_and_checks():
 
 
 def test_ntk_predict_stored_checks_memory_first(monkeypatch):
-    monkeypatch.setattr(P, "available_memory_bytes", lambda: 2**20)
+    monkeypatch.setattr(predict_memory, "available_memory_bytes", lambda: 2**20)
     x = normalised(40, 8, 21)
     with pytest.raises(MemoryError, match="not enough memory"):
         P.ntk_predict(MLP(depth=2), x, one_hot(40, 2, 22), x[:5], solver="stored_cg")
@@ -281,7 +306,7 @@ def test_errors_name_the_argument(x64):
         P.ntk_predict(MLP(depth=2), x, y, x, t=1.0, solver="stored_cg")
     with pytest.raises(ValueError, match="backend='native'"):
         P.ntk_predict(MLP(depth=2), x, y, x, solver="stored_cg", backend="neural_tangents")
-    with pytest.raises(ValueError, match="which must be one of"):
+    with pytest.raises(ValueError, match="get must contain only"):
         P.StoredKernel.from_arch(MLP(depth=2), x, "cnn")
 
 
@@ -302,6 +327,6 @@ def test_solvers_pick_their_own_preconditioner_by_default(x64, monkeypatch):
         seen.update(kwargs)
         return real_cg(*args, **kwargs)
 
-    monkeypatch.setattr(P, "cg_solve", spy)
+    monkeypatch.setattr(predict_matrix, "cg_solve", spy)  # the name kernel_solve calls
     P.kernel_solve(np.eye(300) + 0.1, y[:300], solver="cg")
     assert (seen["preconditioner"], seen["precond_rank"]) == ("pivoted_cholesky", P.PRECOND_RANK)

@@ -1,0 +1,229 @@
+"""Dense direct solvers of ``(K + r I) X = Y``: Cholesky with jitter, eigendecomposition.
+
+* :func:`solve_cholesky` (``solver="cholesky"``): Cholesky factorisation of ``K + r I``.
+  If it fails (non-finite factor or solution), jitter ``j * trace(K)/N`` is added to
+  the diagonal with ``j =`` :data:`JITTER_START` (``1e-12`` in float64, ``1e-6`` in
+  float32), multiplied by :data:`JITTER_GROWTH` ``= 10`` on each retry up to
+  :data:`JITTER_MAX` ``= 1e-4``; the absolute jitter used is reported in
+  :class:`~nwcorrupt.predict.base.SolveInfo`. If the largest jitter still fails,
+  ``ValueError`` says the kernel is not positive semi-definite or is singular.
+* :func:`solve_eigh` (``solver="eigh"``, needed for finite gradient-flow times ``t``):
+  eigendecomposition ``K + r I = V diag(lam) V^T``. Eigenvalue rule: if
+  ``lam_min < -sqrt(eps) * lam_max`` the matrix is clearly indefinite and ``ValueError``
+  is raised; eigenvalues with ``lam <= rcond * lam_max`` (``rcond = N * eps`` by default,
+  numpy's matrix-rank rule; ``eps`` the machine epsilon of the dtype) are treated as
+  numerical zeros and their eigen-directions are dropped (pseudo-inverse), at every
+  ``t``. The other directions get the gradient-flow weight
+  ``-expm1(-lam t eta / Y.size) / lam`` (``1/lam`` at ``t = inf``). neural-tangents
+  clips negative eigenvalues to 0 with the same effect for negative ones; it keeps tiny
+  positive ones (and gives NaN for an exact zero); for positive-definite kernels the two
+  agree exactly.
+
+Both take the kernel as an (N, N) array of the working float and return the solution
+with its :class:`~nwcorrupt.predict.base.SolveInfo`; the predictors of
+:mod:`nwcorrupt.predict.matrix` validate the inputs and call them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+
+from nwcorrupt import precision as _precision
+from nwcorrupt.predict.base import Array, SolveInfo, check_nonneg_float, dtype_key, machine_eps, mm
+
+__all__ = ["JITTER_START", "JITTER_GROWTH", "JITTER_MAX", "solve_cholesky", "solve_eigh"]
+
+_HI = _precision.MATMUL_PRECISION
+
+#: First Cholesky jitter, relative to the mean diagonal ``trace(K)/N``, per dtype.
+JITTER_START = {"float64": 1e-12, "float32": 1e-6}
+#: Factor between successive jitters.
+JITTER_GROWTH = 10.0
+#: Largest relative jitter tried before the Cholesky solver gives up.
+JITTER_MAX = 1e-4
+
+
+@jax.jit
+def _cholesky_attempt(k: Array, shift: Array, y: Array) -> tuple[Array, Array, Array]:
+    """Solve (K + shift I) x = y; returns (x, ok, lower Cholesky factor)."""
+    n = k.shape[0]
+    a = k + shift * jnp.eye(n, dtype=k.dtype)
+    c, lower = jsl.cho_factor(a, lower=True)
+    x = jsl.cho_solve((c, lower), y)
+    ok = jnp.all(jnp.isfinite(c)) & jnp.all(jnp.isfinite(x))
+    return x, ok, c
+
+
+@jax.jit
+def _residual(k: Array, reg: Array, x: Array, b: Array, y_norm: Array) -> Array:
+    r = mm(k, x) + reg * x - b
+    return jnp.linalg.norm(r) / y_norm
+
+
+@functools.partial(jax.jit, static_argnames="iters")
+def _power_cond(k: Array, reg: Array, chol: Array, iters: int = 40) -> tuple[Array, Array]:
+    """(lam_max, 1/lam_min) of K + r I by power iteration and by inverse iteration with its Cholesky factor."""
+    v0 = jax.random.normal(jax.random.PRNGKey(0), (k.shape[0],), dtype=k.dtype)  # fixed key: deterministic
+    v0 = v0 / jnp.linalg.norm(v0)
+
+    def top(op: Callable[[Array], Array]) -> Array:
+        def body(_: Any, v: Array) -> Array:
+            w = op(v)
+            return w / jnp.linalg.norm(w)
+
+        v = jax.lax.fori_loop(0, iters, body, v0)
+        return jnp.vdot(v, op(v))
+
+    lam_max = top(lambda v: mm(k, v) + reg * v)
+    inv_lam_min = top(lambda v: jsl.cho_solve((chol, True), v))
+    return lam_max, inv_lam_min
+
+
+def solve_cholesky(k: Array, y: Array, reg: float, estimate_cond: bool) -> tuple[Array, SolveInfo]:
+    """Solve ``(K + reg I) X = Y`` by Cholesky, with the jitter fallback of the module docs.
+
+    Args:
+      k: (N, N) symmetric kernel, working float.
+      y: (N, C) right-hand sides.
+      reg: absolute regulariser r >= 0 (kernel units).
+      estimate_cond: estimate cond(K + r I) by power and inverse iteration (about 80
+        extra O(N^2) products); else ``info.cond`` is NaN.
+
+    Returns:
+      X (N, C) and a :class:`SolveInfo` (``solver="cholesky"``, the jitter used, the
+      residual of the system without jitter).
+
+    Raises:
+      ValueError: not factorisable even with jitter :data:`JITTER_MAX` x mean diagonal.
+    """
+    mean_diag = float(jnp.mean(jnp.diagonal(k)))
+    dt = k.dtype
+    x, ok, c = _cholesky_attempt(k, jnp.asarray(reg, dt), y)
+    jitter = 0.0
+    if not bool(ok):
+        scale = abs(mean_diag) if mean_diag != 0 else 1.0
+        rel = JITTER_START[dtype_key(dt)]
+        while rel <= JITTER_MAX * (1 + 1e-9):
+            jitter = rel * scale
+            x, ok, c = _cholesky_attempt(k, jnp.asarray(reg + jitter, dt), y)
+            if bool(ok):
+                break
+            rel *= JITTER_GROWTH
+        if not bool(ok):
+            raise ValueError(
+                "k_train_train + diag_reg * I could not be Cholesky-factorised even with jitter up to "
+                f"{JITTER_MAX:g} x mean diagonal ({JITTER_MAX * scale:.3g}): the kernel is not positive "
+                "semi-definite or is singular; check it, or increase diag_reg"
+            )
+    y_norm = jnp.maximum(jnp.linalg.norm(y), jnp.finfo(dt).tiny)
+    res = float(_residual(k, jnp.asarray(reg, dt), x, y, y_norm))
+    cond, method = float("nan"), "none"
+    if estimate_cond:
+        lam_max, inv_lam_min = (float(v) for v in _power_cond(k, jnp.asarray(reg, dt), c))
+        cond = lam_max * inv_lam_min if inv_lam_min > 0 else float("inf")
+        method = "power"
+    info = SolveInfo(solver="cholesky", diag_reg=reg, jitter=jitter, residual=res, cond=cond, cond_method=method)
+    return x, info
+
+
+@jax.jit
+def _eigh_reg(k: Array, reg: Array) -> tuple[Array, Array]:
+    n = k.shape[0]
+    return jnp.linalg.eigh(k + reg * jnp.eye(n, dtype=k.dtype))
+
+
+def _eig_decomp(k: Array, reg: float, rcond: float | None) -> tuple[Array, Array, Array, int, float]:
+    """Eigendecomposition of K + r I with the documented clipping rule.
+
+    Returns (lam (N,), V (N, N), keep mask (N,), number dropped, cond).
+    """
+    dt = k.dtype
+    n = k.shape[0]
+    lam, vec = _eigh_reg(k, jnp.asarray(reg, dt))
+    if not bool(jnp.all(jnp.isfinite(lam))):
+        raise FloatingPointError("the eigendecomposition of k_train_train returned NaN or inf")
+    lam_max = float(lam[-1])
+    lam_min = float(lam[0])
+    eps = machine_eps(dt)
+    if lam_max <= 0:
+        raise ValueError(
+            f"k_train_train + diag_reg * I has no positive eigenvalue (largest {lam_max:.3g}): "
+            "a kernel must be positive semi-definite"
+        )
+    if lam_min < -math.sqrt(eps) * lam_max:
+        raise ValueError(
+            f"k_train_train + diag_reg * I is not positive semi-definite: smallest eigenvalue {lam_min:.3g} "
+            f"< -sqrt(eps) * largest ({-math.sqrt(eps) * lam_max:.3g})"
+        )
+    rc = n * eps if rcond is None else check_nonneg_float("rcond", rcond)
+    keep = lam > rc * lam_max
+    dropped = int(n - int(jnp.sum(keep)))
+    cond = lam_max / lam_min if lam_min > 0 else float("inf")
+    return lam, vec, keep, dropped, cond
+
+
+@jax.jit
+def _flow_coefficients(lam: Array, vec: Array, keep: Array, y: Array, scaled_t: Array) -> Array:
+    """V diag(phi(lam, t)) V^T Y for each time; scaled_t = eta * t / Y.size, shape (T,).
+
+    phi = -expm1(-lam s) / lam (1/lam at s = inf) on kept directions, 0 on dropped ones.
+    """
+    safe = jnp.where(keep, lam, 1.0)
+    s = scaled_t[:, None]
+    phi = jnp.where(jnp.isinf(s), 1.0 / safe, -jnp.expm1(-safe * s) / safe)
+    phi = jnp.where(keep[None, :], phi, 0.0)  # (T, N)
+    proj = mm(vec.T, y)  # (N, C)
+    return jnp.einsum("ij,tj,jc->tic", vec, phi, proj, precision=_HI)
+
+
+@jax.jit
+def _flow_targets(lam: Array, vec: Array, y: Array, scaled_t: Array) -> Array:
+    """(I - exp(-s (K + r I))) Y for each time, with eigenvalues clipped at 0."""
+    s = scaled_t[:, None]
+    lam0 = jnp.maximum(lam, 0.0)
+    g = jnp.where(jnp.isinf(s), 1.0, -jnp.expm1(-lam0 * s))
+    proj = mm(vec.T, y)
+    return jnp.einsum("ij,tj,jc->tic", vec, g, proj, precision=_HI)
+
+
+def solve_eigh(
+    k: Array, y: Array, reg: float, scaled_t: np.ndarray, rcond: float | None
+) -> tuple[Array, SolveInfo]:
+    """Gradient-flow weights ``V diag(phi) V^T Y`` of ``K + reg I`` at several times.
+
+    Args:
+      k: (N, N) symmetric kernel, working float.
+      y: (N, C) targets.
+      reg: absolute regulariser r >= 0.
+      scaled_t: (T,) scaled times ``s = eta * t / Y.size`` (``inf`` allowed: ``K^{-1} Y``).
+      rcond: eigenvalue cut-off relative to the largest (None: ``N * eps``).
+
+    Returns:
+      (T, N, C) weights with ``phi = -expm1(-lam s) / lam`` on kept directions (the
+      eigenvalue rule of the module docs), and a :class:`SolveInfo` with the exact
+      condition number and the number of dropped directions.
+
+    Raises:
+      ValueError: K + r I is clearly indefinite or has no positive eigenvalue.
+    """
+    lam, vec, keep, dropped, cond = _eig_decomp(k, reg, rcond)
+    st = jnp.asarray(scaled_t, dtype=k.dtype)
+    coef = _flow_coefficients(lam, vec, keep, y, st)  # (T, N, C)
+    targets = _flow_targets(lam, vec, y, st)
+    y_norm = jnp.maximum(jnp.linalg.norm(y), jnp.finfo(k.dtype).tiny)
+    res = max(
+        float(_residual(k, jnp.asarray(reg, k.dtype), coef[i], targets[i], y_norm)) for i in range(coef.shape[0])
+    )
+    info = SolveInfo(
+        solver="eigh", diag_reg=reg, residual=res, cond=cond, cond_method="eigh", dropped=dropped
+    )
+    return coef, info
+

@@ -1,0 +1,637 @@
+"""Stored kernel (``solver="stored_cg"``, large N such as all 60000 MNIST images).
+
+The training kernel is computed once, tile by tile, into a :class:`StoredKernel` (the
+tiles of its upper triangle, about N (N + b) / 2 entries of the working float, half of a
+dense matrix) and solved by :func:`stored_cg_solve`: conjugate gradients whose products
+``K p`` run in the storage dtype while the recurrences (x, r, p and all scalars) are
+float64 on the host, with float64 residual refinement (:data:`STORED_REFINEMENTS`
+restarts at most) and a Nystrom preconditioner by default (:data:`STORED_PRECONDITIONERS`).
+Its diagnostics are a :class:`StoredSolveInfo`. The memory plan and the block tiling are
+in :mod:`nwcorrupt.predict.memory`; the test predictions in
+:func:`nwcorrupt.predict.architecture.tiled_predict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from nwcorrupt import kernels as _kernels
+from nwcorrupt import precision as _precision
+from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_int
+from nwcorrupt.predict.base import (
+    Array,
+    ConvergenceError,
+    SolveInfo,
+    as_float,
+    check_nonneg_float,
+    dtype_key,
+    machine_eps,
+    matmul,
+    mm,
+    single_get,
+)
+from nwcorrupt.predict.cg import PRECONDITIONERS, lanczos_cond
+from nwcorrupt.predict.memory import STORED_BLOCK, STORED_PRECOND_RANK, block_bounds, stored_memory_plan
+
+__all__ = [
+    "STORED_TOL",
+    "STORED_PRECONDITIONERS",
+    "STORED_REFINEMENTS",
+    "StoredKernel",
+    "StoredSolveInfo",
+    "stored_cg_solve",
+]
+
+#: Default relative-residual tolerance of ``solver="stored_cg"``, by storage dtype. In
+#: float32 the stored matrix itself carries relative errors of ~1e-7 (rounding) to ~1e-6
+#: (kernel recursion), so solving much further buys nothing.
+STORED_TOL = {"float64": 1e-10, "float32": 1e-6}
+#: Preconditioners of :func:`stored_cg_solve`: those of :func:`cg_solve` and ``"nystrom"``.
+STORED_PRECONDITIONERS = PRECONDITIONERS + ("nystrom",)
+#: Default maximum number of float64 residual refinements (restarts) of ``"stored_cg"``.
+STORED_REFINEMENTS = 4
+
+
+@jax.jit
+def _tile_diag_mv(t: Array, v: Array, y: Array) -> Array:
+    return y + mm(t, v)
+
+
+@jax.jit
+def _tile_pair_mv(t: Array, vi: Array, vj: Array, yi: Array, yj: Array) -> tuple[Array, Array]:
+    # K[Bi, Bj] @ v[Bj] and its mirror K[Bj, Bi] @ v[Bi] = (v[Bi]^T K[Bi, Bj])^T from one tile
+    return yi + mm(t, vj), yj + mm(vi.T, t).T
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StoredKernel:
+    """A symmetric N x N kernel matrix held in memory as the tiles of its upper triangle.
+
+    Row blocks B_0, ..., B_{m-1} (near-equal sizes, at most ``block_size`` rows) tile
+    [0, N); ``tiles[i][j - i]`` is ``K[B_i, B_j]`` for j >= i (a JAX array on the
+    default device; the diagonal tiles are full and exactly symmetric). Memory is about
+    N (N + b) / 2 entries, half of a dense matrix. Products ``K @ V`` read every tile
+    once and use it twice (for ``K[B_i, B_j] V[B_j]`` and its mirror ``K[B_j, B_i] V[B_i]``),
+    in the storage dtype; :meth:`matvec` with ``exact=True`` accumulates in float64 on the
+    host instead.
+
+    Build it with :meth:`from_matrix` (a dense matrix) or :meth:`from_arch` (the kernel of
+    an architecture, computed tile by tile, never dense).
+
+    Attributes:
+      n: N.
+      bounds: (m + 1,) block starts, ``bounds[0] = 0``, ``bounds[-1] = N``.
+      tiles: ``tiles[i]`` is the tuple of the m - i tiles of block row i.
+    """
+
+    n: int
+    bounds: tuple[int, ...]
+    tiles: tuple[tuple[Any, ...], ...] = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_positive_int("n", self.n)
+        b = tuple(int(v) for v in self.bounds)
+        if len(b) < 2 or b[0] != 0 or b[-1] != self.n or any(e <= s for s, e in zip(b, b[1:])):
+            raise ValueError(f"bounds must increase strictly from 0 to n={self.n}, got {self.bounds!r}")
+        m = len(b) - 1
+        if len(self.tiles) != m:
+            raise ValueError(f"tiles must have one row per block ({m}), got {len(self.tiles)}")
+        dtypes = set()
+        for i, row in enumerate(self.tiles):
+            if len(row) != m - i:
+                raise ValueError(f"tiles[{i}] must hold the {m - i} tiles K[B_{i}, B_j], j >= {i}; got {len(row)}")
+            for k, t in enumerate(row):
+                want = (b[i + 1] - b[i], b[i + k + 1] - b[i + k])
+                if tuple(t.shape) != want:
+                    raise ValueError(f"tile ({i}, {i + k}) must have shape {want}, got {tuple(t.shape)}")
+                dtypes.add(jnp.dtype(t.dtype))
+        if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
+            raise TypeError(f"all tiles must share one float dtype, got {sorted(str(d) for d in dtypes)}")
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_matrix(cls, k: Any, *, block_size: int = STORED_BLOCK) -> "StoredKernel":
+        """Tiles of the upper triangle of a dense symmetric (N, N) matrix.
+
+        Only the upper triangle is read (the lower one is taken as its mirror image, as a
+        Cholesky factorisation would). The storage dtype is the current JAX float.
+        """
+        check_array("k", k, ndim=2)
+        n1, n2 = k.shape
+        if n1 != n2 or n1 < 1:
+            raise ValueError(f"k must be a square N x N matrix with N >= 1, got shape {(n1, n2)}")
+        block_size = check_positive_int("block_size", block_size)
+        dt = _precision.default_float()
+        a = np.asarray(k)
+        bounds = block_bounds(n1, block_size)
+        m = len(bounds) - 1
+        rows = []
+        for i in range(m):
+            s, e = bounds[i], bounds[i + 1]
+            row = []
+            for j in range(i, m):
+                t = np.asarray(a[s:e, bounds[j] : bounds[j + 1]], dtype=np.float64)
+                if j == i:
+                    t = np.triu(t) + np.triu(t, 1).T
+                row.append(jnp.asarray(t, dtype=dt))
+            rows.append(tuple(row))
+        return cls(n1, bounds, tuple(rows))
+
+    @classmethod
+    def from_arch(
+        cls,
+        arch: Any,
+        x: Any,
+        get: str = "ntk",
+        *,
+        block_size: int = STORED_BLOCK,
+        check_memory: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+        which: str | None = None,
+    ) -> "StoredKernel":
+        """The NTK (or NNGP) of ``arch`` on the rows of x, computed tile by tile.
+
+        Each tile is one :func:`nwcorrupt.kernels.kernel` call: ``kernel(arch, x[B_i])``
+        (symmetric, exact diagonal) on the diagonal and ``kernel(arch, x[B_i], x[B_j])``
+        above it; the N x N matrix is never formed densely. In the current JAX float
+        (float32 with HIGHEST-precision Gram products unless x64 is enabled).
+
+        Args:
+          arch: :class:`nwcorrupt.arch.MLP`.
+          x: (N, d) inputs.
+          get: ``"ntk"`` or ``"nngp"`` (or a one-element tuple of it).
+          block_size: rows per block (tiles are at most block_size x block_size).
+          check_memory: check :func:`stored_memory_plan` against the available memory
+            first (``MemoryError`` if it does not fit).
+          progress: called as ``progress(tiles_done, tiles_total)`` after every tile.
+          which: deprecated name of ``get`` (warns).
+        """
+        get = single_get(get, which)
+        check_matrix("x", x)
+        block_size = check_positive_int("block_size", block_size)
+        n = int(x.shape[0])
+        if check_memory:
+            depth = getattr(arch, "depth", 3)
+            stored_memory_plan(n, depth=depth, block_size=block_size, precond_rank=0).check()
+        xf = as_float(x)
+        bounds = block_bounds(n, block_size)
+        m = len(bounds) - 1
+        xb = [xf[bounds[i] : bounds[i + 1]] for i in range(m)]
+        total, done = m * (m + 1) // 2, 0
+        rows = []
+        for i in range(m):
+            row = []
+            for j in range(i, m):
+                ks = _kernels.kernel(arch, xb[i], None if j == i else xb[j], get=(get,))
+                tile = getattr(ks, get)
+                del ks
+                row.append(tile)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            rows.append(tuple(row))
+        return cls(n, bounds, tuple(rows))
+
+    # -- properties -----------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.tiles[0][0].dtype)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tiles."""
+        return int(sum(t.size for row in self.tiles for t in row)) * self.dtype.itemsize
+
+    def _block_of(self, i: int) -> int:
+        return int(np.searchsorted(np.asarray(self.bounds), i, side="right")) - 1
+
+    # -- access ---------------------------------------------------------------------
+
+    def diag(self) -> np.ndarray:
+        """The (N,) diagonal, float64 numpy."""
+        return np.concatenate([np.diagonal(np.asarray(row[0], dtype=np.float64)) for row in self.tiles])
+
+    def row(self, i: int) -> np.ndarray:
+        """Row i of K, (N,) float64 numpy (gathered from the tiles above and right of it)."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.n:
+            raise ValueError(f"row index must be an integer in [0, {self.n}), got {i!r}")
+        bi = self._block_of(int(i))
+        li = int(i) - self.bounds[bi]
+        parts = [np.asarray(self.tiles[j][bi - j])[:, li] for j in range(bi)]
+        parts += [np.asarray(t)[li, :] for t in self.tiles[bi]]
+        return np.concatenate(parts).astype(np.float64)
+
+    def rows(self, idx: Any) -> np.ndarray:
+        """``K[idx, :]`` as (len(idx), N) float64 numpy; gathers block by block (vectorised)."""
+        idx = np.asarray(idx)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= self.n)):
+            raise ValueError(f"idx must be a 1-D integer array of row indices in [0, {self.n})")
+        out = np.empty((idx.size, self.n), dtype=np.float64)
+        blocks = np.searchsorted(np.asarray(self.bounds), idx, side="right") - 1
+        b = self.bounds
+        for bi in np.unique(blocks):
+            sel = np.nonzero(blocks == bi)[0]
+            local = idx[sel] - b[bi]
+            for j in range(bi):  # tiles above: K[B_j, B_bi] columns, transposed
+                out[sel, b[j] : b[j + 1]] = np.asarray(self.tiles[j][bi - j])[:, local].T
+            for k, t in enumerate(self.tiles[bi]):
+                out[sel, b[bi + k] : b[bi + k + 1]] = np.asarray(t)[local, :]
+        return out
+
+    def to_dense(self) -> np.ndarray:
+        """The full (N, N) matrix as float64 numpy (for small N and tests only)."""
+        out = np.empty((self.n, self.n), dtype=np.float64)
+        b = self.bounds
+        for i, row in enumerate(self.tiles):
+            for k, t in enumerate(row):
+                j = i + k
+                blk = np.asarray(t, dtype=np.float64)
+                out[b[i] : b[i + 1], b[j] : b[j + 1]] = blk
+                out[b[j] : b[j + 1], b[i] : b[i + 1]] = blk.T
+        return out
+
+    def matvec(self, v: Any, *, exact: bool = False) -> np.ndarray:
+        """``K @ v`` for v of shape (N,) or (N, C); float64 numpy result.
+
+        Default: products in the storage dtype (v rounded to it), one pass over the tiles.
+        ``exact=True``: every tile converted to float64 and multiplied on the host with
+        float64 v (float64 accumulation; ~2-4x slower), used for the residuals of
+        :func:`stored_cg_solve`.
+        """
+        v = np.asarray(v, dtype=np.float64)
+        vector = v.ndim == 1
+        if vector:
+            v = v[:, None]
+        if v.ndim != 2 or v.shape[0] != self.n:
+            raise ValueError(f"v must have shape ({self.n},) or ({self.n}, C), got {tuple(np.shape(v))}")
+        b = self.bounds
+        m = self.n_blocks
+        if exact:
+            out = np.zeros_like(v)
+            size = int(np.max(np.diff(b)))
+            buf = np.empty(size * size, dtype=np.float64)  # reused float64 copy of one tile
+            for i, row in enumerate(self.tiles):
+                for k, t in enumerate(row):
+                    j = i + k
+                    blk = buf[: t.shape[0] * t.shape[1]].reshape(t.shape)
+                    np.copyto(blk, np.asarray(t))
+                    out[b[i] : b[i + 1]] += blk @ v[b[j] : b[j + 1]]
+                    if j != i:
+                        out[b[j] : b[j + 1]] += blk.T @ v[b[i] : b[i + 1]]
+        else:
+            dt = self.dtype
+            vb = [jnp.asarray(v[b[i] : b[i + 1]], dtype=dt) for i in range(m)]
+            y = [jnp.zeros_like(vi) for vi in vb]
+            for i, row in enumerate(self.tiles):
+                y[i] = _tile_diag_mv(row[0], vb[i], y[i])
+                for k in range(1, len(row)):
+                    j = i + k
+                    y[i], y[j] = _tile_pair_mv(row[k], vb[i], vb[j], y[i], y[j])
+            out = np.concatenate([np.asarray(yi, dtype=np.float64) for yi in y])
+        return out[:, 0] if vector else out
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredSolveInfo(SolveInfo):
+    """:class:`SolveInfo` of ``solver="stored_cg"``, with precision and timing details.
+
+    Extra attributes:
+      precision: what ran in which dtype, e.g. ``"float32 matrix and products, float64
+        CG vectors and scalars, float64 residuals"``.
+      storage_dtype: dtype of the stored tiles.
+      refinements: float64 residual refinements (CG restarts from the current iterate).
+      matrix_bytes: bytes of the stored upper triangle.
+      block_size: largest block of the tiling.
+      precond_rank: pivots of the pivoted-Cholesky preconditioner actually used.
+      time_kernel: seconds to compute the stored training kernel (0 if given).
+      time_precond: seconds to build the preconditioner.
+      time_solve: seconds of the CG iterations and residual checks.
+      time_predict: seconds for the test-train kernel times the weights (0 if none).
+    """
+
+    precision: str = ""
+    storage_dtype: str = ""
+    refinements: int = 0
+    matrix_bytes: int = 0
+    block_size: int = 0
+    precond_rank: int = 0
+    time_kernel: float = 0.0
+    time_precond: float = 0.0
+    time_solve: float = 0.0
+    time_predict: float = 0.0
+
+
+def _np_pivoted_cholesky(
+    diag: np.ndarray, row: Callable[[int], np.ndarray], rank: int, stop_rtol: float
+) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Greedy pivoted partial Cholesky ``A ~ L^T L`` in float64 numpy.
+
+    The same pivoting as the ``"pivoted_cholesky"`` preconditioner of
+    :func:`~nwcorrupt.predict.cg.cg_solve`.
+    """
+    n = diag.shape[0]
+    k_max = min(rank, n)
+    lmat = np.zeros((k_max, n), dtype=np.float64)
+    d = diag.astype(np.float64).copy()
+    pivots: list[int] = []
+    stop = stop_rtol * float(np.max(diag))
+    for k in range(k_max):
+        i = int(np.argmax(d))
+        if not d[i] > stop:
+            break
+        r = row(i) - lmat[:k, i] @ lmat[:k]
+        li = r / math.sqrt(d[i])
+        lmat[k] = li
+        d = np.maximum(d - li * li, 0.0)
+        d[i] = 0.0
+        pivots.append(i)
+    return lmat[: len(pivots)], pivots, d
+
+
+@jax.jit
+def _gt_mm(g: Array, v: Array) -> Array:
+    return mm(g.T, v)
+
+
+def _np_partial_cholesky_preconditioner(
+    lmat: np.ndarray, pivots: list[int], dres: np.ndarray, floor: float, dtype: Any
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Host version of the partial-Cholesky preconditioner of :func:`~nwcorrupt.predict.cg.cg_solve`
+    (same P) for float64 vectors.
+
+    The k x k triangular solves run in float64; the thin (k, N - k) factor ``g`` is held as
+    a JAX array of ``dtype`` (the stored kernel's) and its two products per application run
+    in that dtype. P is defined by the rounded ``g`` and stays symmetric positive definite.
+    """
+    n = lmat.shape[1]
+    s_idx = np.asarray(pivots, dtype=np.int64)
+    r_idx = np.setdiff1d(np.arange(n), s_idx)
+    u = lmat[:, s_idx]
+    g_host = scipy.linalg.solve_triangular(u, lmat[:, r_idx], lower=False, overwrite_b=True)
+    g = jnp.asarray(g_host, dtype=dtype)
+    del g_host
+    d_r = np.maximum(dres[r_idx], floor)
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        v_s, v_r = v[s_idx], v[r_idx]
+        w_r = v_r - np.asarray(_gt_mm(g, jnp.asarray(v_s, dtype=g.dtype)), dtype=np.float64)
+        u_s = scipy.linalg.solve_triangular(u, scipy.linalg.solve_triangular(u, v_s, trans="T", lower=False))
+        x_r = w_r / d_r[:, None]
+        out = np.empty_like(v)
+        out[r_idx] = x_r
+        out[s_idx] = u_s - np.asarray(matmul(g, jnp.asarray(x_r, dtype=g.dtype)), dtype=np.float64)
+        return out
+
+    return apply
+
+
+def _np_nystrom_factor(
+    k: StoredKernel, diag: np.ndarray, shift: float, rank: int, seed: int
+) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Partial Cholesky ``L`` (rank, N) of ``A = K + shift I`` on ``rank`` uniformly random pivots.
+
+    ``A[S, S] = U^T U``, ``L = U^{-T} A[S, :]`` (so ``L[:, S] = U``), computed with level-3
+    BLAS (one triangular solve) instead of the rank sequential steps of the greedy
+    pivoted Cholesky. Returns (L, sorted pivots S, residual diagonal ``diag(A - L^T L)``).
+    """
+    n = k.n
+    s_idx = np.sort(np.random.default_rng(seed).choice(n, size=min(rank, n), replace=False))
+    a_s = k.rows(s_idx)
+    a_s[np.arange(s_idx.size), s_idx] += shift
+    u = scipy.linalg.cholesky(a_s[:, s_idx], lower=False)
+    lmat = scipy.linalg.solve_triangular(u, a_s, trans="T", lower=False, overwrite_b=True)
+    dres = np.maximum(diag - np.einsum("kn,kn->n", lmat, lmat), 0.0)
+    dres[s_idx] = 0.0
+    return lmat, [int(i) for i in s_idx], dres
+
+
+def _stored_preconditioner(
+    kind: Any, k: StoredKernel, shift: float, rank: int, seed: int = 0
+) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """(P^{-1} as a function of (N, C) float64 arrays, number of pivots used)."""
+    if callable(kind) and not isinstance(kind, str):
+        return (lambda r: np.asarray(kind(r), dtype=np.float64)), 0
+    check_choice("preconditioner", kind, STORED_PRECONDITIONERS)
+    if kind == "none":
+        return (lambda r: r), 0
+    diag = k.diag() + shift
+    eps = machine_eps(k.dtype)
+    floor = eps * float(np.mean(np.abs(diag))) + float(np.finfo(np.float64).tiny)
+    if kind == "nystrom" and rank > 0:
+        try:
+            lmat, pivots, dres = _np_nystrom_factor(k, diag, shift, rank, seed)
+        except np.linalg.LinAlgError as err:
+            raise ValueError(
+                f"the Nystrom preconditioner failed: K[S, S] + shift I of the {min(rank, k.n)} random pivots is "
+                "not positive definite; the kernel is not PSD or is singular (add diag_reg, or use "
+                "preconditioner='pivoted_cholesky')"
+            ) from err
+        return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
+    if kind == "pivoted_cholesky" and rank > 0:
+
+        def row(i: int) -> np.ndarray:
+            r = k.row(i)
+            r[i] += shift
+            return r
+
+        lmat, pivots, dres = _np_pivoted_cholesky(diag, row, rank, stop_rtol=math.sqrt(eps))
+        if pivots:
+            return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
+    inv = 1.0 / np.maximum(diag, floor)
+    return (lambda r: inv[:, None] * r), 0
+
+
+def stored_cg_solve(
+    k: StoredKernel,
+    rhs: Any,
+    *,
+    shift: float = 0.0,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    preconditioner: Union[str, Callable[[np.ndarray], np.ndarray]] = "nystrom",
+    precond_rank: int = STORED_PRECOND_RANK,
+    max_refinements: int = STORED_REFINEMENTS,
+    on_nonconvergence: str = "raise",
+    callback: Callable[[int, float], None] | None = None,
+    return_info: bool = False,
+) -> Union[np.ndarray, tuple[np.ndarray, StoredSolveInfo]]:
+    """Solve ``(K + shift I) X = B`` with K a :class:`StoredKernel`, by preconditioned CG.
+
+    All C columns run their own CG recurrence and share each pass over the tiles. The
+    recurrences (x, r, p, the scalars) are float64 on the host; the products ``K p`` run
+    in the storage dtype (p rounded to it). When every column's recursive residual is at
+    most ``tol``, the true residual ``B - (K + shift I) X`` is recomputed with float64
+    accumulation (:meth:`StoredKernel.matvec` ``exact=True``), and CG restarts from X on
+    that residual if some column still exceeds ``tol`` -- mixed-precision iterative
+    refinement, at most ``max_refinements`` times. The reported residual is this float64
+    one, relative to the stored (possibly float32-rounded) matrix.
+
+    Args:
+      k: the stored matrix.
+      rhs: B, (N,) or (N, C).
+      shift: s >= 0 added to the diagonal (absolute regulariser).
+      tol: relative residual tolerance per column (default :data:`STORED_TOL`: 1e-10 for
+        float64 storage, 1e-6 for float32).
+      maxiter: maximum CG iterations over all restarts (default 2 N + 10).
+      preconditioner: ``"pivoted_cholesky"`` (rank ``precond_rank``, float64; see
+        :func:`cg_solve`), ``"jacobi"``, ``"none"`` or a function R -> P^{-1} R on
+        float64 (N, C) numpy arrays.
+      max_refinements: restarts allowed after float64 residual checks.
+      on_nonconvergence: ``"raise"`` (:class:`ConvergenceError`) or ``"warn"``.
+      callback: called as ``callback(iterations, max relative recursive residual)``
+        after every iteration.
+      return_info: also return a :class:`StoredSolveInfo`.
+
+    Returns:
+      X, float64 numpy of the shape of rhs, or ``(X, info)``.
+    """
+    if not isinstance(k, StoredKernel):
+        raise TypeError(f"k must be a StoredKernel, got {type(k).__name__}")
+    check_choice("on_nonconvergence", on_nonconvergence, ("raise", "warn"))
+    check_array("rhs", rhs)
+    b = np.asarray(rhs, dtype=np.float64)
+    if b.ndim not in (1, 2):
+        raise ValueError(f"rhs must have shape (N,) or (N, C), got {tuple(b.shape)}")
+    vector = b.ndim == 1
+    if vector:
+        b = b[:, None]
+    n = b.shape[0]
+    if n != k.n:
+        raise ValueError(f"k is {k.n} x {k.n} but rhs has {n} rows; they must match")
+    shift = check_nonneg_float("shift", shift)
+    key = dtype_key(k.dtype)
+    tol = STORED_TOL[key] if tol is None else check_nonneg_float("tol", tol)
+    if tol == 0:
+        raise ValueError("tol must be > 0, got 0")
+    maxiter = 2 * n + 10 if maxiter is None else check_positive_int("maxiter", maxiter)
+    rank = check_positive_int("precond_rank", precond_rank, allow_zero=True)
+    max_refinements = check_positive_int("max_refinements", max_refinements, allow_zero=True)
+
+    t0 = time.perf_counter()
+    precond, used_rank = _stored_preconditioner(preconditioner, k, shift, rank)
+    t1 = time.perf_counter()
+
+    def apply_a(v: np.ndarray, exact: bool = False) -> np.ndarray:
+        out = k.matvec(v, exact=exact)
+        return out + shift * v if shift else out
+
+    b_norm = np.linalg.norm(b, axis=0)
+    b_safe = np.where(b_norm > 0, b_norm, 1.0)
+    x = np.zeros_like(b)
+    r = b.copy()
+    rel = np.linalg.norm(r, axis=0) / b_safe
+    iterations = refinements = passes = 0
+    alphas: list[np.ndarray] = []
+    betas: list[np.ndarray] = []
+    record = True
+    converged = False
+    while True:
+        if np.all(rel <= tol):
+            converged = True
+            break
+        if iterations >= maxiter:
+            break
+        if passes > 0:
+            if refinements >= max_refinements:
+                break
+            refinements += 1
+        passes += 1
+        active = rel > tol
+        z = precond(r)
+        p = z
+        rz = np.sum(r * z, axis=0)
+        while iterations < maxiter:
+            ap = apply_a(p)
+            pap = np.sum(p * ap, axis=0)
+            if np.any(active & (pap <= 0)):
+                raise ValueError(
+                    "conjugate gradients broke down (p^T A p <= 0): the stored kernel + shift * I is not "
+                    "positive definite; check the kernel or add diag_reg"
+                )
+            alpha = np.where(active, rz / np.where(active, pap, 1.0), 0.0)
+            x = x + alpha * p  # not in place: p may alias r (preconditioner "none")
+            r = r - alpha * ap
+            iterations += 1
+            rel = np.linalg.norm(r, axis=0) / b_safe
+            if record:
+                alphas.append(alpha)
+            if callback is not None:
+                callback(iterations, float(np.max(rel)))
+            new_active = active & (rel > tol)
+            if not new_active.any():
+                break
+            z = precond(r)
+            rz_new = np.sum(r * z, axis=0)
+            beta = np.where(new_active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
+            if record:
+                betas.append(beta)
+            p = z + beta * p
+            rz = rz_new
+            active = new_active
+        record = False
+        # float64 true residual (iterative refinement)
+        r = b - apply_a(x, exact=True)
+        rel = np.linalg.norm(r, axis=0) / b_safe
+    t2 = time.perf_counter()
+    if not np.all(np.isfinite(x)):
+        raise FloatingPointError(
+            "the stored-CG solution contains NaN or inf; the kernel is probably singular or badly "
+            "conditioned for this dtype: add diag_reg or enable float64"
+        )
+    y_norm = float(np.linalg.norm(b))
+    residual = float(np.linalg.norm(r) / y_norm) if y_norm > 0 else 0.0
+    info = StoredSolveInfo(
+        solver="stored_cg",
+        diag_reg=shift,
+        residual=residual,
+        iterations=iterations,
+        converged=converged,
+        cond=lanczos_cond(alphas, betas),
+        cond_method="lanczos",
+        precision=_stored_precision(k.dtype),
+        storage_dtype=str(k.dtype),
+        refinements=refinements,
+        matrix_bytes=k.nbytes,
+        block_size=int(np.max(np.diff(k.bounds))),
+        precond_rank=used_rank,
+        time_precond=t1 - t0,
+        time_solve=t2 - t1,
+    )
+    if not converged:
+        msg = (
+            f"stored-kernel conjugate gradients did not converge: max relative column residual "
+            f"{float(np.max(rel)):.3g} > tol={tol:g} after {iterations} iterations and {refinements} "
+            f"refinements (maxiter={maxiter}); increase maxiter, tol or diag_reg, or precond_rank"
+        )
+        if on_nonconvergence == "raise":
+            raise ConvergenceError(msg, info)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    out = x[:, 0] if vector else x
+    return (out, info) if return_info else out
+
+
+def _stored_precision(dtype: Any) -> str:
+    name = str(np.dtype(dtype))
+    if name == "float64":
+        return "float64 matrix, products, CG vectors and residuals"
+    return f"{name} matrix and CG products, float64 CG vectors/scalars and refinement residuals"
