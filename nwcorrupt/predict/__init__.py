@@ -61,6 +61,7 @@ from nwcorrupt.predict.architecture import nngp_predict, ntk_predict, tiled_pred
 from nwcorrupt.predict.base import TILE_SIZE, Array, ConvergenceError, SolveInfo
 from nwcorrupt.predict.cg import CG_TOL, PRECOND_RANK, PRECONDITIONERS, TiledKernel, cg_solve
 from nwcorrupt.predict.dense import JITTER_GROWTH, JITTER_MAX, JITTER_START
+from nwcorrupt.predict.ensemble import Gaussian, gradient_descent_mse_ensemble
 from nwcorrupt.predict.matrix import (
     AUTO_DENSE_MAX_BYTES,
     SOLVERS,
@@ -91,6 +92,9 @@ from nwcorrupt.predict.stored import (
 )
 
 __all__ = [
+    # the neural-tangents-shaped predictor closure (mean and covariance)
+    "gradient_descent_mse_ensemble",
+    "Gaussian",
     # architecture level
     "ntk_predict",
     "nngp_predict",

@@ -39,7 +39,7 @@ import numpy as np
 from nwcorrupt import precision as _precision
 from nwcorrupt.predict.base import Array, SolveInfo, check_nonneg_float, dtype_key, machine_eps, mm
 
-__all__ = ["JITTER_START", "JITTER_GROWTH", "JITTER_MAX", "solve_cholesky", "solve_eigh"]
+__all__ = ["JITTER_START", "JITTER_GROWTH", "JITTER_MAX", "eigen_decomposition", "solve_cholesky", "solve_eigh"]
 
 _HI = _precision.MATMUL_PRECISION
 
@@ -140,10 +140,19 @@ def _eigh_reg(k: Array, reg: Array) -> tuple[Array, Array]:
     return jnp.linalg.eigh(k + reg * jnp.eye(n, dtype=k.dtype))
 
 
-def _eig_decomp(k: Array, reg: float, rcond: float | None) -> tuple[Array, Array, Array, int, float]:
-    """Eigendecomposition of K + r I with the documented clipping rule.
+def eigen_decomposition(k: Array, reg: float, rcond: float | None) -> tuple[Array, Array, Array, int, float]:
+    """Eigendecomposition of K + r I with the eigenvalue rule of the module docs.
 
-    Returns (lam (N,), V (N, N), keep mask (N,), number dropped, cond).
+    Args:
+      k: (N, N) symmetric kernel, working float; reg: absolute regulariser r >= 0;
+      rcond: eigenvalue cut-off relative to the largest (None: ``N * eps``).
+
+    Returns:
+      (lam (N,) ascending, V (N, N) eigenvectors as columns, keep mask (N,) of the
+      directions above the cut-off, number dropped, exact condition number).
+
+    Raises:
+      FloatingPointError: non-finite eigenvalues; ValueError: K + r I clearly indefinite.
     """
     dt = k.dtype
     n = k.shape[0]
@@ -214,7 +223,7 @@ def solve_eigh(
     Raises:
       ValueError: K + r I is clearly indefinite or has no positive eigenvalue.
     """
-    lam, vec, keep, dropped, cond = _eig_decomp(k, reg, rcond)
+    lam, vec, keep, dropped, cond = eigen_decomposition(k, reg, rcond)
     st = jnp.asarray(scaled_t, dtype=k.dtype)
     coef = _flow_coefficients(lam, vec, keep, y, st)  # (T, N, C)
     targets = _flow_targets(lam, vec, y, st)
