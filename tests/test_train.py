@@ -329,6 +329,10 @@ def test_ensemble_fit_matches_numpy_and_survives_resume(x64, tmp_path):
     assert (again.num_loaded, again.num_trained) == (4, 0)
     np.testing.assert_array_equal(again.train_loss, resumed.train_loss)
     np.testing.assert_array_equal(again.train_accuracy, resumed.train_accuracy)
+    # the fit evaluated in blocks of 7 rows (the last one padded) gives the same values
+    blocked = train.train_ensemble(cfg, x, y, xt, num_inits=2, eval_block=7, quiet=True)
+    np.testing.assert_allclose(blocked.train_loss, resumed.train_loss, rtol=1e-10)
+    np.testing.assert_array_equal(blocked.train_accuracy, resumed.train_accuracy)
 
     # a chunk of the old layout (no training-set fit) is retrained, not trusted
     first = sorted(run.glob("chunk-*.npz"))[0]
