@@ -73,6 +73,9 @@ class WidthComparison:
       p: corruption level of the training sets.
       t: NTK training time used (None: t = ∞); ntk_learning_rate: its learning rate.
       num_inits: M initialisations per width and data set.
+      train_loss: (W, K, M) training loss of each network on its noisy training set
+        (:attr:`nwcorrupt.train.EnsembleResult.train_loss`).
+      train_accuracy: (W, K, M) training accuracy of each network on its noisy training set.
     """
 
     widths: tuple[int, ...]
@@ -90,6 +93,8 @@ class WidthComparison:
     t: float | None
     ntk_learning_rate: float
     num_inits: int
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
 
     def as_rows(self) -> tuple[tuple[str, ...], list[list[Any]]]:
         """A table: header and one row per width, then rows ``"ntk"`` and ``"nngp"``.
@@ -296,10 +301,13 @@ def compare_widths(
             for k in range(k_count)
         ])
 
-    net = np.stack([
-        np.asarray(train.train_ensemble(cfg, noisy, ytr, xte, num_inits=m_count, quiet=quiet).test_logits).mean(axis=1)
-        for cfg in configs
-    ]).astype(np.float64)  # (W, K, T, C)
+    nets, fit_loss, fit_acc = [], [], []
+    for cfg in configs:
+        ens = train.train_ensemble(cfg, noisy, ytr, xte, num_inits=m_count, quiet=quiet)
+        nets.append(np.asarray(ens.test_logits).mean(axis=1))  # keep only the init average of the logits
+        fit_loss.append(np.asarray(ens.train_loss))
+        fit_acc.append(np.asarray(ens.train_accuracy))
+    net = np.stack(nets).astype(np.float64)  # (W, K, T, C)
 
     ntk_norm = np.linalg.norm(ntk.reshape(k_count, -1), axis=1)
     if np.any(ntk_norm == 0):
@@ -324,4 +332,6 @@ def compare_widths(
         t=t_ntk,
         ntk_learning_rate=lr_ntk,
         num_inits=m_count,
+        train_loss=np.stack(fit_loss),
+        train_accuracy=np.stack(fit_acc),
     )

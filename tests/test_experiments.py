@@ -11,6 +11,8 @@ from nwcorrupt import cli
 from nwcorrupt.experiments import runner, studies
 from nwcorrupt.experiments.schema import ConfigError, load_config, parse_config
 
+TRAINING_STUDIES = ("accuracy_vs_corruption", "activations", "centroid_comparison", "finite_vs_infinite",
+                    "heavy_corruption", "ptrain_ptest", "snr_sweep")
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("experiments").glob("*.toml"), key=lambda p: (p.stem != "centroid_rules", p.stem))  # CONFIGS[0]: a cheap study
 
 
@@ -30,6 +32,10 @@ def test_every_study_runs_end_to_end_at_tiny_scale(path, tmp_path):
     tables = runner.report(tmp_path, formats=("png",))
     assert tables and all(len(t) >= 2 for t in tables.values())
     assert any((tmp_path / "figures").glob("*.png"))
+    if cfg.study in TRAINING_STUDIES:  # the networks' training-set fit is stored and tabled with its flag
+        for path in (tmp_path / "records").glob("*.json"):
+            assert {"train_loss_mean", "train_accuracy_mean", "train_accuracy_min"} <= set(json.loads(path.read_text())["metrics"])
+        assert tables["training_fit"][0][-1] == "fit" and len(tables["training_fit"]) >= 2
 
 
 def test_resume_recomputes_nothing_and_matches_uninterrupted_run(tmp_path, monkeypatch):

@@ -252,6 +252,125 @@ def test_memory_budget_chunking():
     assert train.choose_chunk_size(200, 1, 64) == 50  # 4 balanced chunks
 
 
+# ----------------------------------------------------------------------------- training-set fit
+
+
+def _numpy_fit(arch, params, x, y, loss, num_classes):
+    """Training loss and accuracy written out in numpy (no nwcorrupt loss code)."""
+    z = np.asarray(mlp.apply(arch, params, x), dtype=np.float64)
+    if loss == "mse":
+        value = ((z - np.eye(num_classes)[y]) ** 2).mean()  # mean over N·C
+    else:
+        value = (scipy.special.logsumexp(z, axis=1) - z[np.arange(len(y)), y]).mean()  # mean over N
+    return float(value), float((z.argmax(axis=1) == y).mean())
+
+
+@pytest.mark.parametrize("loss, early", [("mse", False), ("cross_entropy", True)])
+def test_train_member_fit_is_the_loss_of_the_final_params_on_all_training_rows(x64, loss, early):
+    # N = 30 with batch 8: 6 rows never form a minibatch, the fit still covers them
+    x, y, xt, _ = _data(k=1, n=30)
+    es = train.EarlyStopping(patience=2, validation_fraction=0.2) if early else None
+    cfg = _config(loss=loss, epochs=6, early_stopping=es)
+    res = train.train_member(cfg, x[0], y, xt)
+    rows = train.validation_split(cfg.seed, 30, 0.2)[0] if early else np.arange(30)
+    want_loss, want_acc = _numpy_fit(cfg.arch, res.params, x[0][rows], y[rows], loss, 3)
+    assert res.train_loss == pytest.approx(want_loss, rel=1e-10)
+    assert res.train_accuracy == pytest.approx(want_acc, abs=1e-12)
+    assert res.train_accuracy * len(rows) == pytest.approx(round(res.train_accuracy * len(rows)), abs=1e-9)
+
+
+def test_online_fit_uses_the_inputs_of_the_last_epoch(x64):
+    x, y, xt, _ = _data(k=1)
+    clean = x[0]
+
+    def noisy(xc, k, epoch):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(5), k), epoch)
+        return xc + 0.7 * jax.random.normal(key, xc.shape, xc.dtype)
+
+    cfg = _config(epochs=3)
+    res = train.train_member(cfg, clean, y, xt, k=1, corrupt=noisy)
+    last = np.asarray(noisy(clean, 1, 2))
+    want_loss, want_acc = _numpy_fit(cfg.arch, res.params, last, y, "mse", 3)
+    assert res.train_loss == pytest.approx(want_loss, rel=1e-10) and res.train_accuracy == pytest.approx(want_acc)
+    other, _ = _numpy_fit(cfg.arch, res.params, np.asarray(noisy(clean, 1, 0)), y, "mse", 3)
+    assert abs(other - res.train_loss) > 1e-6  # another epoch's inputs give another value
+    ens = train.train_ensemble(cfg, clean, y, xt, num_inits=1, corrupt=noisy, num_datasets=2, quiet=True)
+    assert ens.train_loss[1, 0] == pytest.approx(res.train_loss, rel=1e-8)
+
+
+def test_ensemble_fit_matches_numpy_and_survives_resume(x64, tmp_path):
+    x, y, xt, yt = _data(k=2, n=30)
+    cfg = _config()
+    run = tmp_path / "run"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(chunk_index, members):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train.train_ensemble(cfg, x, y, xt, yt, num_inits=2, chunk_size=2, out_dir=run, quiet=True, callback=kill_after_first)
+    resumed = train.train_ensemble(cfg, x, y, xt, yt, num_inits=2, chunk_size=2, out_dir=run, quiet=True)
+    assert (resumed.num_loaded, resumed.num_trained) == (2, 2)
+    assert resumed.train_loss.shape == resumed.train_accuracy.shape == (2, 2)
+    for k in range(2):
+        for m in range(2):
+            params = train.train_member(cfg, x[k], y, xt, k=k, m=m).params
+            want_loss, want_acc = _numpy_fit(cfg.arch, params, x[k], y, "mse", 3)
+            assert resumed.train_loss[k, m] == pytest.approx(want_loss, rel=1e-8)
+            assert resumed.train_accuracy[k, m] == pytest.approx(want_acc, abs=1e-12)
+    with np.load(run / "ensemble.npz") as z:
+        np.testing.assert_array_equal(z["train_loss"], resumed.train_loss)
+        np.testing.assert_array_equal(z["train_accuracy"], resumed.train_accuracy)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_accuracy_min"] == pytest.approx(resumed.train_accuracy.min())
+    again = train.train_ensemble(cfg, x, y, xt, yt, num_inits=2, out_dir=run, quiet=True)
+    assert (again.num_loaded, again.num_trained) == (4, 0)
+    np.testing.assert_array_equal(again.train_loss, resumed.train_loss)
+    np.testing.assert_array_equal(again.train_accuracy, resumed.train_accuracy)
+    # the fit evaluated in blocks of 7 rows (the last one padded) gives the same values
+    blocked = train.train_ensemble(cfg, x, y, xt, num_inits=2, eval_block=7, quiet=True)
+    np.testing.assert_allclose(blocked.train_loss, resumed.train_loss, rtol=1e-10)
+    np.testing.assert_array_equal(blocked.train_accuracy, resumed.train_accuracy)
+
+    # a chunk of the old layout (no training-set fit) is retrained, not trusted
+    first = sorted(run.glob("chunk-*.npz"))[0]
+    with np.load(first) as z:
+        old = {name: z[name] for name in z.files if name not in ("train_loss", "train_accuracy")}
+    np.savez(first, **old)
+    redo = train.train_ensemble(cfg, x, y, xt, yt, num_inits=2, out_dir=run, quiet=True)
+    assert (redo.num_loaded, redo.num_trained) == (2, 2)
+    np.testing.assert_allclose(redo.train_loss, resumed.train_loss, rtol=1e-10)
+
+
+def test_chunk_format_is_part_of_the_fingerprint(monkeypatch):
+    from nwcorrupt.train import checkpoints
+
+    x, y, xt, _ = _data(k=1)
+    fp = train.fingerprint(_config(), x, y, xt, num_inits=1, num_datasets=1, corrupt=None)
+    monkeypatch.setattr(checkpoints, "CHUNK_FORMAT", checkpoints.CHUNK_FORMAT - 1)
+    assert train.fingerprint(_config(), x, y, xt, num_inits=1, num_datasets=1, corrupt=None) != fp
+
+
+def test_fitting_a_separable_set_reaches_training_accuracy_one():
+    rng = np.random.default_rng(3)
+    means = 4 * rng.normal(size=(3, 5))
+    y = np.repeat(np.arange(3), 10).astype(np.int32)
+    x = (means[y] + 0.3 * rng.normal(size=(30, 5))).astype(np.float32)
+    xt = x[:4]
+    fitted = train.train_ensemble(_config(width=32, epochs=150, batch_size=10, optimizer=train.Optimizer("adam", 1e-2)),
+                                  x, y, xt, num_inits=2, quiet=True)
+    np.testing.assert_array_equal(fitted.train_accuracy, 1.0)
+    assert fitted.train_loss.max() < 0.05
+    one_step = train.train_ensemble(_config(width=32, epochs=None, steps=1, batch_size=10), x, y, xt, num_inits=2,
+                                    quiet=True)
+    assert (one_step.train_accuracy < 1.0).all()
+    assert (one_step.train_loss > 5 * fitted.train_loss).all()
+    member = train.train_member(_config(width=32, epochs=None, steps=1, batch_size=10), x, y, xt)
+    assert member.train_accuracy < 1.0
+
+
 # ----------------------------------------------------------------------------- NTK regime
 
 

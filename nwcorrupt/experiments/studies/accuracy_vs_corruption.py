@@ -13,7 +13,11 @@ Each trained network is evaluated on three input sets:
   no training epoch uses it, so it is a fresh draw for every network).
 
 Reports mean ± std (ddof = 1) over the R networks of each accuracy, and the
-chance level 1/C.
+chance level 1/C. The networks' fit of the inputs of their last training epoch
+(training loss and accuracy) is recorded per point; the table ``training_fit`` flags
+p = 0 points whose networks did not fit the clean training set (at p > 0 the inputs
+are fresh noise every epoch and no threshold applies, see
+:mod:`~nwcorrupt.experiments.studies.training_fit`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from nwcorrupt.experiments.studies import common
+from nwcorrupt.experiments.studies import common, training_fit
 from nwcorrupt.experiments.studies import online_training as ot
 
 DESCRIPTION = "ReLU MLP trained on corrupted images (noise redrawn every epoch): clean test and train accuracy vs p"
@@ -76,7 +80,7 @@ def run_point(params: Params, point: dict) -> dict:
     p = float(point["p"])
     x_train_noisy = np.asarray(ot.noise_model(params).apply(ds.x_train, p, params.seed, epoch=0))
     x_eval = np.concatenate([ds.x_test, ds.x_train, x_train_noisy])
-    logits, seconds = ot.train_repeats(params, ds, p, x_eval)
+    logits, seconds, fit = ot.train_repeats(params, ds, p, x_eval)
     t, n = ds.n_test, ds.n_train
     parts = {
         "test_clean": (logits[:, :t], ds.y_test),
@@ -91,6 +95,7 @@ def run_point(params: Params, point: dict) -> dict:
         "noise_seeds": [params.seed + r for r in range(params.repeats)],
         "train_corrupted_noise": {"seed": params.seed, "epoch": 0},
         "train_seconds": seconds,
+        **fit,
     }
 
 
@@ -98,13 +103,18 @@ HEADER = ["dataset", "p", "split", "mean", "std", "n", "chance"]
 
 
 def tables(params: Params, records: list[dict]) -> dict:
-    rows = []
+    rows, fit_rows = [], []
     for rec in records:
         m = rec["metrics"]
         for split in SPLITS:
             vals = m["accuracy"][split]
             rows.append([rec["point"]["dataset"], rec["point"]["p"], split, *ot.mean_std(vals), len(vals), m["chance"]])
-    return {"accuracy": (list(HEADER), rows)}
+        p = rec["point"]["p"]
+        fit_rows.append([rec["point"]["dataset"], p, *training_fit.columns(m, training_fit.online_threshold(p))])
+    return {
+        "accuracy": (list(HEADER), rows),
+        "training_fit": (["dataset", "p", *training_fit.HEADER], fit_rows),
+    }
 
 
 def figures(params: Params, records: list[dict]) -> dict:

@@ -17,6 +17,10 @@ of decisions, in particular mean-field vs rule. The protocol and the record
 layout are those of :mod:`~nwcorrupt.experiments.studies.heavy_corruption`
 (:func:`~nwcorrupt.experiments.studies.nested_predictors.run_predictors`).
 
+The networks' training-set fit is recorded per point and flagged in the table
+``training_fit`` when they did not fit their noisy training sets
+(:mod:`~nwcorrupt.experiments.studies.training_fit`).
+
 It adds the theory's sign check for the study's architecture
 (:func:`nwcorrupt.theory.transfer_signs` at the noise model's pure-noise moments
 (μ, μ₂)): the rule is the leading-order decision iff T_χ* > 0 and Δ = θ_d − θ_o > 0.
@@ -28,7 +32,7 @@ import dataclasses
 import types
 
 from nwcorrupt import data
-from nwcorrupt.experiments.studies import common, heavy_corruption, nested_predictors
+from nwcorrupt.experiments.studies import common, heavy_corruption, nested_predictors, training_fit
 
 DESCRIPTION = "networks, exact NTK and mean-field predictor vs the leading-order rule, per activation, vs p"
 
@@ -148,14 +152,16 @@ def run_point(params: Params, point: dict) -> dict:
         "noise_seeds": res.noise_seeds,
         "train_seconds": res.train_seconds,
         "signs": sign_check(params, act),
+        **res.training_fit(),
     }
 
 
 def tables(params: Params, records: list[dict]) -> dict:
-    acc_rows, agree_rows, signs = [], [], {}
+    acc_rows, agree_rows, signs, fit_rows = [], [], {}, []
     for rec in records:
         act, p = rec["point"]["activation"], rec["point"]["p"]
         m = rec["metrics"]
+        fit_rows.append([act, p, *training_fit.columns(m, training_fit.FIXED_SET_THRESHOLD)])
         for name in heavy_corruption.PREDICTORS:
             vals = m["accuracy"][name]
             acc_rows.append([act, p, name, *nested_predictors.mean_std(vals), len(vals)])
@@ -166,6 +172,7 @@ def tables(params: Params, records: list[dict]) -> dict:
         "accuracy": (ACCURACY_HEADER, acc_rows),
         "agreement": (AGREEMENT_HEADER, agree_rows),
         "signs": (SIGNS_HEADER, list(signs.values())),
+        "training_fit": (["activation", "p", *training_fit.HEADER], fit_rows),
     }
 
 

@@ -10,6 +10,9 @@ training sets (noise seeds seed, ..., seed + K − 1):
 
 and once per p the exact mean-field predictor and the leading-order rule
 argmax_i ⟨x*, μ_i⟩ (clean class means). Accuracies are mean ± std (ddof = 1) over K.
+The networks' training-set fit is recorded per point and the table ``training_fit``
+flags points whose networks did not fit their noisy training sets
+(:mod:`~nwcorrupt.experiments.studies.training_fit`).
 
 **Centroid model** (SCIENCE.md §7), at p = p_ref for each (data set, noise):
 f_i(x*) = a s_i(x*) + b + c ξ_i, with s the centroid scores of the clean
@@ -41,7 +44,7 @@ import math
 import numpy as np
 
 from nwcorrupt import data, prototype
-from nwcorrupt.experiments.studies import common, nested_predictors
+from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
 DESCRIPTION = "networks vs NTK vs mean-field vs leading rule vs the centroid logit model, per data set and noise"
 
@@ -174,6 +177,7 @@ def run_point(params: Params, point: dict) -> dict:
         "noise_seeds": res.noise_seeds,
         "train_seconds": res.train_seconds,
         "member_accuracy_mean": res.member_accuracy_mean,
+        **res.training_fit(),
     }
     if is_ref(params, point):
         out["centroid_model"] = _fit_record(params, ds, res.network_logits)
@@ -203,9 +207,10 @@ def _ref_records(records: list[dict]) -> list[dict]:
 
 
 def tables(params: Params, records: list[dict]) -> dict:
-    acc_rows, agree_rows, fit_rows, model_rows = [], [], [], []
+    acc_rows, agree_rows, fit_rows, model_rows, train_rows = [], [], [], [], []
     for rec in records:
         ds, noise, p = rec["point"]["dataset"], rec["point"]["noise"], rec["point"]["p"]
+        train_rows.append([ds, noise, p, *training_fit.columns(rec["metrics"], training_fit.FIXED_SET_THRESHOLD)])
         for name in PREDICTORS:
             vals = rec["metrics"]["accuracy"][name]
             acc_rows.append([ds, noise, p, name, *nested_predictors.mean_std(vals), len(vals)])
@@ -225,6 +230,7 @@ def tables(params: Params, records: list[dict]) -> dict:
         "agreement": (["dataset", "noise", "p", "pair", "mean", "std", "n"], agree_rows),
         "centroid_fit": (["dataset", "noise", "p_ref", "source", "n_points", "a", "b", "c", "A", "r2"], fit_rows),
         "centroid_model_accuracy": (["dataset", "noise", "p", "monte_carlo", "analytic", "score_gap"], model_rows),
+        "training_fit": (["dataset", "noise", "p", *training_fit.HEADER], train_rows),
     }
 
 

@@ -14,6 +14,12 @@ decisions, and the relative logit distance ‖f̄_n − f_NTK‖_F / ‖f_NTK‖
 (T, C) test logits (it has an O(1/√M) floor from the init-averaged initial
 function, see :mod:`nwcorrupt.compare`); per (noise, p) the NTK and NNGP
 accuracies and their mutual agreement.
+
+Per (noise, p, width) the record also holds the networks' training-set fit on their
+noisy sets (``train_loss_mean``, ``train_accuracy_mean``, ``train_accuracy_min``:
+lists over the widths, over the K·M networks of each width); the table
+``training_fit`` flags widths whose networks did not fit their training sets
+(:mod:`~nwcorrupt.experiments.studies.training_fit`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data
-from nwcorrupt.experiments.studies import common, nested_predictors
+from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 from nwcorrupt.experiments.studies.nested_predictors import mean_std
 
 DESCRIPTION = "trained ensembles of growing width vs the exact NTK and NNGP predictors on the same noisy sets, vs p"
@@ -101,14 +107,27 @@ def run_point(params: Params, point: dict) -> dict:
         "nngp_accuracy": res.nngp_accuracy.tolist(),
         "ntk~nngp": [metrics.agreement(a, b) for a, b in zip(res.ntk_logits, res.nngp_logits)],
         "noise_seeds": list(res.noise_seeds),
+        **_fit_per_width(res.train_loss, res.train_accuracy),
     }
 
 
+def _fit_per_width(train_loss, train_accuracy) -> dict[str, list[float]]:
+    """Record fields of :mod:`training_fit`, one value per width: (W, K, M) arrays -> name -> W floats."""
+    per_width = [training_fit.summarize(loss, acc) for loss, acc in zip(train_loss, train_accuracy)]
+    return {name: [fit[name] for fit in per_width] for name in training_fit.FIELDS}
+
+
+def _fit_of_width(m: dict, i: int) -> dict:
+    """The :mod:`training_fit` fields of width index i of a record's metrics (absent in older records)."""
+    return {name: m[name][i] for name in training_fit.FIELDS if name in m}
+
+
 def tables(params: Params, records: list[dict]) -> dict:
-    width_rows, acc_rows, kernel_rows = [], [], []
+    width_rows, acc_rows, kernel_rows, fit_rows = [], [], [], []
     for rec in records:
         noise, p, m = rec["point"]["noise"], rec["point"]["p"], rec["metrics"]
         for i, w in enumerate(m["widths"]):
+            fit_rows.append([noise, p, w, *training_fit.columns(_fit_of_width(m, i), training_fit.FIXED_SET_THRESHOLD)])
             stats = [v for q in PER_WIDTH for v in mean_std(m[q][i])]
             width_rows.append([noise, p, w, *stats, len(m["accuracy"][i])])
             acc_rows.append([noise, p, f"width {w}", *mean_std(m["accuracy"][i]), len(m["accuracy"][i])])
@@ -122,6 +141,7 @@ def tables(params: Params, records: list[dict]) -> dict:
         "accuracy": (["noise", "p", "predictor", "mean", "std", "n"], acc_rows),
         "kernels": (["noise", "p", "ntk_accuracy_mean", "ntk_accuracy_std", "nngp_accuracy_mean",
                      "nngp_accuracy_std", "ntk~nngp_mean", "ntk~nngp_std", "n"], kernel_rows),
+        "training_fit": (["noise", "p", "width", *training_fit.HEADER], fit_rows),
     }
 
 

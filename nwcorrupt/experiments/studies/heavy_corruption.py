@@ -15,7 +15,10 @@ and once per p, without noise draws:
 - the leading-order rule of the theory, argmax_i ⟨x*, μ_i⟩ with the clean class means.
 
 Reports accuracies (mean ± std over K) and the agreement of the predictors'
-decisions (network vs NTK, NTK vs mean-field, mean-field vs leading-order rule).
+decisions (network vs NTK, NTK vs mean-field, mean-field vs leading-order rule),
+and the networks' training-set fit per point (table ``training_fit``; points whose
+networks did not fit their noisy training sets are flagged, see
+:mod:`~nwcorrupt.experiments.studies.training_fit`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data
-from nwcorrupt.experiments.studies import common, nested_predictors
+from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
 DESCRIPTION = "finite ensembles vs exact NTK vs mean-field predictor vs leading-order centroid rule, vs p"
 
@@ -94,6 +97,7 @@ def run_point(params: Params, point: dict) -> dict:
         "noise_seeds": res.noise_seeds,
         "train_seconds": res.train_seconds,
         "member_accuracy_mean": res.member_accuracy_mean,
+        **res.training_fit(),
     }
 
 
@@ -101,9 +105,10 @@ _mean_std = nested_predictors.mean_std
 
 
 def tables(params: Params, records: list[dict]) -> dict:
-    acc_rows, agree_rows = [], []
+    acc_rows, agree_rows, fit_rows = [], [], []
     for rec in records:
         noise, p = rec["point"]["noise"], rec["point"]["p"]
+        fit_rows.append([noise, p, *training_fit.columns(rec["metrics"], training_fit.FIXED_SET_THRESHOLD)])
         for name in PREDICTORS:
             vals = rec["metrics"]["accuracy"][name]
             acc_rows.append([noise, p, name, *_mean_std(vals), len(vals)])
@@ -112,6 +117,7 @@ def tables(params: Params, records: list[dict]) -> dict:
     return {
         "accuracy": (["noise", "p", "predictor", "mean", "std", "n"], acc_rows),
         "agreement": (["noise", "p", "pair", "mean", "std", "n"], agree_rows),
+        "training_fit": (["noise", "p", *training_fit.HEADER], fit_rows),
     }
 
 
@@ -127,7 +133,11 @@ def figures(params: Params, records: list[dict]) -> dict:
 
 
 def summary_table(records: list[dict]) -> str:
-    """A compact terminal table: accuracy per predictor and the key agreements, one row per (noise, p)."""
+    """A compact terminal table: accuracy per predictor and the key agreements, one row per (noise, p).
+
+    A point whose networks did not fit their noisy training sets (training accuracy below
+    :data:`training_fit.FIXED_SET_THRESHOLD`) ends with the flag of :func:`training_fit.flag`.
+    """
     cols = ["network", "ntk", "meanfield", "rule_leading"]
     pairs = ["network~ntk", "ntk~meanfield", "meanfield~rule_leading"]
     head = f"{'noise':<12}{'p':>6} " + "".join(f"{c:>13}" for c in cols) + "  | agree: " + "".join(f"{q:>24}" for q in pairs)
@@ -136,5 +146,7 @@ def summary_table(records: list[dict]) -> str:
         m = rec["metrics"]
         accs = "".join(f"{np.mean(m['accuracy'][c]):>13.4f}" for c in cols)
         agr = "".join(f"{np.mean(m['agreement'][q]):>24.4f}" for q in pairs)
-        lines.append(f"{rec['point']['noise']:<12}{rec['point']['p']:>6.2f} {accs}  |        {agr}")
+        fit = training_fit.flag(m.get("train_accuracy_min"), training_fit.FIXED_SET_THRESHOLD)
+        note = f"  {fit}" if fit.startswith("UNDERFIT") else ""
+        lines.append(f"{rec['point']['noise']:<12}{rec['point']['p']:>6.2f} {accs}  |        {agr}{note}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 :func:`run_predictors` is the computation of one (data set, noise, p) point:
 on K fixed noisy training sets (noise seeds ``seed, ..., seed + K − 1``; the
-test set stays clean) it trains a K × M nested ensemble, computes the exact NTK
+test set stays clean) it trains a K × M nested ensemble (keeping each network's training-set fit), computes the exact NTK
 predictor (t = ∞, float64) and the overlap rule on each noisy set, and once per
 p the exact mean-field predictor and the leading-order rule argmax_i ⟨x*, μ_i⟩
 with the clean class means. Used by ``heavy_corruption`` and
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nwcorrupt import data, metrics, precision, prototype
+from nwcorrupt.experiments.studies import training_fit
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -31,6 +32,9 @@ class NestedPredictions:
       noise_seeds: the K noise seeds.
       train_seconds: wall time of the ensemble training.
       member_accuracy_mean: mean accuracy of single networks over K·M (None without labels).
+      train_loss: (K, M) training loss of each network on its noisy training set
+        (:attr:`nwcorrupt.train.EnsembleResult.train_loss`).
+      train_accuracy: (K, M) training accuracy of each network on its noisy training set.
     """
 
     preds: dict[str, np.ndarray]
@@ -38,6 +42,12 @@ class NestedPredictions:
     noise_seeds: list[int]
     train_seconds: float
     member_accuracy_mean: float | None
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
+
+    def training_fit(self) -> dict[str, float]:
+        """The networks' training-set fit as record fields (:func:`training_fit.summarize`)."""
+        return training_fit.summarize(self.train_loss, self.train_accuracy)
 
 
 def run_predictors(
@@ -108,6 +118,8 @@ def run_predictors(
         noise_seeds=seeds,
         train_seconds=float(ens.train_seconds),
         member_accuracy_mean=float(ens.accuracy["member_mean"]) if ens.accuracy else None,
+        train_loss=np.asarray(ens.train_loss),
+        train_accuracy=np.asarray(ens.train_accuracy),
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nwcorrupt import corruption, data
-from nwcorrupt.experiments.studies import common
+from nwcorrupt.experiments.studies import common, training_fit
 
 PARAMETERIZATIONS = ("ntk", "standard")
 
@@ -122,7 +122,9 @@ def train_config(params: NetParams, num_classes: int):
     )
 
 
-def train_repeats(params: NetParams, ds: data.Dataset, p: float, x_eval: np.ndarray) -> tuple[np.ndarray, float]:
+def train_repeats(
+    params: NetParams, ds: data.Dataset, p: float, x_eval: np.ndarray
+) -> tuple[np.ndarray, float, dict[str, float]]:
     """Train R networks at corruption level p (redrawn every epoch); their logits on ``x_eval``.
 
     Args:
@@ -132,7 +134,10 @@ def train_repeats(params: NetParams, ds: data.Dataset, p: float, x_eval: np.ndar
       x_eval: (T, d) inputs to evaluate every trained network on.
 
     Returns:
-      (logits (R, T, C), training seconds).
+      (logits (R, T, C), training seconds, training-set fit): the fit is
+      :func:`training_fit.summarize` of the R networks' training loss and accuracy on the
+      inputs of their last training epoch (the corruption redrawn for that epoch; at
+      p = 0 the clean training set).
     """
     from nwcorrupt import train
 
@@ -148,7 +153,8 @@ def train_repeats(params: NetParams, ds: data.Dataset, p: float, x_eval: np.ndar
         num_datasets=params.repeats,
         quiet=True,
     )
-    return np.asarray(ens.test_logits)[:, 0], float(ens.train_seconds)
+    fit = training_fit.summarize(ens.train_loss, ens.train_accuracy)
+    return np.asarray(ens.test_logits)[:, 0], float(ens.train_seconds), fit
 
 
 def accuracies(logits: np.ndarray, y: np.ndarray) -> list[float]:

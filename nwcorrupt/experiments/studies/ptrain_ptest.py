@@ -14,7 +14,10 @@ test images. With one seed for all levels the replacement masks are nested
 Reports the accuracy matrix (mean ± std over the R networks) and, for each
 p_train, the area under accuracy(p_test) by the trapezoid rule
 (:func:`nwcorrupt.metrics.auc`, over the p_test grid, not normalised), mean ± std
-over the R networks.
+over the R networks. The networks' fit of the inputs of their last training epoch
+is recorded per p_train; the table ``training_fit`` flags p_train = 0 points whose
+networks did not fit the clean training set
+(:mod:`~nwcorrupt.experiments.studies.training_fit`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import corruption, metrics
-from nwcorrupt.experiments.studies import common
+from nwcorrupt.experiments.studies import common, training_fit
 from nwcorrupt.experiments.studies import online_training as ot
 
 DESCRIPTION = "ReLU MLP trained at p_train, tested at p_test (same test noise for all): accuracy matrix and AUC"
@@ -105,7 +108,7 @@ def auc_per_network(p_test, acc) -> list[float]:
 def run_point(params: Params, point: dict) -> dict:
     ds = ot.load_dataset(params.dataset, params)
     x_eval = corrupted_test_sets(params, ds.x_test)
-    logits, seconds = ot.train_repeats(params, ds, float(point["p_train"]), x_eval)
+    logits, seconds, fit = ot.train_repeats(params, ds, float(point["p_train"]), x_eval)
     r, c = logits.shape[0], logits.shape[-1]
     pred = logits.reshape(r, len(params.p_test), ds.n_test, c).argmax(-1)  # (R, P_test, T)
     acc = (pred == ds.y_test[None, None]).mean(-1)  # (R, P_test)
@@ -119,13 +122,15 @@ def run_point(params: Params, point: dict) -> dict:
         "noise_seeds": [params.seed + i for i in range(params.repeats)],
         "test_seed": params.test_seed,
         "train_seconds": seconds,
+        **fit,
     }
 
 
 def tables(params: Params, records: list[dict]) -> dict:
-    acc_rows, auc_rows = [], []
+    acc_rows, auc_rows, fit_rows = [], [], []
     for rec in records:
         m, pt = rec["metrics"], rec["point"]["p_train"]
+        fit_rows.append([pt, *training_fit.columns(m, training_fit.online_threshold(pt))])
         acc = np.asarray(m["accuracy"], dtype=float)  # (R, P_test)
         for j, q in enumerate(m["p_test"]):
             acc_rows.append([pt, q, *ot.mean_std(acc[:, j]), acc.shape[0]])
@@ -134,6 +139,7 @@ def tables(params: Params, records: list[dict]) -> dict:
     return {
         "accuracy": (["p_train", "p_test", "mean", "std", "n"], acc_rows),
         "auc": (["p_train", "auc_mean", "auc_std", "n", "auc_chance"], auc_rows),
+        "training_fit": (["p_train", *training_fit.HEADER], fit_rows),
     }
 
 

@@ -22,6 +22,11 @@ log SNR against log(N·d) (and against log N at each fixed d, log d at each fixe
 N) by least squares (:func:`nwcorrupt.metrics.loglog_slope`), per noise model,
 predictor and statistic (mean or median over test points), from the records
 alone.
+
+With ``networks`` the record also holds the networks' training-set fit (training
+loss and accuracy on their noisy sets, mean over the K·M networks, and the lowest
+accuracy); the table ``training_fit`` flags points whose networks did not fit their
+noisy training sets (:mod:`~nwcorrupt.experiments.studies.training_fit`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data, metrics, precision
-from nwcorrupt.experiments.studies import common, nested_predictors
+from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
 DESCRIPTION = "per-test-point SNR of the true-class logit over noisy training sets vs N·d: networks and the exact NTK"
 
@@ -168,8 +173,11 @@ def logit_statistics(logits, y_test) -> dict:
     }
 
 
-def _network_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> tuple[np.ndarray, float]:
-    """(K, T, C) test logits of the K × M networks (float32 training) averaged over the M inits; training seconds."""
+def _network_logits(
+    params: Params, arch, noisy: np.ndarray, ds: data.Dataset
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    """(K, T, C) test logits of the K × M networks (float32 training) averaged over the M inits; training
+    seconds; the networks' training-set fit (:func:`training_fit.summarize`)."""
     from nwcorrupt import train
 
     cfg = train.TrainConfig(
@@ -178,7 +186,8 @@ def _network_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -
         epochs=params.epochs, seed=params.seed,
     )
     ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=params.m, quiet=True)
-    return np.asarray(ens.test_logits, dtype=np.float64).mean(axis=1), float(ens.train_seconds)
+    fit = training_fit.summarize(ens.train_loss, ens.train_accuracy)
+    return np.asarray(ens.test_logits, dtype=np.float64).mean(axis=1), float(ens.train_seconds), fit
 
 
 def _ntk_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> np.ndarray:
@@ -205,9 +214,10 @@ def run_point(params: Params, point: dict) -> dict:
     noisy = np.stack([np.asarray(model.apply(ds.x_train, params.p, s)) for s in seeds])  # (K, N, d)
     out = {"n_train": ds.n_train, "d": ds.d, "nd": ds.n_train * ds.d, "noise_seeds": seeds, "predictors": {}}
     if params.networks:
-        net, seconds = _network_logits(params, arch, noisy, ds)
+        net, seconds, fit = _network_logits(params, arch, noisy, ds)
         out["predictors"]["network"] = logit_statistics(net, ds.y_test)
         out["train_seconds"] = seconds
+        out.update(fit)
     out["predictors"]["ntk"] = logit_statistics(_ntk_logits(params, arch, noisy, ds), ds.y_test)
     return out
 
@@ -262,7 +272,14 @@ def tables(params: Params, records: list[dict]) -> dict:
             point_rows.append([rec["point"]["noise"], m["n_train"], m["d"], m["nd"], pred, s["snr_median"], s["snr_mean"],
                                s["signal"], s["variance"], mean, std, len(s["accuracy"])])
     slope_rows = [[r[h] for h in SLOPES_HEADER] for r in fit_slopes(records)]
-    return {"points": (POINTS_HEADER, point_rows), "slopes": (SLOPES_HEADER, slope_rows)}
+    fit_rows = [[rec["point"]["noise"], rec["metrics"]["n_train"], rec["metrics"]["d"],
+                 *training_fit.columns(rec["metrics"], training_fit.FIXED_SET_THRESHOLD)]
+                for rec in records if "network" in rec["metrics"]["predictors"]]
+    return {
+        "points": (POINTS_HEADER, point_rows),
+        "slopes": (SLOPES_HEADER, slope_rows),
+        "training_fit": (["noise", "n_train", "d", *training_fit.HEADER], fit_rows),
+    }
 
 
 def figures(params: Params, records: list[dict]) -> dict:

@@ -1,0 +1,285 @@
+"""Configuration of training: the recipe, optimisers, early stopping, losses and member keys.
+
+Everything here is pure description (frozen, hashable dataclasses and small pure
+functions); nothing is compiled or trained.
+
+* keys: member (k, m) uses ``fold_in(fold_in(fold_in(PRNGKey(seed), 0), k), m)``;
+  its init key is ``fold_in(member_key, 0)`` and its shuffle key
+  ``fold_in(member_key, 1)``, so a member's result does not depend on chunking;
+* losses: ``"mse"`` — mean over N·C of (f − onehot(y))² (the study's loss; its
+  gradient flow is neural-tangents' ``0.5·mean`` loss with learning rate 2η);
+  ``"cross_entropy"`` — mean over N of softmax cross-entropy;
+* early stopping holds out the same validation rows for every member
+  (:func:`validation_split`, drawn from the run seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nwcorrupt import mlp as _mlp
+from nwcorrupt._checks import check_choice, check_positive_int
+from nwcorrupt.arch import MLP, check_arch
+
+__all__ = [
+    "LOSSES",
+    "OPTIMIZERS",
+    "EarlyStopping",
+    "Optimizer",
+    "TrainConfig",
+    "TrainingDivergedError",
+    "cross_entropy_loss",
+    "loss_fn",
+    "member_init",
+    "member_keys",
+    "mse_loss",
+    "validation_split",
+]
+
+Array = jax.Array
+LOSSES = ("mse", "cross_entropy")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when a training loss becomes non-finite or exceeds the divergence threshold."""
+
+
+def _finite_number(name: str, value: Any, *, lo: float | None = None, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if lo is not None and (v < lo or (strict and v == lo)):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {value!r}")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """A small, hashable description of an optax optimiser.
+
+    Attributes:
+      name: ``"sgd"``, ``"momentum"`` (heavy ball), ``"adam"`` or ``"adamw"``.
+      learning_rate: step size η > 0.
+      momentum: momentum coefficient of ``"momentum"``.
+      b1, b2, eps: Adam/AdamW moment decays and denominator offset.
+      weight_decay: decoupled weight decay of ``"adamw"``.
+      nesterov: Nesterov momentum for ``"momentum"``.
+    """
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer name", self.name, OPTIMIZERS)
+        _finite_number("learning_rate", self.learning_rate, lo=0.0, strict=True)
+        for field in ("momentum", "b1", "b2"):
+            v = _finite_number(field, getattr(self, field), lo=0.0)
+            if v >= 1.0:
+                raise ValueError(f"{field} must be in [0, 1), got {v!r}")
+        _finite_number("eps", self.eps, lo=0.0)
+        _finite_number("weight_decay", self.weight_decay, lo=0.0)
+
+    def build(self) -> optax.GradientTransformation:
+        """The optax transformation."""
+        if self.name == "sgd":
+            return optax.sgd(self.learning_rate)
+        if self.name == "momentum":
+            return optax.sgd(self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
+        if self.name == "adam":
+            return optax.adam(self.learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
+        return optax.adamw(
+            self.learning_rate, b1=self.b1, b2=self.b2, eps=self.eps, weight_decay=self.weight_decay
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Early stopping on a held-out split of the training rows.
+
+    Attributes:
+      patience: stop after this many epochs without a validation-loss improvement
+        larger than ``min_delta``.
+      validation_fraction: fraction of the N training rows held out (at least one
+        row; the same rows for every member, drawn from the run seed).
+      min_delta: minimum decrease of the validation loss that counts as progress.
+      restore_best: report the parameters of the best validation epoch.
+    """
+
+    patience: int = 5
+    validation_fraction: float = 0.1
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive_int("patience", self.patience)
+        f = _finite_number("validation_fraction", self.validation_fraction, lo=0.0, strict=True)
+        if f >= 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {f!r}")
+        _finite_number("min_delta", self.min_delta, lo=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines how one member is trained (hashable, fingerprinted).
+
+    Attributes:
+      arch: the :class:`~nwcorrupt.arch.MLP` spec.
+      width: hidden-layer (base) width n >= 1 (None: ``arch.width``).
+      num_classes: number of outputs C >= 1.
+      optimizer: an :class:`Optimizer` or any ``optax.GradientTransformation`` (for
+        the latter, name it in ``tag`` so resumed runs can tell configurations apart).
+      loss: ``"mse"`` or ``"cross_entropy"``.
+      batch_size: minibatch size B (<= number of training rows).
+      epochs: number of epochs; give exactly one of ``epochs`` and ``steps``.
+      steps: total number of optimisation steps.
+      early_stopping: optional :class:`EarlyStopping`.
+      width_scale: neural-tangents' width scale s (standard parameterisation).
+      seed: run seed; all member keys derive from it.
+      divergence_threshold: a loss above this (or non-finite) aborts the run; None
+        checks finiteness only.
+      tag: free text included in the fingerprint (name custom optimisers or
+        corruption callables here).
+    """
+
+    arch: MLP
+    width: int | None
+    num_classes: int
+    optimizer: Any = Optimizer()
+    loss: str = "mse"
+    batch_size: int = 128
+    epochs: int | None = None
+    steps: int | None = None
+    early_stopping: EarlyStopping | None = None
+    width_scale: int = 1
+    seed: int = 0
+    divergence_threshold: float | None = 1e8
+    tag: str = ""
+
+    def __post_init__(self) -> None:
+        check_arch(self.arch)
+        _mlp.resolve_width(self.arch, self.width)
+        check_positive_int("num_classes", self.num_classes)
+        check_positive_int("batch_size", self.batch_size)
+        _mlp.check_width_scale(self.arch, self.width_scale)
+        check_choice("loss", self.loss, LOSSES)
+        if not isinstance(self.optimizer, (Optimizer, optax.GradientTransformation)):
+            raise TypeError(
+                f"optimizer must be an nwcorrupt.train.Optimizer or an optax.GradientTransformation, "
+                f"got {type(self.optimizer).__name__}"
+            )
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError(
+                f"give exactly one of epochs or steps, got epochs={self.epochs!r}, steps={self.steps!r}"
+            )
+        if self.epochs is not None:
+            check_positive_int("epochs", self.epochs)
+        if self.steps is not None:
+            check_positive_int("steps", self.steps)
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be an EarlyStopping or None, got {self.early_stopping!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.divergence_threshold is not None:
+            _finite_number("divergence_threshold", self.divergence_threshold, lo=0.0, strict=True)
+        if not isinstance(self.tag, str):
+            raise TypeError(f"tag must be a string, got {self.tag!r}")
+
+    def transform(self) -> optax.GradientTransformation:
+        """The optax transformation used for training."""
+        if isinstance(self.optimizer, Optimizer):
+            return self.optimizer.build()
+        return self.optimizer
+
+    def describe(self) -> dict:
+        """A JSON-serialisable description (used for fingerprints and records)."""
+        arch = self.arch
+        opt = (
+            dataclasses.asdict(self.optimizer)
+            if isinstance(self.optimizer, Optimizer)
+            else {"custom_optax": True}
+        )
+        return {
+            "arch": {
+                "depth": arch.depth,
+                "activation": arch.act.name,
+                "W_std": arch.W_std,
+                "b_std": arch.b_std,
+                "parameterization": arch.parameterization,
+            },
+            "width": _mlp.resolve_width(self.arch, self.width),
+            "num_classes": self.num_classes,
+            "optimizer": opt,
+            "loss": self.loss,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "early_stopping": None if self.early_stopping is None else dataclasses.asdict(self.early_stopping),
+            "width_scale": self.width_scale,
+            "seed": int(self.seed),
+            "divergence_threshold": self.divergence_threshold,
+            "tag": self.tag,
+        }
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def mse_loss(logits: Array, labels: Array, num_classes: int) -> Array:
+    """Mean over N·C of (logits − onehot(labels))²; logits (N, C), labels (N,) int."""
+    target = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
+    return jnp.mean((logits - target) ** 2)
+
+
+def cross_entropy_loss(logits: Array, labels: Array, num_classes: int) -> Array:
+    """Mean over N of −log softmax(logits)[label]; logits (N, C), labels (N,) int."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=1))
+
+
+def loss_fn(name: str) -> Callable[[Array, Array, int], Array]:
+    """The loss function named ``name`` (one of :data:`LOSSES`): :func:`mse_loss` or :func:`cross_entropy_loss`."""
+    check_choice("loss", name, LOSSES)
+    return mse_loss if name == "mse" else cross_entropy_loss
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def member_keys(seed: int, k: Any, m: Any) -> tuple[Array, Array]:
+    """(init_key, shuffle_key) of member (k, m); depends on (seed, k, m) only."""
+    member = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 0), k), m)
+    return jax.random.fold_in(member, 0), jax.random.fold_in(member, 1)
+
+
+def member_init(config: TrainConfig, d_in: int, *, k: int = 0, m: int = 0) -> Any:
+    """Initial parameters of member (k, m) (as used by the training functions)."""
+    init_key, _ = member_keys(config.seed, k, m)
+    return _mlp.init(
+        init_key, config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale
+    )
+
+
+def validation_split(seed: int, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train_rows, val_rows), sorted, from ``fold_in(PRNGKey(seed), 1)``; at least one validation row."""
+    n_val = min(n - 1, max(1, int(round(fraction * n))))
+    if n_val < 1:
+        raise ValueError(f"cannot hold out a validation split from N={n} training rows")
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), 1), n))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

@@ -1,0 +1,352 @@
+"""The compiled training programs of one member, and how a chunk of members shares them.
+
+Per member the recipe is deterministic (keys and losses: :mod:`nwcorrupt.train.config`):
+
+* every epoch the training rows are shuffled with
+  ``permutation(fold_in(shuffle_key, epoch))`` and cut into ``N_train // batch``
+  minibatches (the remainder is dropped); a step budget may end mid-epoch;
+* online corruption: a pure ``corrupt(x_clean, k, epoch) -> (N, d)`` redraws the
+  training inputs of data set k at every epoch (k and epoch are traced int32);
+* optional early stopping on a held-out split (same rows for every member), which
+  restores the parameters of the best validation epoch;
+* after training, the training-set fit: the loss of the recipe and the accuracy of
+  argmax of the logits over all N_train training rows (the held-out rows excluded),
+  with the final parameters; under online corruption on the inputs of the last epoch
+  the member trained.
+
+:func:`member_programs` builds these as pure, unjitted, unvmapped functions of one
+member; :func:`compiled_programs` jits them for one member (``"single"``) or for a
+chunk of members (``"vmap"`` or ``"map"``, see :data:`MEMBER_BATCHING`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nwcorrupt import mlp as _mlp
+from nwcorrupt._checks import check_choice, check_positive_int
+from nwcorrupt.precision import default_float
+from nwcorrupt.train.config import TrainConfig, loss_fn, validation_split
+
+__all__ = [
+    "MEMBER_BATCHING",
+    "ProgramSpec",
+    "compiled_programs",
+    "make_spec",
+    "member_programs",
+    "resolve_member_batching",
+    "shared_inputs",
+]
+
+Array = jax.Array
+
+#: How the members of a chunk share one compiled program: ``"vmap"`` batches them (member-batched
+#: matrix products: what fills an accelerator and shards over devices); ``"map"`` loops over them inside
+#: the program with ``jax.lax.map`` (plain matrix products, which XLA:CPU runs ~1.3x faster than batched
+#: ones); ``"auto"``: ``"map"`` on a single CPU device, ``"vmap"`` otherwise.
+MEMBER_BATCHING = ("auto", "vmap", "map")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramSpec:
+    """The static shape of one training run (hashable: it keys the compiled programs).
+
+    Attributes:
+      config: the training configuration.
+      n_train: rows trained on (N, or N minus the held-out rows under early stopping).
+      n_val: held-out validation rows (0 without early stopping).
+      d: input features.
+      steps_per_epoch: ``n_train // batch_size``.
+      total_steps: optimisation steps in all (the step budget).
+      num_epochs: epochs needed for ``total_steps`` (the last one may be partial).
+      corrupt: the online corruption callable, or None for fixed training sets.
+      dtype: name of the float dtype of parameters and inputs.
+      needs_mask: whether some steps must be masked out (early stopping, or a budget
+        that ends mid-epoch).
+    """
+
+    config: TrainConfig
+    n_train: int
+    n_val: int
+    d: int
+    steps_per_epoch: int
+    total_steps: int
+    num_epochs: int
+    corrupt: Callable | None
+    dtype: str
+    needs_mask: bool
+
+    def program_key(self) -> ProgramSpec:
+        """The fields the compiled programs depend on (the step budget and seed are runtime inputs)."""
+        cfg = dataclasses.replace(self.config, epochs=1, steps=None, seed=0, tag="", divergence_threshold=None)
+        return dataclasses.replace(self, config=cfg, total_steps=0, num_epochs=0)
+
+
+def make_spec(config: TrainConfig, n: int, d: int, corrupt: Callable | None) -> ProgramSpec:
+    """The :class:`ProgramSpec` of training ``config`` on N = ``n`` rows of ``d`` features.
+
+    Raises:
+      ValueError: the batch is larger than the rows left to train on.
+    """
+    if config.early_stopping is not None:
+        train_rows, val_rows = validation_split(config.seed, n, config.early_stopping.validation_fraction)
+        n_train, n_val = len(train_rows), len(val_rows)
+    else:
+        n_train, n_val = n, 0
+    if config.batch_size > n_train:
+        what = "training examples" if n_val == 0 else f"training examples left after holding out {n_val}"
+        raise ValueError(
+            f"batch_size={config.batch_size} is larger than the number of {what}: N={n_train}"
+        )
+    spe = n_train // config.batch_size
+    total = config.steps if config.steps is not None else config.epochs * spe
+    num_epochs = int(math.ceil(total / spe))
+    return ProgramSpec(
+        config=config,
+        n_train=n_train,
+        n_val=n_val,
+        d=d,
+        steps_per_epoch=spe,
+        total_steps=int(total),
+        num_epochs=num_epochs,
+        corrupt=corrupt,
+        dtype=np.dtype(default_float()).name,
+        needs_mask=config.early_stopping is not None or total != num_epochs * spe,
+    )
+
+
+def shared_inputs(spec: ProgramSpec, x_clean: np.ndarray | None, y: np.ndarray) -> dict:
+    """Inputs every member of a run shares: labels ``y`` (N,), the step budget, the clean inputs
+    (N, d) under online corruption, and the training/validation rows under early stopping."""
+    dtype = np.dtype(spec.dtype)
+    shared: dict[str, Any] = {"y": jnp.asarray(y, jnp.int32), "total_steps": jnp.asarray(spec.total_steps, jnp.int32)}
+    if spec.corrupt is not None:
+        shared["x"] = jnp.asarray(x_clean, dtype)
+    if spec.config.early_stopping is not None:
+        tr, va = validation_split(
+            spec.config.seed, spec.n_train + spec.n_val, spec.config.early_stopping.validation_fraction
+        )
+        shared["train_rows"] = jnp.asarray(tr, jnp.int32)
+        shared["val_rows"] = jnp.asarray(va, jnp.int32)
+    return shared
+
+
+def _tree_where(cond: Array, new: Any, old: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
+@functools.lru_cache(maxsize=32)
+def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
+    """Per-member functions (pure, unjitted, unvmapped).
+
+    Returns:
+      dict with
+
+      - ``init(init_key) -> state``;
+      - ``epoch(state, epoch, member, shared) -> (state, step_losses (S_e,), active (S_e,), val_loss)``;
+      - ``final(state) -> params`` (the best-validation ones under early stopping with ``restore_best``);
+      - ``net(params, x) -> logits`` for (n, d) inputs;
+      - ``fit(state, member, shared, last_epoch, block) -> (loss_sums (B,), correct)``: the training-set
+        fit of the final parameters over the N_train training rows, evaluated in B blocks of ``block``
+        rows (a static int); ``loss_sums`` are per-block sums of the per-row loss (MSE: the row's mean
+        over C), so ``loss_sums.sum() / N_train`` is the loss of the recipe over the whole set, and
+        ``correct`` counts rows whose argmax equals the label. Under online corruption the inputs are
+        those of epoch ``last_epoch``.
+
+      ``member`` holds ``k`` (data-set index), ``shuffle_key`` and, for fixed training sets,
+      ``x_index`` (the member's set in ``shared["x"]``).
+    """
+    cfg = spec.config
+    arch, opt = cfg.arch, cfg.transform()
+    loss_of = loss_fn(cfg.loss)
+    es = cfg.early_stopping
+    spe, bsz = spec.steps_per_epoch, cfg.batch_size
+    dtype = jnp.dtype(spec.dtype)
+
+    def net(params: Any, x: Array) -> Array:
+        return _mlp.forward(arch, params, x, cfg.width_scale, _mlp.MATMUL_PRECISION, arch.depth)
+
+    def loss(params: Any, x: Array, y: Array) -> Array:
+        return loss_of(net(params, x), y, cfg.num_classes)
+
+    def rows_of(member: dict, shared: dict, epoch_idx: Array) -> Callable[[Array], Array]:
+        """take(idx): the member's training inputs at rows idx, in epoch ``epoch_idx``."""
+        if spec.corrupt is not None:
+            x_all = spec.corrupt(shared["x"], member["k"], epoch_idx)
+            if tuple(x_all.shape) != (spec.n_train + spec.n_val, spec.d):
+                raise ValueError(
+                    f"corrupt(x_clean, k, epoch) must return shape {(spec.n_train + spec.n_val, spec.d)}, "
+                    f"got {tuple(x_all.shape)}"
+                )
+            x_all = x_all.astype(dtype)
+
+            def take(idx: Array) -> Array:
+                return x_all[idx]
+
+        else:
+
+            def take(idx: Array) -> Array:  # rows of this member's training set, without copying the set
+                return shared["x"][member["x_index"], idx]
+
+        return take
+
+    def init_state(init_key: Array) -> dict:
+        params = _mlp.init(init_key, arch, cfg.width, spec.d, cfg.num_classes, width_scale=cfg.width_scale, dtype=dtype)
+        state = {"params": params, "opt": opt.init(params)}
+        if es is not None:
+            state["best"] = params
+            state["best_val"] = jnp.asarray(jnp.inf, dtype)
+            state["bad"] = jnp.asarray(0, jnp.int32)
+            state["stopped"] = jnp.asarray(False)
+        return state
+
+    def epoch(state: dict, epoch_idx: Array, member: dict, shared: dict) -> tuple[dict, Array, Array, Array]:
+        take = rows_of(member, shared, epoch_idx)
+        y_all = shared["y"]
+        total = shared["total_steps"]
+        stopped = state["stopped"] if es is not None else jnp.asarray(False)
+        perm = jax.random.permutation(jax.random.fold_in(member["shuffle_key"], epoch_idx), spec.n_train)
+        batches = perm[: spe * bsz].reshape(spe, bsz)
+
+        def step(carry: tuple, inp: tuple) -> tuple:
+            params, opt_state = carry
+            j, rows = inp
+            if es is not None:
+                rows = shared["train_rows"][rows]
+            value, grads = jax.value_and_grad(loss)(params, take(rows), y_all[rows])
+            updates, new_opt = opt.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            active = jnp.logical_and(epoch_idx * spe + j < total, jnp.logical_not(stopped))
+            if spec.needs_mask:
+                new_params = _tree_where(active, new_params, params)
+                new_opt = _tree_where(active, new_opt, opt_state)
+            return (new_params, new_opt), (value, active)
+
+        (params, opt_state), (losses, active) = jax.lax.scan(
+            step, (state["params"], state["opt"]), (jnp.arange(spe), batches)
+        )
+        new_state = dict(state, params=params, opt=opt_state)
+        if es is not None:
+            val = loss(params, take(shared["val_rows"]), y_all[shared["val_rows"]])
+            ran = jnp.logical_not(stopped)
+            improved = jnp.logical_and(ran, val < state["best_val"] - es.min_delta)
+            bad = jnp.where(improved, 0, jnp.where(ran, state["bad"] + 1, state["bad"]))
+            new_state.update(
+                best=_tree_where(improved, params, state["best"]),
+                best_val=jnp.where(improved, val, state["best_val"]),
+                bad=bad,
+                stopped=jnp.logical_or(stopped, bad >= es.patience),
+            )
+            val_out = jnp.where(ran, val, jnp.nan)
+        else:
+            val_out = jnp.asarray(jnp.nan, dtype)
+        return new_state, losses, active, val_out
+
+    def final_params(state: dict) -> Any:
+        if es is not None and es.restore_best:
+            return state["best"]
+        return state["params"]
+
+    def row_loss(logits: Array, y: Array) -> Array:
+        # the recipe's loss of each row on its own: MSE's mean over N·C is the mean over rows of
+        # the per-row mean over C; cross-entropy is a mean over rows already
+        return jax.vmap(lambda z, t: loss_of(z[None], t[None], cfg.num_classes))(logits, y)
+
+    def fit(state: dict, member: dict, shared: dict, last_epoch: Array, block: int) -> tuple[Array, Array]:
+        params = final_params(state)
+        take = rows_of(member, shared, last_epoch)
+        y_all = shared["y"]
+        rows = shared["train_rows"] if es is not None else jnp.arange(spec.n_train, dtype=jnp.int32)
+        num_blocks = -(-spec.n_train // block)
+        pad = num_blocks * block - spec.n_train
+        idx = jnp.concatenate([rows, jnp.zeros(pad, jnp.int32)]).reshape(num_blocks, block)
+        mask = (jnp.arange(num_blocks * block) < spec.n_train).reshape(num_blocks, block)
+
+        def one_block(correct: Array, inp: tuple) -> tuple[Array, Array]:
+            i, keep = inp
+            logits = net(params, take(i))
+            y = y_all[i]
+            loss_sum = jnp.sum(jnp.where(keep, row_loss(logits, y), 0))
+            hits = jnp.sum(jnp.logical_and(keep, jnp.argmax(logits, axis=-1) == y)).astype(jnp.int32)
+            return correct + hits, loss_sum
+
+        correct, loss_sums = jax.lax.scan(one_block, jnp.asarray(0, jnp.int32), (idx, mask))
+        return loss_sums, correct
+
+    return {"init": init_state, "epoch": epoch, "final": final_params, "net": net, "fit": fit}
+
+
+def resolve_member_batching(mode: str, devices: Sequence[Any]) -> str:
+    """The batching mode :func:`~nwcorrupt.train.train_ensemble` uses on ``devices`` (see :data:`MEMBER_BATCHING`)."""
+    check_choice("member_batching", mode, MEMBER_BATCHING)
+    if mode != "auto":
+        return mode
+    return "map" if len(devices) == 1 and devices[0].platform == "cpu" else "vmap"
+
+
+def compiled_programs(spec: ProgramSpec, mode: str, fit_block: int = 1024) -> dict[str, Callable]:
+    """Compiled ``init`` / ``epoch`` / ``eval`` / ``fit`` of one member or of a chunk of members.
+
+    Args:
+      spec: the run's :class:`ProgramSpec` (programs are shared by specs with the same
+        :meth:`ProgramSpec.program_key`).
+      mode: ``"single"`` (one member, no member axis), ``"vmap"`` or ``"map"`` (a leading member
+        axis on the state, ``member`` and ``last_epoch``).
+      fit_block: training rows evaluated at once by ``fit`` (capped at N_train).
+
+    Returns:
+      dict of jitted functions: ``init(keys)``, ``epoch(state, epoch, member, shared)`` (donates
+      ``state``), ``eval(state, x) -> logits`` and ``fit(state, member, shared, last_epoch)``, see
+      :func:`member_programs`.
+    """
+    check_choice("mode", mode, ("single", "vmap", "map"))
+    block = min(check_positive_int("fit_block", fit_block), spec.n_train)
+    return _compiled(spec.program_key(), mode, block)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(spec: ProgramSpec, mode: str, block: int) -> dict[str, Callable]:
+    p = member_programs(spec)
+
+    def evaluate(state, x):
+        return p["net"](p["final"](state), x)
+
+    def fit(state, member, shared, last_epoch):
+        return p["fit"](state, member, shared, last_epoch, block)
+
+    if mode == "single":
+        return {
+            "init": jax.jit(p["init"]),
+            "epoch": jax.jit(p["epoch"], donate_argnums=(0,)),
+            "eval": jax.jit(evaluate),
+            "fit": jax.jit(fit),
+        }
+    if mode == "map":
+        return {
+            "init": jax.jit(lambda keys: jax.lax.map(p["init"], keys)),
+            "epoch": jax.jit(
+                lambda state, e, member, shared: jax.lax.map(lambda a: p["epoch"](a[0], e, a[1], shared), (state, member)),
+                donate_argnums=(0,),
+            ),
+            "eval": jax.jit(lambda state, x: jax.lax.map(lambda st: evaluate(st, x), state)),
+            "fit": jax.jit(
+                lambda state, member, shared, last: jax.lax.map(
+                    lambda a: fit(a[0], a[1], shared, a[2]), (state, member, last)
+                )
+            ),
+        }
+    return {
+        "init": jax.jit(jax.vmap(p["init"])),
+        "epoch": jax.jit(jax.vmap(p["epoch"], in_axes=(0, None, 0, None)), donate_argnums=(0,)),
+        "eval": jax.jit(jax.vmap(evaluate, in_axes=(0, None))),
+        "fit": jax.jit(jax.vmap(fit, in_axes=(0, 0, None, 0))),
+    }
