@@ -86,7 +86,8 @@ def merge_params(folder: Mapping[str, Any], new: Mapping[str, Any], sweeps: Iter
         )
     out = dict(folder)
     for k, v in new.items():
-        out[k] = merge_sweep_list(folder[k], v) if k in folder else v  # only sweep lists can differ here
+        if k in sweeps:
+            out[k] = merge_sweep_list(folder[k], v) if k in folder else v
     return out
 
 
