@@ -1,14 +1,17 @@
 """The ``nwcorrupt`` command.
 
 ``nwcorrupt demo`` is the main job: the ``heavy_corruption`` study at its quick scale
-(``experiments/heavy_corruption.toml``): on MNIST it trains finite-width ensembles on
-corrupted training sets and compares them, as the corruption level p grows, with the
-exact NTK predictor on the same noisy sets, the exact mean-field predictor and the
-leading-order centroid rule argmax_i <x*, mu_i>. It prints the accuracy and agreement
-table and writes the records, tables and figures to ``results/demo``. Like every
-``nwcorrupt run``, it is resumable: a rerun skips the finished points.
+(the shipped config ``heavy_corruption.toml``): on MNIST it trains finite-width
+ensembles on corrupted training sets and compares them, as the corruption level p
+grows, with the exact NTK predictor on the same noisy sets, the exact mean-field
+predictor and the leading-order centroid rule argmax_i <x*, mu_i>. It prints the
+accuracy and agreement table and writes the records, tables and figures to
+``results/demo``. Like every ``nwcorrupt run``, it is resumable: a rerun skips the
+finished points.
 
-``nwcorrupt run``, ``report`` and ``list`` drive any configured study.
+``nwcorrupt run STUDY`` runs any study by name (its config ships with the package,
+see ``nwcorrupt list``) or from a TOML file; ``report`` rebuilds tables and figures
+of a results folder.
 """
 
 from __future__ import annotations
@@ -16,27 +19,34 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+
+__all__ = ["DEMO_STUDY", "build_parser", "main", "parse_set"]
 
 DEMO_STUDY = "heavy_corruption"
 
 
-def find_config(study: str, *, cwd: Path | None = None) -> Path:
-    """The config file ``experiments/<study>.toml``: in the working directory, else beside the package.
+def parse_set(items: Sequence[str]) -> dict:
+    """Parameter overrides from ``KEY=VALUE`` strings; VALUE is a TOML value (``[0.5, 0.9]``, ``3``), else a string.
 
     Raises:
-      FileNotFoundError: naming the places searched.
+      ConfigError: for an item without ``=``.
     """
-    import nwcorrupt
+    from nwcorrupt.experiments.errors import ConfigError
 
-    candidates = [Path(cwd or Path.cwd()) / "experiments" / f"{study}.toml",
-                  Path(nwcorrupt.__file__).resolve().parents[1] / "experiments" / f"{study}.toml"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"config of study {study!r} not found; looked for {[str(c) for c in candidates]}; "
-                            "pass --config PATH")
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. 'ps=[0.5, 0.9]'), got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value.strip()
+    return out
 
 
 def _demo_overrides(args: argparse.Namespace) -> dict:
@@ -44,21 +54,19 @@ def _demo_overrides(args: argparse.Namespace) -> dict:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from nwcorrupt.experiments import runner
-    from nwcorrupt.experiments.schema import ConfigError, load_config
-    from nwcorrupt.experiments.store import Store
+    from nwcorrupt.experiments import catalog, runner
+    from nwcorrupt.experiments.errors import ConfigError
     from nwcorrupt.experiments.studies import heavy_corruption
 
     t0 = time.perf_counter()
     try:
-        path = Path(args.config) if args.config else find_config(DEMO_STUDY)
-        config = load_config(path, args.scale, overrides=_demo_overrides(args))
+        config = catalog.load(args.config or DEMO_STUDY, args.scale, overrides=_demo_overrides(args))
         if config.study != DEMO_STUDY:
-            raise ConfigError(f"{path}: the demo runs the {DEMO_STUDY!r} study, this config is {config.study!r}")
+            raise ConfigError(f"{config.source}: the demo runs the {DEMO_STUDY!r} study, this config is {config.study!r}")
         out = Path(args.out)
         if not args.quiet:
             p = config.params
-            print(f"nwcorrupt demo: study {DEMO_STUDY} ({config.scale} scale, {path})")
+            print(f"nwcorrupt demo: study {DEMO_STUDY} ({config.scale} scale, {config.source})")
             print(f"  {p.dataset}, N = {p.n_train}, {p.activation} MLP L = {p.depth}, width {p.width}, "
                   f"K x M = {p.k} x {p.m} (noisy sets x inits), noises {list(p.noises)}, p in {list(p.ps)}")
             print(runner.format_plan(config, out).splitlines()[-1])
@@ -67,8 +75,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     runner.report(out, formats=("png",))
-    records = sorted(Store(out).records(), key=lambda r: r["index"])
-    print(heavy_corruption.summary_table(records))
+    print(heavy_corruption.summary_table(runner.folder_records(out)))
     print(f"accuracy on the clean test set (mean over K = {config.params.k} noisy training sets); "
           "agree: fraction of test points where the two predictors' decisions coincide")
     print(f"{summary.ran} points run, {summary.skipped} already stored, {time.perf_counter() - t0:.1f} s; "
@@ -76,12 +83,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale_help(default: str) -> str:
+    from nwcorrupt.experiments import catalog
+
+    return (f"scale table of the config (default: {default}); the shipped configs define "
+            f"{', '.join(catalog.scales())}: tiny (tests, seconds), quick (CPU, minutes), full (the study's recipe, GPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``nwcorrupt`` command."""
     parser = argparse.ArgumentParser(prog="nwcorrupt", description="Infinite-width theory of learning from corrupted data.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the main job: heavy_corruption study at quick scale (networks, NTK, mean-field, rule)")
-    demo.add_argument("--scale", default="quick", help="scale table of the config (default: quick)")
-    demo.add_argument("--config", default=None, help="config file (default: experiments/heavy_corruption.toml)")
+    demo.add_argument("--scale", default="quick", help=_scale_help("quick"))
+    demo.add_argument("--config", default=None, help="TOML config file of the heavy_corruption study (default: the shipped one)")
     demo.add_argument("--dataset", default=None, help="override the config's data set")
     demo.add_argument("--n-train", type=int, default=None, help="override the config's training set size")
     demo.add_argument("--seed", type=int, default=None, help="override the config's seed")
@@ -89,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="print only the table")
     demo.set_defaults(func=_cmd_demo)
 
-    run = sub.add_parser("run", help="run a configured study (resumable)")
-    run.add_argument("config", help="TOML config file (see experiments/)")
-    run.add_argument("--scale", default="quick", help="scale table of the config: quick (CPU, minutes) or full")
+    run = sub.add_parser("run", help="run a study by name or from a TOML config (resumable; a longer sweep list adds points)")
+    run.add_argument("study", help="a study name (see `nwcorrupt list`) or the path of a TOML config file")
+    run.add_argument("--scale", default="quick", help=_scale_help("quick"))
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one parameter of the scale table, VALUE in TOML syntax (e.g. --set 'ps=[0.5, 0.9]'); repeatable")
     run.add_argument("--out", default=None, help="results folder (default: results/<study>-<scale>)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress output")
@@ -101,17 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir", help="results folder written by `nwcorrupt run`")
     rep.set_defaults(func=_cmd_report)
 
-    lst = sub.add_parser("list", help="list the studies and the config files in experiments/")
+    lst = sub.add_parser("list", help="list the studies with their descriptions and scales")
     lst.set_defaults(func=_cmd_list)
     return parser
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from nwcorrupt.experiments import runner, studies
-    from nwcorrupt.experiments.schema import ConfigError, load_config
+    from nwcorrupt.experiments import catalog, runner, studies
+    from nwcorrupt.experiments.errors import ConfigError
 
     try:
-        config = load_config(args.config, args.scale)
+        config = catalog.load(args.study, args.scale, overrides=parse_set(args.overrides))
         out = Path(args.out or f"results/{config.study}-{config.scale}")
         if args.dry_run:
             studies.get(config.study).preflight(config.params)
@@ -130,10 +147,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from nwcorrupt.experiments import runner
+    from nwcorrupt.experiments.errors import ConfigError
 
     try:
         tables = runner.report(args.dir)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(runner.format_tables(tables))
@@ -142,20 +160,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from nwcorrupt.experiments import studies
+    from nwcorrupt.experiments import catalog
 
-    for name in studies.names():
-        print(f"{name:<22} {studies.get(name).DESCRIPTION}")
-    configs = sorted(Path("experiments").glob("*.toml")) if Path("experiments").is_dir() else []
-    if configs:
-        print()
-        print("config files:")
-        for c in configs:
-            print(f"  {c}")
+    rows = catalog.describe()
+    width = max(len(name) for name, _, _ in rows)
+    swidth = max(len(", ".join(scales)) for _, _, scales in rows)
+    print(f"{'study':<{width}}  {'scales':<{swidth}}  description")
+    for name, description, scales in rows:
+        print(f"{name:<{width}}  {', '.join(scales):<{swidth}}  {description}")
+    print("\nrun one with: nwcorrupt run STUDY --scale SCALE (or a path to your own TOML config)")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

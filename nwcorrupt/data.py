@@ -403,6 +403,7 @@ def _need_dir(name: str, loader: Callable[..., RawImages]) -> Callable[..., RawI
             raise ValueError(f"data set {name!r} needs data_dir=, the directory holding its files")
         return loader(data_dir, name=name)
 
+    load_from.needs_data_dir = True  # type: ignore[attr-defined]  # read by available()
     return load_from
 
 
@@ -430,7 +431,19 @@ def names() -> tuple[str, ...]:
 
 
 def available(name: str, data_dir: str | None = None) -> bool:
-    """Whether ``load(name)`` would find its files (never raises for a missing data set)."""
+    """Whether ``load(name)`` would find its files (never raises for a missing data set).
+
+    ``gaussian_mixture`` is synthetic and always available; ``idx`` and ``npz`` read
+    only the directory given, so without ``data_dir`` they are not available.
+
+    Raises:
+      ValueError: for a name that is not in :func:`names`.
+    """
+    if name == "gaussian_mixture":
+        return True
+    check_choice("name", name, names())
+    if data_dir is None and getattr(_LOADERS[name], "needs_data_dir", False):
+        return False
     try:
         load_raw(name, data_dir=data_dir)
     except DatasetNotFoundError:

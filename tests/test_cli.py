@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nwcorrupt import cli, data
-from nwcorrupt.experiments.schema import load_config
+from nwcorrupt.experiments import catalog, studies
+from nwcorrupt.experiments.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "nwcorrupt" / "experiments" / "configs"
 
 
 def test_demo_runs_heavy_corruption_and_resumes(tmp_path, capsys):
@@ -18,7 +23,7 @@ def test_demo_runs_heavy_corruption_and_resumes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "meanfield" in text and "rule_leading" in text and "network~ntk" in text
     records = sorted((out / "records").glob("*.json"))
-    cfg = load_config(cli.find_config("heavy_corruption"), "tiny")
+    cfg = catalog.load("heavy_corruption", "tiny")
     assert len(records) == len(cfg.params.noises) * len(cfg.params.ps)
     assert (out / "figures" / "accuracy_vs_p.png").stat().st_size > 1000
     # the printed table carries the stored accuracies
@@ -41,15 +46,19 @@ def test_demo_runs_heavy_corruption_and_resumes(tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")} == stamps
 
 
-def test_demo_finds_its_config_from_any_directory(tmp_path):
-    path = cli.find_config("heavy_corruption", cwd=tmp_path)
-    assert path.name == "heavy_corruption.toml" and path.is_file()
-    with pytest.raises(FileNotFoundError, match="--config"):
-        cli.find_config("no_such_study", cwd=tmp_path)
+def test_demo_and_run_find_the_shipped_configs_from_any_directory(tmp_path, monkeypatch, capsys):
+    # regression: configs were looked up in ./experiments or beside the checkout, so an installed
+    # package could not find them; they ship inside the package now
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "heavy_corruption", "--scale", "tiny", "--dry-run", "--out", "r"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("study heavy_corruption (tiny): 2 points, 0 already stored in r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_demo_rejects_a_config_of_another_study(tmp_path, capsys):
-    other = cli.find_config("centroid_rules")
+    other = tmp_path / "other.toml"
+    other.write_text(catalog.text("centroid_rules"))
     assert cli.main(["demo", "--config", str(other), "--scale", "tiny", "--out", str(tmp_path)]) == 2
     assert "heavy_corruption" in capsys.readouterr().err
 
@@ -66,3 +75,61 @@ def test_demo_reports_missing_data_set(tmp_path, capsys, monkeypatch):
 def test_demo_rejects_bad_overrides(tmp_path, capsys):
     assert cli.main(["demo", "--n-train", "0", "--scale", "tiny", "--out", str(tmp_path)]) == 2
     assert "n_train" in capsys.readouterr().err
+
+
+def _shipped_docs():
+    return {p.stem: tomllib.loads(p.read_text()) for p in sorted(CONFIG_DIR.glob("*.toml"))}
+
+
+def test_list_shows_every_study_with_its_description_and_scales(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    docs = _shipped_docs()
+    assert sorted(docs) == studies.names()
+    for name, doc in docs.items():
+        (line,) = [ln for ln in lines if ln.split()[:1] == [name]]
+        assert doc["description"] in line
+        scales = [k for k, v in doc.items() if isinstance(v, dict)]
+        assert ", ".join(sorted(scales, key=["tiny", "quick", "full"].index)) in line
+
+
+def test_scale_help_lists_every_scale_the_configs_define(capsys):
+    every = {k for doc in _shipped_docs().values() for k, v in doc.items() if isinstance(v, dict)}
+    assert {"tiny", "quick", "full"} <= every
+    for command in ("run", "demo"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(scale in text for scale in every)
+        assert ", ".join(catalog.scales()) in text
+
+
+def test_unknown_study_or_scale_errors_listing_the_valid_ones(tmp_path, capsys):
+    assert cli.main(["run", "no_such_study", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown study 'no_such_study'" in err and all(name in err for name in studies.names())
+    assert cli.main(["run", "heavy_corruption", "--scale", "huge", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no scale 'huge'" in err and "tiny, quick, full" in err
+    assert cli.main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_set_parses_toml_values_and_strings():
+    assert cli.parse_set(["ps=[0.5, 0.9]", "k = 3", "dataset=digits", "noises=['additive']"]) == {
+        "ps": [0.5, 0.9], "k": 3, "dataset": "digits", "noises": ["additive"]}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        cli.parse_set(["ps"])
+
+
+def test_run_by_name_with_set_extends_a_finished_sweep(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    base = ["run", "centroid_rules", "--scale", "tiny", "--set", "noises=['additive']", "--quiet", "--out", "res"]
+    assert cli.main([*base, "--set", "ps=[0.9]"]) == 0
+    assert "centroid_rules (tiny): 1 points run, 0 already stored" in capsys.readouterr().out
+    assert cli.main([*base, "--set", "ps=[0.9, 0.5]"]) == 0
+    assert "centroid_rules (tiny): 1 points run, 1 already stored" in capsys.readouterr().out
+    assert len(list((tmp_path / "res" / "records").glob("*.json"))) == 2
+    assert cli.main([*base, "--set", "ps=[0.5]", "--set", "k=3"]) == 2
+    assert "k = 2 there, 3 here" in capsys.readouterr().err

@@ -191,3 +191,23 @@ def test_validation_errors():
         data.Dataset(x, y, x[:, :2], y, 2, "t")
     with pytest.raises(TypeError, match="y_train must have an integer dtype"):
         data.Dataset(x, y.astype(float), x, y, 2, "t")
+
+
+@pytest.mark.parametrize("name", data.names())
+def test_available_answers_for_every_registered_name(name, tmp_path, monkeypatch):
+    # regression: available("gaussian_mixture") raised instead of answering
+    monkeypatch.delenv("NWCORRUPT_KMNIST_DIR", raising=False)
+    answer = data.available(name)
+    assert isinstance(answer, bool)
+    if answer:
+        ds = data.load(name, n_train=20, seed=0)
+        assert ds.n_train == 20 and ds.x_train.shape[0] == 20
+    else:
+        with pytest.raises((data.DatasetNotFoundError, ValueError), match="data_dir|not|install"):
+            data.load(name, n_train=20, seed=0)
+    if name in ("gaussian_mixture", "digits"):
+        assert answer is True
+    if name in ("idx", "npz"):  # these read only the directory they are given
+        assert answer is False
+    # an empty directory: a clean False for every file-backed data set
+    assert data.available(name, data_dir=str(tmp_path)) is (name in ("digits", "gaussian_mixture"))

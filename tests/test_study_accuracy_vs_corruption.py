@@ -16,7 +16,7 @@ from nwcorrupt.experiments.schema import ConfigError, build_params, load_config
 from nwcorrupt.experiments.studies import accuracy_vs_corruption as avc
 from nwcorrupt.experiments.studies import online_training as ot
 
-CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "accuracy_vs_corruption.toml"
+CONFIG = Path(__file__).resolve().parents[1] / "nwcorrupt" / "experiments" / "configs" / "accuracy_vs_corruption.toml"
 SMALL = dict(datasets=("digits",), n_train=100, n_test=60, depth=2, width=16, epochs=2, batch_size=25, repeats=2)
 U01 = corruption.Replacement("uniform", low=0.0, high=1.0)
 

@@ -1,17 +1,38 @@
-"""Resumable execution of an experiment, and reports rebuilt from its store."""
+"""Resumable execution of an experiment, and reports rebuilt from its store.
+
+A run computes the sweep points of its configuration that the results folder
+does not hold yet. Each point is keyed by its own parameters (:func:`point_key`),
+so extending a sweep list computes exactly the new points; see
+:mod:`nwcorrupt.experiments.store` for the folder rules.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 from nwcorrupt.experiments import studies
-from nwcorrupt.experiments.schema import ExperimentConfig
-from nwcorrupt.experiments.store import Store, point_id
+from nwcorrupt.experiments.errors import ConfigError
+from nwcorrupt.experiments.schema import ExperimentConfig, build_params
+from nwcorrupt.experiments.store import LAYOUT, Store, check_layout, merge_params, point_id
+
+__all__ = [
+    "RunSummary",
+    "environment",
+    "folder_config",
+    "folder_records",
+    "format_plan",
+    "format_tables",
+    "plan",
+    "point_key",
+    "report",
+    "run",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +61,67 @@ def environment() -> dict:
     }
 
 
+def _json(value):
+    return json.loads(json.dumps(value))
+
+
+def point_key(config: ExperimentConfig, point: dict) -> dict:
+    """The identity of a sweep point: study, the shared parameters, and the point.
+
+    Shared parameters are every field of the study's ``Params`` except its sweep
+    lists (:func:`nwcorrupt.experiments.studies.sweeps`), plus the sweep lists the
+    point itself depends on (:func:`nwcorrupt.experiments.studies.depends_on`).
+    The key is JSON data (lists for tuples); its hash is the point's id.
+    """
+    sweeps = studies.sweeps(config.study)
+    depends = set(studies.depends_on(config.study, config.params, point))
+    params = dataclasses.asdict(config.params)
+    shared = {k: v for k, v in params.items() if k not in sweeps or k in depends}
+    return _json({"study": config.study, "params": shared, "point": point})
+
+
 def plan(config: ExperimentConfig) -> list[tuple[str, dict, float]]:
     """The sweep points of a configuration: (id, point, estimated seconds)."""
     study = studies.get(config.study)
-    return [(point_id(config, pt), pt, float(study.estimate(config.params, pt))) for pt in study.points(config.params)]
+    return [(point_id(point_key(config, pt)), pt, float(study.estimate(config.params, pt))) for pt in study.points(config.params)]
+
+
+def _config_doc(config: ExperimentConfig) -> dict:
+    return _json({"layout": LAYOUT, **config.as_dict(), "sweeps": sorted(studies.sweeps(config.study))})
+
+
+def folder_config(config: ExperimentConfig, out: str | Path) -> ExperimentConfig:
+    """The configuration the folder ``out`` holds after a run of ``config``: its sweep lists united with the folder's.
+
+    ``config`` itself for a new folder. Nothing is written.
+
+    Raises:
+      ConfigError: when the folder holds another study or other shared parameters (naming the keys and
+        both values), or was written with another folder layout.
+    """
+    store = Store(Path(out))
+    if not store.exists():
+        return config
+    doc = store.config_dict()
+    check_layout(doc, str(store.root))
+    if doc.get("study") != config.study:
+        raise ConfigError(f"{store.root} holds results of a different configuration: study {doc.get('study')!r} there, "
+                          f"{config.study!r} here; choose another --out folder")
+    sweeps = studies.sweeps(config.study)
+    merged = merge_params(doc["params"], _json(dataclasses.asdict(config.params)), sweeps, where=str(store.root))
+    params = build_params(studies.get(config.study).Params, merged, str(store.config_path))
+    return dataclasses.replace(config, scale=str(doc.get("scale", config.scale)), params=params)
+
+
+def _items(config: ExperimentConfig, folder: ExperimentConfig) -> list[tuple[str, dict, float]]:
+    """The points of ``config`` keyed and costed under the folder's configuration."""
+    study = studies.get(config.study)
+    return [(point_id(point_key(folder, pt)), pt, float(study.estimate(folder.params, pt))) for pt in study.points(config.params)]
 
 
 def format_plan(config: ExperimentConfig, out: Path) -> str:
-    items = plan(config)
+    """The plan of a run of ``config`` into ``out``: its points, which are stored, the estimated remaining cost."""
+    items = _items(config, folder_config(config, out))
     store = Store(Path(out))
     done = sum(store.has(pid) for pid, _, _ in items)
     todo = sum(cost for pid, _, cost in items if not store.has(pid))
@@ -60,11 +134,15 @@ def format_plan(config: ExperimentConfig, out: Path) -> str:
 
 
 def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_points: int | None = None) -> RunSummary:
-    """Run every sweep point not yet in the store, writing each record as soon as it is done.
+    """Run every sweep point of ``config`` not yet in the store, writing each record as soon as it is done.
+
+    Points are keyed under :func:`folder_config` (the folder's sweep lists united
+    with the run's) and computed with its parameters, which give every point of
+    ``config`` the result it would have alone.
 
     Args:
       config: a validated configuration.
-      out: the results folder (created; must not hold another configuration's results).
+      out: the results folder (created; must not hold results of other shared parameters).
       quiet: no progress output.
       max_points: stop after running this many new points (for tests of resumption).
     """
@@ -72,26 +150,30 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
 
     study = studies.get(config.study)
     study.preflight(config.params)  # e.g. a missing data set fails here, before any work
-    store = Store(Path(out)).open_for(config)
-    items = plan(config)
+    folder = folder_config(config, out)
+    store = Store(Path(out))
+    store.write_config(_config_doc(folder))
+    items = _items(config, folder)
+    index_of = {pid: i for i, (pid, _, _) in enumerate(plan(folder))}
     env = environment()
     t0 = time.perf_counter()
     ran = skipped = 0
     bar = tqdm(items, desc=config.study, disable=quiet or not sys.stderr.isatty(), unit="pt")
-    for index, (pid, pt, _) in enumerate(bar):
+    for pid, pt, _ in bar:
         if store.has(pid):
             skipped += 1
             continue
         if max_points is not None and ran >= max_points:
             break
         t = time.perf_counter()
-        metrics = study.run_point(config.params, pt)
+        metrics = study.run_point(folder.params, pt)
         record = {
             "id": pid,
-            "index": index,
+            "key": point_key(folder, pt),
+            "index": index_of.get(pid, len(index_of)),
             "study": config.study,
             "scale": config.scale,
-            "params": dataclasses.asdict(config.params),
+            "params": dataclasses.asdict(folder.params),
             "point": pt,
             "metrics": metrics,
             "seconds": time.perf_counter() - t,
@@ -101,8 +183,44 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
         store.write_record(pid, record)
         ran += 1
         if not quiet and not sys.stderr.isatty():
-            print(f"[{config.study}] point {index + 1}/{len(items)} {pt}: {record['seconds']:.1f}s", file=sys.stderr)
+            print(f"[{config.study}] point {ran + skipped}/{len(items)} {pt}: {record['seconds']:.1f}s", file=sys.stderr)
     return RunSummary(total=len(items), ran=ran, skipped=skipped, seconds=time.perf_counter() - t0, out=Path(out))
+
+
+def _stored_config(store: Store) -> ExperimentConfig:
+    cfg = store.config_dict()
+    study = studies.get(cfg["study"])
+    params = build_params(study.Params, cfg["params"], str(store.config_path))
+    return ExperimentConfig(study=cfg["study"], scale=str(cfg.get("scale", "")), params=params)
+
+
+def folder_records(out: str | Path) -> list[dict]:
+    """The records of the points the folder's configuration describes, in the order of its sweep.
+
+    Records of other points (e.g. superseded by a longer sweep list they depend on)
+    are left out. A folder of the first layout held a single configuration: all its
+    records, in their stored order.
+
+    Raises:
+      FileNotFoundError: when ``out`` is not a results folder.
+      ConfigError: when a stored record's key does not match its point.
+    """
+    store = Store(Path(out))
+    doc = store.config_dict()
+    if doc.get("layout", 1) == 1:
+        return store.records()
+    check_layout(doc, str(store.root))
+    config = _stored_config(store)
+    records = []
+    for pt in studies.get(config.study).points(config.params):
+        key = point_key(config, pt)
+        pid = point_id(key)
+        if store.has(pid):
+            rec = store.read_record(pid)
+            if rec.get("key") != key:
+                raise ConfigError(f"{store.records_dir / (pid + '.json')} does not hold point {pt} of {store.root}")
+            records.append(rec)
+    return records
 
 
 def report(out: str | Path, *, formats: tuple[str, ...] = ("png", "pdf")) -> dict[str, list[list]]:
@@ -111,13 +229,11 @@ def report(out: str | Path, *, formats: tuple[str, ...] = ("png", "pdf")) -> dic
     Returns:
       the tables, name -> rows with the header first.
     """
-    from nwcorrupt.experiments.schema import build_params
-
     store = Store(Path(out))
-    cfg = store.config_dict()
-    study = studies.get(cfg["study"])
-    params = build_params(study.Params, cfg["params"], f"{out}/config.json")
-    records = store.records()
+    config = _stored_config(store)
+    study = studies.get(config.study)
+    params = config.params
+    records = folder_records(out)
     tables = study.tables(params, records)
     for name, (header, rows) in tables.items():
         store.write_table(name, header, rows)

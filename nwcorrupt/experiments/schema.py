@@ -1,6 +1,7 @@
 """Typed experiment configurations read from TOML, with strict validation.
 
-A config file names its study and gives one table of parameters per scale::
+The configs of the shipped studies live inside the package (see
+:mod:`nwcorrupt.experiments.catalog`). A config file names its study and gives one table of parameters per scale::
 
     study = "centroid_rules"
     description = "..."
@@ -28,12 +29,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nwcorrupt.experiments import studies as _registry
+from nwcorrupt.experiments.errors import ConfigError
+
+__all__ = [
+    "REQUIRED_SCALES",
+    "TOP_LEVEL_KEYS",
+    "ConfigError",
+    "ExperimentConfig",
+    "build_params",
+    "coerce",
+    "load_config",
+    "parse_config",
+]
+
 TOP_LEVEL_KEYS = ("study", "description")
 REQUIRED_SCALES = ("quick", "full")
-
-
-class ConfigError(ValueError):
-    """An experiment configuration is invalid; the message names the key and what was expected."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +132,6 @@ def load_config(path: str | Path, scale: str = "quick", *, overrides: Mapping[st
       scale: a scale table of the file (``"quick"``, ``"full"``, or any other it defines).
       overrides: parameter values that replace the file's (validated the same way).
     """
-    from nwcorrupt.experiments import studies
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -130,13 +139,17 @@ def load_config(path: str | Path, scale: str = "quick", *, overrides: Mapping[st
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
-    return parse_config(doc, scale, source=str(path), overrides=overrides, studies=studies)
+    return parse_config(doc, scale, source=str(path), overrides=overrides)
 
 
 def parse_config(doc: Mapping[str, Any], scale: str, *, source: str = "<dict>", overrides=None, studies=None) -> ExperimentConfig:
-    """Validate an already-parsed config document (see :func:`load_config`)."""
+    """Validate an already-parsed config document (see :func:`load_config`).
+
+    ``studies`` is the study registry (a module or object with ``names()`` and
+    ``get(name)``); the default is :mod:`nwcorrupt.experiments.studies`.
+    """
     if studies is None:
-        from nwcorrupt.experiments import studies
+        studies = _registry
     name = doc.get("study")
     if not isinstance(name, str):
         raise ConfigError(f"{source}: missing the top-level key study = \"<name>\"; known studies: {studies.names()}")
@@ -150,7 +163,8 @@ def parse_config(doc: Mapping[str, Any], scale: str, *, source: str = "<dict>", 
     if missing:
         raise ConfigError(f"{source}: missing scale table(s) {missing}; every config needs [quick] and [full]")
     if scale not in scales:
-        raise ConfigError(f"{source}: no scale {scale!r}; this config defines {sorted(scales)}")
+        order = [s for s in ("tiny", *REQUIRED_SCALES) if s in scales] + sorted(set(scales) - {"tiny", *REQUIRED_SCALES})
+        raise ConfigError(f"{source}: no scale {scale!r}; the valid scales of this config are {', '.join(order)}")
     study = studies.get(name)
     table = dict(doc[scale])
     if overrides:

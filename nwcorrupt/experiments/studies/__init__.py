@@ -10,12 +10,28 @@ A study is a module with:
 - ``run_point(params, point) -> dict``: the point's metrics (JSON-serialisable);
 - ``tables(params, records) -> {name: (header, rows)}`` and ``figures(params, records) -> {name: fig}``,
   built from stored records alone.
+
+**Sweep lists.** Some fields of ``Params`` are lists whose values enumerate the
+sweep points (``ps`` gives each point its ``p``): :func:`sweeps` maps each such
+field to the point key that takes its values. The result of a point depends on
+its own values and on the other, *shared*, fields, but not on the rest of the
+lists, so a results folder keys each point by (study, shared fields, point) and
+a longer list only adds points. Lists that every point uses whole (``widths``
+of ``finite_vs_infinite``, ``p_test`` of ``ptrain_ptest``, ``rules`` of
+``centroid_rules``, ``ps`` of ``noise_illustration``) are shared fields. A point
+whose result does depend on a sweep list names it in :func:`depends_on`. A study
+module may declare both itself, as ``SWEEPS = {field: point_key}`` and
+``depends_on(params, point) -> tuple[str, ...]``; otherwise the tables below
+apply.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
+
+__all__ = ["depends_on", "get", "names", "sweeps"]
 
 _STUDIES = {
     "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
@@ -29,12 +45,57 @@ _STUDIES = {
     "snr_sweep": "nwcorrupt.experiments.studies.snr_sweep",
 }
 
+# study -> {sweep-list field of Params: key of each point that takes its values}, in the
+# order in which ``points`` nests them (the test suite checks both against ``points``)
+_SWEEPS: dict[str, dict[str, str]] = {
+    "accuracy_vs_corruption": {"datasets": "dataset", "ps": "p"},
+    "activations": {"activations": "activation", "ps": "p"},
+    "centroid_comparison": {"datasets": "dataset", "noises": "noise", "ps": "p"},
+    "centroid_rules": {"noises": "noise", "ps": "p"},
+    "finite_vs_infinite": {"noises": "noise", "ps": "p"},
+    "heavy_corruption": {"noises": "noise", "ps": "p"},
+    "noise_illustration": {"noises": "noise"},
+    "ptrain_ptest": {"p_train": "p_train"},
+    "snr_sweep": {"noises": "noise", "n_trains": "n_train", "sizes": "size"},
+}
+
+
+def _centroid_comparison_depends(study: ModuleType, params: Any, point: dict) -> tuple[str, ...]:
+    # the record at p_ref stores the centroid model's predicted accuracy at every p of the sweep
+    return ("ps",) if study.is_ref(params, point) else ()
+
+
+_DEPENDS = {"centroid_comparison": _centroid_comparison_depends}
+
 
 def names() -> list[str]:
+    """The registered study names, sorted."""
     return sorted(_STUDIES)
 
 
 def get(name: str) -> ModuleType:
+    """The study module ``name``.
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones.
+    """
     if name not in _STUDIES:
         raise ValueError(f"unknown study {name!r}; known studies: {names()}")
     return importlib.import_module(_STUDIES[name])
+
+
+def sweeps(name: str) -> dict[str, str]:
+    """The sweep lists of study ``name``: ``{Params field: point key}`` (see the module docstring)."""
+    study = get(name)
+    declared = getattr(study, "SWEEPS", None)
+    return dict(declared if declared is not None else _SWEEPS.get(name, {}))
+
+
+def depends_on(name: str, params: Any, point: dict) -> tuple[str, ...]:
+    """The sweep-list fields whose whole value the result of ``point`` depends on (usually none)."""
+    study = get(name)
+    declared = getattr(study, "depends_on", None)
+    if declared is not None:
+        return tuple(declared(params, point))
+    rule = _DEPENDS.get(name)
+    return rule(study, params, point) if rule is not None else ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from nwcorrupt import corruption, data
-from nwcorrupt.experiments.schema import ConfigError
+from nwcorrupt.experiments.errors import ConfigError
 
 NOISE_SPECS = (
     "replacement",
