@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nwcorrupt.experiments import runner
-from nwcorrupt.experiments.schema import load_config
+from nwcorrupt.experiments import catalog, runner
 from nwcorrupt.experiments.studies import accuracy_vs_corruption as avc
 from nwcorrupt.experiments.studies import heavy_corruption, training_fit
-
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def test_flag_thresholds_and_old_records():
@@ -79,7 +75,7 @@ def test_online_study_fit_at_p0_is_the_clean_training_accuracy_and_p_above_0_is_
 
 
 def test_report_of_an_undertrained_run_flags_it_in_the_csv_and_the_printed_tables(tmp_path):
-    cfg = load_config(CONFIGS / "heavy_corruption.toml", "tiny", overrides={"epochs": 1, "learning_rate": 1e-7})
+    cfg = catalog.load("heavy_corruption", "tiny", overrides={"epochs": 1, "learning_rate": 1e-7})
     runner.run(cfg, tmp_path, quiet=True)
     tables = runner.report(tmp_path, formats=("png",))
     header, *rows = tables["training_fit"]
