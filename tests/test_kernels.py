@@ -518,7 +518,7 @@ def test_unrolled_layer_loop_equals_scanned(x64, name, monkeypatch):
         arch = K.MLP(depth, name, W_std=1.2, b_std=0.3)
         unrolled = K.kernel(arch, x1, x2, tile_size=(5, 7))
         with monkeypatch.context() as m:
-            m.setattr(K, "_UNROLL_LAYERS", 0)
+            m.setattr(K.recursion, "UNROLL_LAYERS", 0)
             jax.clear_caches()
             scanned = K.kernel(arch, x1, x2, tile_size=(5, 7))
         jax.clear_caches()

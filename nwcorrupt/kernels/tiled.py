@@ -1,0 +1,413 @@
+"""The tiled, sharded driver of the kernel computation.
+
+The output (N1, N2) is computed tile by tile inside one compiled call, under a
+memory budget, with its rows sharded over devices (see the comment block below).
+:func:`plan_tiles` shows the tiling a call would use; :func:`run_tiled` is the driver
+behind :func:`~nwcorrupt.kernels.kernel` and :func:`~nwcorrupt.kernels.kernel_from_gram`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from nwcorrupt._checks import check_positive_int
+from nwcorrupt.arch import MLP, Kernels, check_arch
+from nwcorrupt.kernels.recursion import check_diag_finite, diag_recursion, layer_recursion
+from nwcorrupt.precision import MATMUL_PRECISION, default_float
+
+Array = jax.Array
+
+__all__ = [
+    "DEFAULT_SQUARE_TILE",
+    "DEFAULT_TILE_BYTES",
+    "buffers_per_entry",
+    "check_devices",
+    "check_tiling",
+    "plan_tiles",
+    "run_tiled",
+]
+
+
+def buffers_per_entry(depth: int) -> int:
+    """Working-memory estimate of the tiled recursion, in tile-sized buffers.
+
+    Bytes per tile entry = this × itemsize (XLA keeps ~2-3 buffers per layer
+    alive). Checked against XLA's compiled memory statistics in the tests.
+    """
+    return 10 + 3 * depth
+
+
+
+def check_devices(devices: Any) -> list:
+    if devices is None:
+        return list(jax.devices())
+    devices = list(devices)
+    if not devices or not all(isinstance(dev, jax.Device) for dev in devices):
+        raise ValueError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError("devices must not repeat a device")
+    return devices
+
+
+def check_tiling(tile_size: Any, memory_budget: Any) -> tuple[tuple[int, int] | None, int | None]:
+    tiles = None
+    if tile_size is not None:
+        if isinstance(tile_size, (tuple, list)):
+            if len(tile_size) != 2:
+                raise ValueError(f"tile_size must be an int or a (rows, cols) pair, got {tile_size!r}")
+            tiles = (check_positive_int("tile_size[0]", tile_size[0]), check_positive_int("tile_size[1]", tile_size[1]))
+        else:
+            t = check_positive_int("tile_size", tile_size)
+            tiles = (t, t)
+    budget = None
+    if memory_budget is not None:
+        budget = check_positive_int("memory_budget", memory_budget)
+    return tiles, budget
+
+
+# ---------------------------------------------------------------------------
+# Tiled, sharded driver.
+#
+# The output (N1, N2) is laid out as (n, m, N2): device k owns rows
+# [k m, (k + 1) m) (N1 padded to n m). One jitted call loops (lax.fori_loop)
+# over tiles of rt rows × ct columns inside every device's block and writes
+# each tile in place into the loop-carried outputs, so the working memory is a
+# few tile-sized arrays (which also keeps them in cache: ~2x faster than
+# whole-matrix elementwise passes on CPU).
+#
+# Two layouts:
+# * Gram first (the default): the NNGP output buffer starts as the whole
+#   first-layer Gram matrix (one large matrix product per device), and every
+#   tile reads its overlaps from there and overwrites them with the kernel. A
+#   partial last tile is shifted back to overlap its neighbour so all tiles
+#   share one static shape; as the entries it shares with earlier tiles were
+#   already overwritten, it recomputes its own overlaps from the inputs.
+#   (kernel_from_gram reads every tile from the given Gram rows instead.)
+# * Triangular (a symmetric kernel on one device with square tiles): each tile
+#   on or above the diagonal computes its own overlaps from the inputs and is
+#   written with its mirror image (half the work, exactly symmetric).
+
+_STATIC = ("arch", "want_ntk", "order", "d", "rt", "ct", "symmetric", "from_gram", "m", "n2")
+
+#: Default bytes of one tile-sized buffer (cache-sized: a tile's working set
+#: stays in a 32 MiB L3 cache).
+DEFAULT_TILE_BYTES = 2**22
+#: Default side of the square tiles of symmetric kernels (measured best on CPU).
+DEFAULT_SQUARE_TILE = 512
+
+
+def _tile(
+    g: Array,
+    q1: Array,
+    dg1: dict[str, Array] | None,
+    q2: Array,
+    i0: Array,
+    j0: Array,
+    one: Array,
+    *,
+    arch: MLP,
+    want_ntk: bool,
+    order: int,
+    d: int,
+    rt: int,
+    ct: int,
+    symmetric: bool,
+    m: int,
+    **_: Any,
+) -> tuple[Array, Array | None]:
+    """Kernels of one (n, rt, ct) block of overlaps ``g`` at local rows i0, columns j0.
+
+    ``q1`` (L−1, n, m) holds the row variances (sharded over devices on axis
+    1), ``q2`` (L−1, N2) the column variances (replicated); ``dg1`` the exact
+    diagonal values of a symmetric kernel.
+    """
+    n = g.shape[0]
+    rows_q = jax.lax.dynamic_slice_in_dim(q1, i0, rt, axis=2)[..., None]  # (L-1, n, rt, 1)
+    cols_q = jax.lax.dynamic_slice_in_dim(q2, j0, ct, axis=1)[:, None, None, :]  # (L-1, 1, 1, ct)
+    mask = rows_diag = None
+    if symmetric:
+        dev = jax.lax.broadcasted_iota(jnp.int32, (n, rt, 1), 0)
+        row = dev * m + i0 + jax.lax.broadcasted_iota(jnp.int32, (n, rt, 1), 1)
+        col = j0 + jax.lax.broadcasted_iota(jnp.int32, (1, 1, ct), 2)
+        mask = row == col
+        rows_diag = {
+            key: jax.lax.dynamic_slice_in_dim(v, i0, rt, axis=2)[..., None] for key, v in dg1.items() if key != "g"
+        }
+        rows_diag["g"] = jax.lax.dynamic_slice_in_dim(dg1["g"], i0, rt, axis=1)[..., None]
+    ((K, theta),) = layer_recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, one=one)
+    return K, theta
+
+
+def _all_finite(tile: Array) -> Array:
+    return jnp.all(jnp.isfinite(tile))
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("out_sharding",))
+def _fill(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **static):
+    """The whole native kernel computation in one compiled call.
+
+    ``src`` (n, m, d) holds the (padded) rows of x1 — or (n, m, N2) rows of the
+    Gram matrix if ``from_gram`` — sharded over devices on axis 0; ``x2``
+    (N2, d) is replicated. ``q0_1`` (n, m) / ``q0_2`` (N2,) are the first-layer
+    squared norms (None: computed here from src/x2). Computes the per-layer
+    diagonals once, then every tile of the (n m, N2) kernel(s), written in place
+    into loop-carried (n, m, N2) outputs sharded like ``src`` (each device fills
+    its own rows). Returns (K, Θ or None, diag1, diag2, all_finite).
+    """
+    arch, want_ntk, order, d = static["arch"], static["want_ntk"], static["order"], static["d"]
+    n = src.shape[0]
+    if q0_1 is None:
+        q0_1 = jnp.sum(src * src, axis=-1) / d
+        q0_2 = jnp.sum(x2 * x2, axis=-1) / d
+    diag1 = diag_recursion(arch, want_ntk, order, q0_1, d)
+    diag2 = diag_recursion(arch, want_ntk, order, q0_2, d)
+    L1 = arch.depth - 1
+    q1, q2 = diag1["q"][:L1], diag2["q"][:L1]
+    dg1 = None
+    if static["symmetric"]:
+        dg1 = {"g": q0_1, "ss": diag1["ss"]}
+        if want_ntk:
+            dg1["dd"] = diag1["dd"]
+    n_rows, n_cols = -(-m // rt), -(-n2 // ct)
+    zero = jnp.zeros((), jnp.int32)
+    x2_scaled = None if static["from_gram"] else x2 / d
+
+    def constrain(a: Array) -> Array:
+        return jax.lax.with_sharding_constraint(a, out_sharding)
+
+    # Symmetric kernel on one device with square tiles: compute the tiles on and
+    # above the diagonal only and mirror them (half the work, exactly symmetric).
+    triangular = static["symmetric"] and n == 1 and rt == ct and m == n2
+
+    def put_triangular(out: Array, tile: Array, i0: Array, j0: Array) -> Array:
+        # Entries on/above the global diagonal come from this tile, their mirror
+        # images from its transpose; so every tile that writes (i, j) also writes
+        # (j, i) with the same value and the result is exactly symmetric.
+        upper = (i0 + jnp.arange(rt)[:, None] <= j0 + jnp.arange(ct)[None, :])[None]
+        cur = jax.lax.dynamic_slice(out, (zero, i0, j0), (1, rt, ct))
+        out = jax.lax.dynamic_update_slice(out, jnp.where(upper, tile, cur), (zero, i0, j0))
+        cur = jax.lax.dynamic_slice(out, (zero, j0, i0), (1, ct, rt))
+        lower = (j0 + jnp.arange(ct)[:, None] > i0 + jnp.arange(rt)[None, :])[None]
+        return jax.lax.dynamic_update_slice(out, jnp.where(lower, jnp.swapaxes(tile, 1, 2), cur), (zero, j0, i0))
+
+    def overlaps(r: Array, c: Array, i0: Array, j0: Array, out_k: Array) -> Array:
+        """The (n, rt, ct) first-layer overlaps of the tile at local rows i0, columns j0."""
+        if static["from_gram"]:
+            return jax.lax.dynamic_slice(src, (zero, i0, j0), (n, rt, ct))
+
+        def recomputed() -> Array:
+            x1t = jax.lax.dynamic_slice_in_dim(src, i0, rt, axis=1)
+            x2t = jax.lax.dynamic_slice_in_dim(x2_scaled, j0, ct, axis=0)
+            return jnp.einsum("nrd,cd->nrc", x1t, x2t, precision=MATMUL_PRECISION)
+
+        def stored() -> Array:
+            return jax.lax.dynamic_slice(out_k, (zero, i0, j0), (n, rt, ct))
+
+        if triangular:
+            return recomputed()
+        # Read from the Gram matrix held in out_k, except for a shifted tile, whose
+        # entries shared with earlier tiles were already overwritten. The branch
+        # also materialises the tile: no read of out_k is fused into the
+        # consumers, which XLA would otherwise order after the in-place write
+        # of this tile by copying all of out_k.
+        return jax.lax.cond((i0 < r * rt) | (j0 < c * ct), recomputed, stored)
+
+    def tile_at(r: Array, c: Array, outs: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
+        out_k, out_t, finite = outs
+        i0 = jnp.minimum(r * rt, m - rt).astype(jnp.int32)
+        j0 = jnp.minimum(c * ct, n2 - ct).astype(jnp.int32)
+        g = overlaps(r, c, i0, j0, out_k)
+        K, theta = _tile(g, q1, dg1, q2, i0, j0, one, rt=rt, ct=ct, m=m, **static)
+        # Θ^L = K^L + (finite or not) is not finite wherever K^L is not: checking Θ covers both.
+        finite = finite & _all_finite(K if theta is None else theta)
+        if triangular:
+            out_k = put_triangular(out_k, K, i0, j0)
+            return out_k, (out_t if theta is None else put_triangular(out_t, theta, i0, j0)), finite
+        out_k = jax.lax.dynamic_update_slice(out_k, K, (zero, i0, j0))
+        if theta is not None:
+            out_t = jax.lax.dynamic_update_slice(out_t, theta, (zero, i0, j0))
+        return out_k, out_t, finite
+
+    def row_loop(r: Array, outs: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
+        if n_cols == 1:
+            return tile_at(r, zero, outs)
+        return jax.lax.fori_loop(r if triangular else 0, n_cols, lambda c, o: tile_at(r, c, o), outs)
+
+    if triangular or static["from_gram"]:
+        out_k = constrain(jnp.zeros((n, m, n2), src.dtype))
+    else:
+        # (x1 x2ᵀ/d as x1 (x2/d)ᵀ: the product then writes the output buffer directly.)
+        out_k = constrain(jnp.einsum("nmd,cd->nmc", src, x2_scaled, precision=MATMUL_PRECISION))
+    out_t = constrain(jnp.zeros((n, m, n2), src.dtype)) if want_ntk else jnp.zeros((), src.dtype)
+    outs = (out_k, out_t, jnp.ones((), bool))
+    if n_rows == 1:
+        out_k, out_t, finite = row_loop(zero, outs)
+    else:
+        out_k, out_t, finite = jax.lax.fori_loop(0, n_rows, row_loop, outs)
+    flat = (n * m, n2)
+    return out_k.reshape(flat), (out_t.reshape(flat) if want_ntk else None), diag1, diag2, finite
+
+
+def _even_side(n: int, target: int) -> int:
+    """A tile side <= target for n entries: n itself if it fits, else a divisor of n in
+    [target/2, target] if there is one (the tiles then partition n exactly, with no
+    shifted last tile to recompute), else target."""
+    if n <= target:
+        return n
+    for side in range(target, max(1, target // 2) - 1, -1):
+        if n % side == 0:
+            return side
+    return target
+
+
+def _choose_tiles(
+    m: int,
+    N2: int,
+    n: int,
+    width: int,
+    itemsize: int,
+    tiles: tuple[int, int] | None,
+    budget: int | None,
+    depth: int,
+    square: bool = False,
+) -> tuple[int, int]:
+    """Rows ``rt`` (per device) and columns ``ct`` of one tile (equal if ``square``).
+
+    ``width`` is the per-row input size (d, or N2 for a Gram source). The
+    working memory of a call is estimated as
+    n·rt·ct·buffers_per_entry(L)·itemsize (one tile per device) plus the tiles'
+    input slices plus a part that does not depend on the tiles: per-point
+    temporaries of the squared norms and the diagonal recursion,
+    (n m + N2)(width + 8 L)·itemsize. It must fit in ``budget`` bytes.
+    """
+    if tiles is not None:
+        rt, ct = min(tiles[0], m), min(tiles[1], N2)
+        if square:
+            rt = ct = min(rt, ct)
+    elif square:
+        rt = ct = max(1, min(m, N2, DEFAULT_SQUARE_TILE))
+    else:
+        ct = _even_side(N2, 4096)
+        rt = _even_side(m, max(1, DEFAULT_TILE_BYTES // (itemsize * ct)))
+    if budget is None:
+        return rt, ct
+    fixed = itemsize * (n * m + N2) * (width + 8 * depth)
+
+    def cost(r: int, c: int) -> int:
+        return fixed + itemsize * (n * r * c * buffers_per_entry(depth) + (n * r + c) * width)
+
+    if cost(rt, ct) <= budget:
+        return rt, ct
+    # Shrink the larger side first until the tile fits.
+    while cost(rt, ct) > budget and (rt > 1 or ct > 1):
+        if square:
+            rt = ct = max(1, rt // 2)
+        elif rt >= ct and rt > 1:
+            rt = max(1, rt // 2)
+        else:
+            ct = max(1, ct // 2)
+    if cost(rt, ct) > budget:
+        raise ValueError(
+            f"memory_budget={budget} bytes is too small: even 1x1 tiles need {cost(1, 1)} bytes "
+            f"({fixed} for per-point temporaries of {n * m + N2} points with {width} input features)"
+        )
+    return rt, ct
+
+
+def plan_tiles(
+    arch: MLP,
+    n1: int,
+    n2: int,
+    d: int,
+    *,
+    tile_size: int | tuple[int, int] | None = None,
+    memory_budget: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    symmetric: bool = False,
+) -> tuple[int, int]:
+    """The (rows per device, columns) tile :func:`kernel` uses for an (n1, n2) kernel of d features.
+
+    Without ``tile_size``/``memory_budget`` tiles are cache-sized
+    (:data:`DEFAULT_TILE_BYTES` per buffer, at most 4096 columns). With a
+    budget, the estimated working memory (see :func:`_choose_tiles`) fits in it.
+    A ``symmetric`` kernel (x2 None) on one device uses square tiles and
+    computes only those on and above the diagonal.
+    """
+    arch = check_arch(arch)
+    n1 = check_positive_int("n1", n1)
+    n2 = check_positive_int("n2", n2)
+    d = check_positive_int("d", d)
+    tiles, budget = check_tiling(tile_size, memory_budget)
+    n = len(check_devices(devices))
+    itemsize = jnp.dtype(default_float()).itemsize
+    square = bool(symmetric) and n == 1
+    return _choose_tiles(-(-n1 // n), n2, n, d, itemsize, tiles, budget, arch.depth, square)
+
+
+def run_tiled(
+    arch: MLP,
+    want: tuple[str, ...],
+    order: int,
+    d: int,
+    src: Array,
+    x2: Array,
+    q0_1: Array | None,
+    q0_2: Array | None,
+    symmetric: bool,
+    from_gram: bool,
+    devices: list,
+    tiles: tuple[int, int] | None,
+    budget: int | None,
+    names: tuple[str, str],
+) -> Kernels:
+    """Shared driver of :func:`kernel` and :func:`kernel_from_gram` (``names``: the inputs, for errors)."""
+    want_ntk = "ntk" in want
+    N1, N2 = src.shape[0], (src.shape[1] if from_gram else x2.shape[0])
+    n = len(devices)
+    m = -(-N1 // n)
+    N1p = n * m
+    dtype = src.dtype
+    square = symmetric and n == 1
+    rt, ct = _choose_tiles(m, N2, n, src.shape[1], jnp.dtype(dtype).itemsize, tiles, budget, arch.depth, square)
+
+    mesh = Mesh(np.asarray(devices), ("dev",))
+    rows = NamedSharding(mesh, PartitionSpec("dev"))
+    repl = NamedSharding(mesh, PartitionSpec())
+
+    def rows_of(a: Array) -> Array:
+        if N1p != N1:
+            a = jnp.pad(a, [(0, N1p - N1)] + [(0, 0)] * (a.ndim - 1))
+        return jax.device_put(a.reshape((n, m) + a.shape[1:]), rows)
+
+    K, theta, diag1, diag2, finite = _fill(
+        rows_of(src),
+        jax.device_put(x2, repl),
+        None if q0_1 is None else rows_of(q0_1),
+        None if q0_2 is None else jax.device_put(q0_2, repl),
+        jax.device_put(jnp.ones((), dtype), repl),
+        arch=arch, want_ntk=want_ntk, order=order, d=d, rt=rt, ct=ct, symmetric=symmetric,
+        from_gram=from_gram, m=m, n2=N2, out_sharding=rows,
+    )  # fmt: skip
+    diag1 = {key: np.asarray(v).reshape(v.shape[0], N1p)[:, :N1] for key, v in diag1.items()}
+    check_diag_finite(arch, diag1, names[0])
+    check_diag_finite(arch, diag2, names[1])
+    if not bool(finite):
+        raise FloatingPointError(
+            f"the kernel contains inf/NaN although every layer's variance is finite "
+            f"(largest variance {float(np.max(np.abs(diag1['q']))):.3g}); intermediate products overflowed for "
+            f"W_std={arch.W_std}, b_std={arch.b_std}, depth={arch.depth} in {np.dtype(dtype)} "
+            "(enable x64 or reduce W_std/b_std/depth)"
+        )
+    if N1p != N1:
+        K = K[:N1]
+        theta = None if theta is None else theta[:N1]
+    return Kernels(nngp=K if "nngp" in want else None, ntk=theta if want_ntk else None)
+
+
