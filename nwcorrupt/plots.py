@@ -115,8 +115,9 @@ def band_note(counts: Mapping[str, Iterable[int]], symbol: str, what: str, *, pr
     """The caption line that says what the shaded bands of a figure are, with the actual counts.
 
     Args:
-      counts: series key -> the sample counts n of its plotted points (the tables' ``n`` column);
-        the series drawn with a band (series without one are not listed).
+      counts: series key -> the sample counts n of its plotted points (the tables' ``n`` column),
+        for every series that gets a band where n > 1 (leave out series never drawn with one,
+        e.g. the dashed lines of :func:`group_curves`).
       symbol: the name of the count, e.g. ``"K"`` or ``"R"``.
       what: what the samples are, e.g. ``"noisy training sets"``.
       prefix: how the text starts (e.g. ``"band (solid lines)"``).
@@ -172,6 +173,31 @@ def _band(ax, x, m, s, **kw) -> None:
     ok = np.isfinite(s)
     if ok.any():
         ax.fill_between(x, m - np.where(ok, s, 0.0), m + np.where(ok, s, 0.0), where=ok, interpolate=False, **kw)
+
+
+def _legend_below(fig, ax) -> None:
+    """One figure legend of the entries of ``ax`` under the panels (it never hides curves), then the layout.
+
+    The legend is anchored in figure coordinates (not to the figure box, which a tight save crops
+    to hold the caption); it gets as many columns (at most 4) as the figure's width holds, and the
+    figure grows by its height so that the panels keep theirs.
+    """
+    handles, labels = ax.get_legend_handles_labels()
+    if not labels:
+        fig.tight_layout()
+        return
+    renderer = fig.canvas.get_renderer()
+    for ncol in range(min(4, len(labels)), 0, -1):
+        leg = fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False,
+                         bbox_to_anchor=(0.5, 0.0), bbox_transform=fig.transFigure)
+        box = leg.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        if box.width <= 1.0 or ncol == 1:
+            break
+        leg.remove()
+    width, height = fig.get_size_inches()
+    extra = box.height * height + 0.05  # inches of legend: the figure grows by them, the panels keep their size
+    fig.set_size_inches(width, height + extra)
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
 
 
 def _points(rows, key_col: int, x_col: int, mean_col: int, std_col: int, key):
@@ -234,7 +260,7 @@ def accuracy_curves(
     rows: Sequence[Sequence],
     *,
     title: str | None = None,
-    chance: float | None = 0.1,
+    chance: float | Mapping[str, float] | None = 0.1,
     ylabel: str = ACCURACY_LABEL,
     xlabel: str = P_LABEL,
     band: str | None = None,
@@ -244,7 +270,7 @@ def accuracy_curves(
     Args:
       rows: table rows (noise, p, predictor, mean, std, ...); an empty std cell (one sample)
         draws no band at that point.
-      chance: a dashed reference line at this level (None: none).
+      chance: a dashed reference line at this level, or panel key -> level (None: none).
       ylabel, xlabel: axis labels (the quantity plotted and its unit).
       band: the caption line that says what the bands are (:func:`band_note`).
     """
@@ -257,16 +283,16 @@ def accuracy_curves(
             p, m, s = _points(sub, 2, 1, 3, 4, name)
             (line,) = ax.plot(p, m, marker="o", ms=3, label=label(name))
             _band(ax, p, m, s, color=line.get_color(), alpha=0.25)
-        if chance is not None:
-            ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
+        level = chance.get(noise) if isinstance(chance, Mapping) else chance
+        if level is not None:
+            ax.axhline(level, color="grey", lw=0.8, ls="--", label="chance")
         ax.set_xlabel(xlabel)
         ax.set_title(label(noise), fontsize=10)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(ylabel)
-    axes[0, -1].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    _legend_below(fig, axes[0, -1])
     caption(fig, band)
     return fig
 
@@ -289,12 +315,8 @@ def accuracy_panels(
         data set draws its chance level (last column) as a dashed line.
       band: the caption line that says what the bands are.
     """
-    fig = accuracy_curves(rows, title=title, chance=None, ylabel=ylabel, xlabel=xlabel, band=band)
-    panels = list(dict.fromkeys(r[0] for r in rows))
-    for ax, panel in zip(fig.axes, panels):
-        ax.axhline(next(float(r[6]) for r in rows if r[0] == panel), color="grey", lw=0.8, ls="--", label="chance")
-    fig.axes[-1].legend(fontsize=8)
-    return fig
+    chance = {r[0]: float(r[6]) for r in rows}
+    return accuracy_curves(rows, title=title, chance=chance, ylabel=ylabel, xlabel=xlabel, band=band)
 
 
 def _edges(centres: np.ndarray) -> np.ndarray:
@@ -385,14 +407,9 @@ def accuracy_grid(
                 ax.set_xlabel(xlabel)
             if j == 0:
                 ax.set_ylabel(ylabel)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    # anchored in figure coordinates (not to the figure box, which a tight save crops to hold the caption)
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 0.0), bbox_transform=fig.transFigure)
     if title:
         fig.suptitle(title, fontsize=10)
-    legend_rows = -(-len(labels) // 4)
-    fig.tight_layout(rect=(0, 0.045 * legend_rows / len(row_keys) + 0.02, 1, 1))
+    _legend_below(fig, axes[0, 0])
     caption(fig, band)
     return fig
 
