@@ -250,10 +250,11 @@ def test_heavy_corruption_agreement_axis_says_agreement_and_accuracy_axis_says_a
     assert "fraction of test points" in agree.get_ylabel()
     assert "accuracy" in figs["accuracy_vs_p"].axes[0].get_ylabel()
     assert "training" in agree.get_xlabel() and "p" in agree.get_xlabel()
-    legend = [t.get_text() for t in figs["agreement_vs_p"].axes[-1].get_legend().get_texts()]
-    assert "agreement: NTK vs mean-field" in legend
-    legend = [t.get_text() for t in figs["accuracy_vs_p"].axes[-1].get_legend().get_texts()]
-    assert "centroid rule (noisy means)" in legend and "mean-field" in legend
+    (legend,) = figs["agreement_vs_p"].legends
+    assert "agreement: NTK vs mean-field" in [t.get_text() for t in legend.get_texts()]
+    (legend,) = figs["accuracy_vs_p"].legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "centroid rule (noisy means)" in texts and "mean-field" in texts
 
 
 def test_single_value_series_get_no_band_and_the_caption_names_them():
