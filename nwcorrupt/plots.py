@@ -1,15 +1,162 @@
-"""Figures (matplotlib, Agg backend). The core modules never import this one."""
+"""Figures (matplotlib, Agg backend). The core modules never import this one.
+
+Conventions shared by every figure of the studies:
+
+- Series, panel and noise names are the studies' internal keys (``"rule_noisy"``,
+  ``"ntk~meanfield"``, ``"fashion_mnist"``, ...); :func:`label` turns each into the text a
+  reader sees (legends, panel titles, axis labels), from the one table :data:`LABELS`.
+- Axis labels say the plotted quantity and its unit (accuracies and agreements are
+  fractions of test points in [0, 1]; corruption levels p are probabilities in [0, 1]).
+- A shaded band is always ±1 sample std (ddof = 1) of the plotted mean, and the figure
+  says over what in a caption line under the axes (:func:`band_note`, :func:`caption`).
+  A point whose value comes from one sample has no std: its table cell is empty and it
+  gets no band.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import os
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from nwcorrupt._io import atomic_write_bytes
+
+__all__ = [
+    "ACCURACY_LABEL",
+    "AGREEMENT_LABEL",
+    "LABELS",
+    "P_LABEL",
+    "accuracy_curves",
+    "accuracy_grid",
+    "accuracy_heatmap",
+    "accuracy_panels",
+    "band_note",
+    "caption",
+    "corrupted_strip",
+    "curve_with_band",
+    "group_curves",
+    "label",
+    "logit_scatter",
+    "loglog_fits",
+    "save_figure",
+    "series_counts",
+    "spread",
+    "width_curves",
+]
+
+LABELS: dict[str, str] = {
+    # predictors (studies heavy_corruption, centroid_comparison, activations, finite_vs_infinite, snr_sweep)
+    "network": "network",
+    "ntk": "NTK",
+    "nngp": "NNGP",
+    "meanfield": "mean-field",
+    "rule_noisy": "centroid rule (noisy means)",
+    "rule_leading": "leading-order rule (clean means)",
+    # prototype rules (centroid_rules)
+    "overlap": "overlap rule",
+    "centered": "centred overlap rule",
+    "euclidean": "Euclidean nearest-centroid rule",
+    # evaluation sets (accuracy_vs_corruption)
+    "test_clean": "clean test set",
+    "train_clean": "clean training set",
+    "train_corrupted": "corrupted training set",
+    # noise specs (common.NOISE_SPECS)
+    "replacement": "replacement (uniform)",
+    "replacement:uniform": "replacement (uniform)",
+    "replacement:gaussian": "replacement (Gaussian)",
+    "replacement:salt_pepper": "replacement (salt and pepper)",
+    "replacement:marginal": "replacement (pixel marginal)",
+    "additive": "additive (Gaussian)",
+    "additive:gaussian": "additive (Gaussian)",
+    "additive:uniform": "additive (uniform)",
+    "additive:laplace": "additive (Laplace)",
+    # data sets
+    "mnist": "MNIST",
+    "fashion_mnist": "Fashion-MNIST",
+    "kmnist": "KMNIST",
+    "digits": "digits",
+    "gaussian_mixture": "Gaussian mixture",
+    # activations whose registry name is not how they are written
+    "relu": "ReLU",
+    "leaky_relu": "leaky ReLU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+}
+"""Internal key -> the text shown in figures. Keys not listed are shown with ``_`` as a space."""
+
+
+def label(key) -> str:
+    """The human-readable text of an internal series/panel key.
+
+    ``"a~b"`` (an agreement pair) reads ``"agreement: A vs B"``; a key in :data:`LABELS` reads
+    as listed there; any other key is shown as is, with underscores as spaces
+    (e.g. ``"width 512"``, ``"erf"``). Non-string keys are formatted with ``str``.
+    """
+    key = str(key)
+    if "~" in key:
+        a, _, b = key.partition("~")
+        return f"agreement: {label(a)} vs {label(b)}"
+    return LABELS.get(key, key.replace("_", " "))
+
+
+def spread(cell) -> float:
+    """A std table cell as a float: NaN for the empty cell of a one-sample statistic."""
+    if cell is None or (isinstance(cell, str) and not cell.strip()):
+        return math.nan
+    return float(cell)
+
+
+def band_note(counts: Mapping[str, Iterable[int]], symbol: str, what: str, *, prefix: str = "band") -> str:
+    """The caption line that says what the shaded bands of a figure are, with the actual counts.
+
+    Args:
+      counts: series key -> the sample counts n of its plotted points (the tables' ``n`` column),
+        for every series that gets a band where n > 1 (leave out series never drawn with one,
+        e.g. the dashed lines of :func:`group_curves`).
+      symbol: the name of the count, e.g. ``"K"`` or ``"R"``.
+      what: what the samples are, e.g. ``"noisy training sets"``.
+      prefix: how the text starts (e.g. ``"band (solid lines)"``).
+
+    Returns:
+      e.g. ``"band: ±1 std over K = 20 noisy training sets (ddof = 1)"``; a range ``K = 2–20`` when
+      the counts differ; series whose points are single values (n = 1, no band) are named after
+      ``"no band (one value, n = 1):"``; if no series has n > 1, ``"no band: every point is a single
+      value (n = 1)"``.
+    """
+    by = {name: sorted({int(n) for n in ns}) for name, ns in counts.items()}
+    many = sorted({n for ns in by.values() for n in ns if n > 1})
+    single = [label(name) for name, ns in by.items() if ns == [1]]
+    if not many:
+        return "no band: every point is a single value (n = 1)"
+    count = f"{many[0]}" if len(many) == 1 else f"{many[0]}–{many[-1]}"
+    text = f"{prefix}: ±1 std over {symbol} = {count} {what} (ddof = 1)"
+    if single:
+        text += "; no band (one value, n = 1): " + ", ".join(single)
+    return text
+
+
+def series_counts(rows: Sequence[Sequence], key_col: int, n_col: int) -> dict[str, list[int]]:
+    """Series key -> the sample counts n of its rows (column ``n_col``), for :func:`band_note`."""
+    out: dict[str, list[int]] = {}
+    for r in rows:
+        out.setdefault(r[key_col], []).append(int(r[n_col]))
+    return out
+
+
+def caption(fig, text: str | None) -> None:
+    """Put ``text`` as a caption line under the axes of ``fig`` (nothing for None or "").
+
+    The text is wrapped to the figure's width and sits just below the figure's lower edge;
+    :func:`save_figure` (``bbox_inches="tight"``) grows the saved image to hold it.
+    """
+    if text:
+        width = max(40, int(fig.get_size_inches()[0] * 16))  # characters of 8-point text per line
+        fig.text(0.5, -0.005, textwrap.fill(text, width), ha="center", va="top", fontsize=8, color="0.25")
 
 
 def _pyplot():
@@ -19,6 +166,50 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _band(ax, x, m, s, **kw) -> None:
+    """Shade m ± s over x where s is finite (no band where a point has no std)."""
+    ok = np.isfinite(s)
+    if ok.any():
+        ax.fill_between(x, m - np.where(ok, s, 0.0), m + np.where(ok, s, 0.0), where=ok, interpolate=False, **kw)
+
+
+def _legend_below(fig, ax) -> None:
+    """One figure legend of the entries of ``ax`` under the panels (it never hides curves), then the layout.
+
+    The legend is anchored in figure coordinates (not to the figure box, which a tight save crops
+    to hold the caption); it gets as many columns (at most 4) as the figure's width holds, and the
+    figure grows by its height so that the panels keep theirs.
+    """
+    handles, labels = ax.get_legend_handles_labels()
+    if not labels:
+        fig.tight_layout()
+        return
+    renderer = fig.canvas.get_renderer()
+    for ncol in range(min(4, len(labels)), 0, -1):
+        leg = fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False,
+                         bbox_to_anchor=(0.5, 0.0), bbox_transform=fig.transFigure)
+        box = leg.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        if box.width <= 1.0 or ncol == 1:
+            break
+        leg.remove()
+    width, height = fig.get_size_inches()
+    extra = box.height * height + 0.05  # inches of legend: the figure grows by them, the panels keep their size
+    fig.set_size_inches(width, height + extra)
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+
+
+def _points(rows, key_col: int, x_col: int, mean_col: int, std_col: int, key):
+    """(x, mean, std) arrays of the rows whose ``key_col`` is ``key``, sorted by x (std NaN where empty)."""
+    pts = sorted((float(r[x_col]), float(r[mean_col]), spread(r[std_col])) for r in rows if r[key_col] == key)
+    return tuple(np.asarray(v, dtype=float) for v in zip(*pts))
+
+
+ACCURACY_LABEL = "clean test accuracy (fraction correct)"
+AGREEMENT_LABEL = "decision agreement (fraction of test points)"
+P_LABEL = "training-set corruption level p"
+"""Axis labels shared by the studies: accuracy and agreement on the clean test set, the training corruption level."""
 
 
 def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] = ("png",)) -> list[Path]:
@@ -42,13 +233,14 @@ def corrupted_strip(
     """A grid of corrupted copies of one image: one row per noise model, one column per p.
 
     Args:
-      rows: (label, images) pairs; images is a sequence of len(ps) flattened (d,) arrays.
+      rows: (noise key, images) pairs; images is a sequence of len(ps) flattened (d,) arrays.
+        The row is labelled with :func:`label` of the key.
       ps: the corruption levels of the columns.
       image_shape: (h, w) with h·w = d.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(len(rows), len(ps), figsize=(1.3 * len(ps), 1.45 * len(rows) + 0.3), squeeze=False)
-    for r, (label, images) in enumerate(rows):
+    for r, (key, images) in enumerate(rows):
         for c, (p, img) in enumerate(zip(ps, images)):
             ax = axes[r, c]
             ax.imshow(np.asarray(img).reshape(image_shape), cmap="gray", interpolation="nearest")
@@ -57,18 +249,30 @@ def corrupted_strip(
             if r == 0:
                 ax.set_title(f"p = {p:g}", fontsize=9)
             if c == 0:
-                ax.set_ylabel(label, fontsize=9)
+                ax.set_ylabel(label(key).replace(" (", "\n("), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def accuracy_curves(rows: Sequence[Sequence], *, title: str | None = None, chance: float | None = 0.1):
-    """Accuracy vs p with ±1 std bands, one panel per noise model, one line per predictor.
+def accuracy_curves(
+    rows: Sequence[Sequence],
+    *,
+    title: str | None = None,
+    chance: float | Mapping[str, float] | None = 0.1,
+    ylabel: str = ACCURACY_LABEL,
+    xlabel: str = P_LABEL,
+    band: str | None = None,
+):
+    """Mean vs p with ±1 std bands, one panel per noise model, one line per predictor.
 
     Args:
-      rows: table rows (noise, p, predictor, mean, std, ...).
+      rows: table rows (noise, p, predictor, mean, std, ...); an empty std cell (one sample)
+        draws no band at that point.
+      chance: a dashed reference line at this level, or panel key -> level (None: none).
+      ylabel, xlabel: axis labels (the quantity plotted and its unit).
+      band: the caption line that says what the bands are (:func:`band_note`).
     """
     plt = _pyplot()
     noises = list(dict.fromkeys(r[0] for r in rows))
@@ -76,41 +280,43 @@ def accuracy_curves(rows: Sequence[Sequence], *, title: str | None = None, chanc
     for ax, noise in zip(axes[0], noises):
         sub = [r for r in rows if r[0] == noise]
         for name in dict.fromkeys(r[2] for r in sub):
-            pts = sorted((r[1], r[3], r[4]) for r in sub if r[2] == name)
-            p, m, s = (np.asarray(v, dtype=float) for v in zip(*pts))
-            ax.plot(p, m, marker="o", ms=3, label=name)
-            ax.fill_between(p, m - s, m + s, alpha=0.25)
-        if chance is not None:
-            ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
-        ax.set_xlabel("corruption level p")
-        ax.set_title(noise, fontsize=10)
+            p, m, s = _points(sub, 2, 1, 3, 4, name)
+            (line,) = ax.plot(p, m, marker="o", ms=3, label=label(name))
+            _band(ax, p, m, s, color=line.get_color(), alpha=0.25)
+        level = chance.get(noise) if isinstance(chance, Mapping) else chance
+        if level is not None:
+            ax.axhline(level, color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_xlabel(xlabel)
+        ax.set_title(label(noise), fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("clean test accuracy")
-    axes[0, -1].legend(fontsize=8)
+    axes[0, 0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    _legend_below(fig, axes[0, -1])
+    caption(fig, band)
     return fig
 
 
 # --------------------------------------------------------------------------- studies accuracy_vs_corruption, ptrain_ptest
 
 
-def accuracy_panels(rows: Sequence[Sequence], *, title: str | None = None, ylabel: str = "accuracy"):
+def accuracy_panels(
+    rows: Sequence[Sequence],
+    *,
+    title: str | None = None,
+    ylabel: str = "accuracy (fraction correct)",
+    xlabel: str = P_LABEL,
+    band: str | None = None,
+):
     """Accuracy vs p with ±1 std bands: one panel per data set, one line per evaluation split.
 
     Args:
       rows: table rows (dataset, p, split, mean, std, n, chance); the panel of a
         data set draws its chance level (last column) as a dashed line.
+      band: the caption line that says what the bands are.
     """
-    fig = accuracy_curves(rows, title=title, chance=None)
-    panels = list(dict.fromkeys(r[0] for r in rows))
-    for ax, panel in zip(fig.axes, panels):
-        ax.axhline(next(float(r[6]) for r in rows if r[0] == panel), color="grey", lw=0.8, ls="--", label="chance")
-        ax.set_xlabel("training corruption level p")
-    fig.axes[0].set_ylabel(ylabel)
-    fig.axes[-1].legend(fontsize=8)
-    return fig
+    chance = {r[0]: float(r[6]) for r in rows}
+    return accuracy_curves(rows, title=title, chance=chance, ylabel=ylabel, xlabel=xlabel, band=band)
 
 
 def _edges(centres: np.ndarray) -> np.ndarray:
@@ -122,13 +328,21 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
-def accuracy_heatmap(p_train: Sequence[float], p_test: Sequence[float], acc, *, title: str | None = None):
+def accuracy_heatmap(
+    p_train: Sequence[float],
+    p_test: Sequence[float],
+    acc,
+    *,
+    title: str | None = None,
+    colorbar_label: str = "test accuracy (fraction correct)",
+):
     """Heat map of accuracy over (p_train, p_test) with a colour bar.
 
     Args:
       p_train: (A,) sorted training levels (vertical axis).
       p_test: (B,) sorted test levels (horizontal axis).
       acc: (A, B) accuracies; cell (i, j) is (p_train[i], p_test[j]).
+      colorbar_label: what a cell's colour is (say what it is averaged over).
     """
     plt = _pyplot()
     a = np.asarray(acc, dtype=float)
@@ -136,9 +350,9 @@ def accuracy_heatmap(p_train: Sequence[float], p_test: Sequence[float], acc, *, 
         raise ValueError(f"acc must have shape ({len(p_train)}, {len(p_test)}), got {a.shape}")
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     mesh = ax.pcolormesh(_edges(p_test), _edges(p_train), a, cmap="viridis", shading="flat")
-    fig.colorbar(mesh, ax=ax, label="test accuracy")
-    ax.set_xlabel("test corruption p_test")
-    ax.set_ylabel("training corruption p_train")
+    fig.colorbar(mesh, ax=ax, label=colorbar_label)
+    ax.set_xlabel(r"test corruption level $p_{\mathrm{test}}$")
+    ax.set_ylabel(r"training corruption level $p_{\mathrm{train}}$")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -154,14 +368,18 @@ def accuracy_grid(
     curves: dict | None = None,
     title: str | None = None,
     chance: float | None = 0.1,
+    ylabel: str = ACCURACY_LABEL,
+    xlabel: str = P_LABEL,
+    band: str | None = None,
 ):
-    """Accuracy vs p with ±1 std bands on a grid of panels (one row per first key, one column per second).
+    """Mean vs p with ±1 std bands on a grid of panels (one row per first key, one column per second).
 
     Args:
       rows: table rows (row_key, col_key, p, predictor, mean, std, ...), e.g. (data set, noise, ...).
       curves: optional {(row_key, col_key): [(label, ps, values), ...]} drawn as dashed lines
-        without bands (model predictions).
+        without bands (model predictions); their labels are shown as given.
       title: figure title; chance: a horizontal reference line (None: none).
+      ylabel, xlabel: axis labels; band: the caption line that says what the bands are.
     """
     plt = _pyplot()
     row_keys = list(dict.fromkeys(r[0] for r in rows))
@@ -174,37 +392,35 @@ def accuracy_grid(
             ax = axes[i, j]
             sub = [r for r in rows if r[0] == rk and r[1] == ck]
             for name in dict.fromkeys(r[3] for r in sub):
-                pts = sorted((r[2], r[4], r[5]) for r in sub if r[3] == name)
-                p, m, s = (np.asarray(v, dtype=float) for v in zip(*pts))
-                ax.plot(p, m, marker="o", ms=3, label=name)
-                ax.fill_between(p, m - s, m + s, alpha=0.2)
-            for n, (label, ps, vals) in enumerate((curves or {}).get((rk, ck), [])):
+                p, m, s = _points(sub, 3, 2, 4, 5, name)
+                (line,) = ax.plot(p, m, marker="o", ms=3, label=label(name))
+                _band(ax, p, m, s, color=line.get_color(), alpha=0.2)
+            for n, (name, ps, vals) in enumerate((curves or {}).get((rk, ck), [])):
                 order = np.argsort(np.asarray(ps, dtype=float))
                 ax.plot(np.asarray(ps, dtype=float)[order], np.asarray(vals, dtype=float)[order], color="k",
-                        ls=styles[n % len(styles)], lw=1.2, label=label)
+                        ls=styles[n % len(styles)], lw=1.2, label=name)
             if chance is not None:
                 ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
-            ax.set_title(f"{rk}, {ck}", fontsize=10)
+            ax.set_title(f"{label(rk)}, {label(ck)}", fontsize=10)
             ax.grid(alpha=0.3)
             if i == len(row_keys) - 1:
-                ax.set_xlabel("corruption level p")
+                ax.set_xlabel(xlabel)
             if j == 0:
-                ax.set_ylabel("clean test accuracy")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+                ax.set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
-    legend_rows = -(-len(labels) // 4)
-    fig.tight_layout(rect=(0, 0.045 * legend_rows / len(row_keys) + 0.02, 1, 1))
+    _legend_below(fig, axes[0, 0])
+    caption(fig, band)
     return fig
 
 
-def logit_scatter(panels: Sequence[tuple[str, dict]], *, title: str | None = None):
+def logit_scatter(panels: Sequence[tuple[str, dict]], *, title: str | None = None, note: str | None = None):
     """Centroid-model fit: predicted a·s_i + b against the actual mean logits, one panel per fit.
 
     Args:
       panels: (panel title, fit) pairs; fit holds ``predicted`` and ``actual`` (n,) arrays,
         ``is_true`` (n,) bool (entry of the true class), and the numbers a, b, c, r2.
+      note: a caption line (e.g. what the logits are averaged over).
     """
     plt = _pyplot()
     cols = min(3, len(panels))
@@ -223,33 +439,40 @@ def logit_scatter(panels: Sequence[tuple[str, dict]], *, title: str | None = Non
         ax.text(0.04, 0.96, f"R² = {fit['r2']:.3f}", transform=ax.transAxes, va="top", fontsize=9,
                 bbox=dict(boxstyle="round", fc="white", alpha=0.8))
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("model a·s_i + b")
-        ax.set_ylabel("mean network logit")
+        ax.set_xlabel(r"centroid model $a\,s_i + b$ (logit units)")
+        ax.set_ylabel(r"network logit $\bar f_i$ (mean over sets and inits)")
         ax.legend(fontsize=7, loc="lower right", markerscale=4)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    caption(fig, note)
     return fig
 
 
 def curve_with_band(
     x: Sequence[float],
     mean: Sequence[float],
-    std: Sequence[float],
+    std: Sequence,
     *,
     xlabel: str,
     ylabel: str,
     reference: float | None = None,
     reference_label: str = "reference",
     title: str | None = None,
+    band: str | None = None,
 ):
-    """One curve with a ±1 std band, and an optional horizontal reference line."""
+    """One curve with a ±1 std band (none where a std cell is empty), and an optional horizontal reference line.
+
+    Args:
+      band: the caption line that says what the band is (:func:`band_note`).
+    """
     plt = _pyplot()
-    xs, m, s = (np.asarray(v, dtype=float) for v in (x, mean, std))
+    xs, m = (np.asarray(v, dtype=float) for v in (x, mean))
+    s = np.asarray([spread(v) for v in std], dtype=float)
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    ax.plot(xs, m, marker="o", ms=3)
-    ax.fill_between(xs, m - s, m + s, alpha=0.25)
+    (line,) = ax.plot(xs, m, marker="o", ms=3)
+    _band(ax, xs, m, s, color=line.get_color(), alpha=0.25)
     if reference is not None:
         ax.axhline(reference, color="grey", lw=0.8, ls="--", label=reference_label)
         ax.legend(fontsize=8)
@@ -259,6 +482,7 @@ def curve_with_band(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    caption(fig, band)
     return fig
 
 
@@ -268,6 +492,7 @@ def width_curves(
     *,
     quantities: Sequence[tuple[str, str]],
     title: str | None = None,
+    band: str | None = None,
 ):
     """Quantities vs width (log x) with ±1 std bands: one row of panels per noise, one line per p.
 
@@ -276,6 +501,7 @@ def width_curves(
         quantity q, ``q_mean`` and ``q_std``.
       rows: table rows.
       quantities: (column stem q, axis label) pairs, one panel column each.
+      band: the caption line that says what the bands are.
     """
     plt = _pyplot()
     col = {h: i for i, h in enumerate(header)}
@@ -284,22 +510,22 @@ def width_curves(
                              squeeze=False)
     for i, noise in enumerate(noises):
         sub = [r for r in rows if r[col["noise"]] == noise]
-        for j, (q, label) in enumerate(quantities):
+        for j, (q, ylabel) in enumerate(quantities):
             ax = axes[i, j]
             for p in sorted(dict.fromkeys(r[col["p"]] for r in sub)):
-                pts = sorted((r[col["width"]], r[col[q + "_mean"]], r[col[q + "_std"]]) for r in sub if r[col["p"]] == p)
-                w, m, s = (np.asarray(v, dtype=float) for v in zip(*pts))
-                ax.plot(w, m, marker="o", ms=3, label=f"p = {p:g}")
-                ax.fill_between(w, m - s, m + s, alpha=0.2)
+                w, m, s = _points(sub, col["p"], col["width"], col[q + "_mean"], col[q + "_std"], p)
+                (line,) = ax.plot(w, m, marker="o", ms=3, label=f"p = {p:g}")
+                _band(ax, w, m, s, color=line.get_color(), alpha=0.2)
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("hidden width n")
-            ax.set_ylabel(label)
-            ax.set_title(noise, fontsize=10)
+            ax.set_xlabel("hidden width n (units per layer)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(label(noise), fontsize=10)
             ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    caption(fig, band)
     return fig
 
 
@@ -326,16 +552,19 @@ def loglog_fits(
     ylabel: str,
     title: str | None = None,
     ncols: int | None = None,
+    note: str | None = None,
 ):
     """Log–log scatter plots with fitted power laws, one panel per entry of ``panels``.
 
     Args:
-      panels: (panel title, series) pairs; each series is a dict with ``label``, ``x`` and ``y``
-        (positive values of equal length) and optionally ``slope``, ``intercept``, ``stderr`` of the
-        fit log y = slope · log x + intercept (natural logs). A series with a slope gets the fitted
-        line over its x range and "slope a ± s" in its legend entry.
+      panels: (panel title, series) pairs; each series is a dict with ``label`` (a key, shown
+        through :func:`label`), ``x`` and ``y`` (positive values of equal length) and optionally
+        ``slope``, ``intercept``, ``stderr`` of the fit log y = slope · log x + intercept (natural
+        logs). A series with a slope gets the fitted line over its x range and "slope a ± s" in its
+        legend entry (s: the standard error of the least-squares slope).
       xlabel, ylabel: axis labels (shared by the panels).
       ncols: panels per row (default: all in one row).
+      note: a caption line (what the points are, what ± is).
     """
     from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -350,13 +579,13 @@ def loglog_fits(
         for i, s in enumerate(series):
             x, y = np.asarray(s["x"], dtype=float), np.asarray(s["y"], dtype=float)
             color = colors[i % len(colors)]
-            label = s["label"]
+            text = label(s["label"])
             if s.get("slope") is not None:
                 err = s.get("stderr")
-                label += f": slope {s['slope']:.2f}" + (f" ± {err:.2f}" if err is not None and np.isfinite(err) else "")
+                text += f": slope {s['slope']:.2f}" + (f" ± {err:.2f}" if err is not None and np.isfinite(err) else "")
                 xs = np.geomspace(x.min(), x.max(), 50)
                 ax.plot(xs, np.exp(s["intercept"]) * xs ** s["slope"], color=color, lw=1.2)
-            ax.scatter(x, y, color=color, s=18, label=label, zorder=3)
+            ax.scatter(x, y, color=color, s=18, label=text, zorder=3)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(_log_tick_label))
@@ -371,6 +600,7 @@ def loglog_fits(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    caption(fig, note)
     return fig
 
 
@@ -380,19 +610,21 @@ def group_curves(
     styles: dict[str, str] | None = None,
     reference: str | None = None,
     chance: float | None = 0.1,
-    xlabel: str = "corruption level p",
-    ylabel: str = "clean test accuracy",
+    xlabel: str = P_LABEL,
+    ylabel: str = ACCURACY_LABEL,
     title: str | None = None,
+    band: str | None = None,
 ):
     """Curves mean(p) ± std of several groups in one panel: one colour per group, one line style per predictor.
 
     Args:
       rows: table rows (group, p, predictor, mean, std, ...), e.g. group = activation.
       styles: predictor -> matplotlib line style of the curves drawn (default: network solid, ntk dashed);
-        other predictors are not drawn, except ``reference``.
+        other predictors are not drawn, except ``reference``. Only solid curves get a ±1 std band.
       reference: a predictor drawn once in black dotted (its curve from the first group that has it),
         e.g. a rule that does not depend on the group.
       chance: a grey horizontal line at this level, or None.
+      band: the caption line that says what the bands are.
     """
     plt = _pyplot()
     styles = {"network": "-", "ntk": "--"} if styles is None else styles
@@ -400,8 +632,8 @@ def group_curves(
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     def curve(group, pred):
-        pts = sorted((float(r[1]), float(r[3]), float(r[4])) for r in rows if r[0] == group and r[2] == pred)
-        return tuple(np.asarray(v) for v in zip(*pts)) if pts else None
+        sub = [r for r in rows if r[0] == group]
+        return _points(sub, 2, 1, 3, 4, pred) if any(r[2] == pred for r in sub) else None
 
     groups = list(dict.fromkeys(r[0] for r in rows))
     for i, group in enumerate(groups):
@@ -411,14 +643,15 @@ def group_curves(
             if c is None:
                 continue
             p, m, s = c
-            ax.plot(p, m, ls=ls, color=color, marker="o", ms=3, label=f"{group} ({pred})")
+            text = label(group) if len(styles) == 1 else f"{label(group)} ({label(pred)})"
+            ax.plot(p, m, ls=ls, color=color, marker="o", ms=3, label=text)
             if ls == "-":
-                ax.fill_between(p, m - s, m + s, color=color, alpha=0.2)
+                _band(ax, p, m, s, color=color, alpha=0.2)
     if reference is not None:
         for group in groups:
             c = curve(group, reference)
             if c is not None:
-                ax.plot(c[0], c[1], ls=":", color="black", lw=1.5, label=reference)
+                ax.plot(c[0], c[1], ls=":", color="black", lw=1.5, label=label(reference))
                 break
     if chance is not None:
         ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
@@ -429,4 +662,5 @@ def group_curves(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    caption(fig, band)
     return fig

@@ -80,12 +80,34 @@ def test_figure_has_one_panel_per_dataset_with_the_table_means_and_the_chance_li
             for p, a in ((0.0, 0.9), (0.5, 0.4))]
     fig = avc.figures(params, recs)["accuracy_vs_p"]
     axes = fig.axes
-    assert [ax.get_title() for ax in axes] == ["digits", "mnist"]
+    assert [ax.get_title() for ax in axes] == ["digits", "MNIST"]
     lines = {ln.get_label(): ln for ln in axes[1].get_lines()}
-    np.testing.assert_allclose(lines["test_clean"].get_ydata(), [0.91, 0.41])
-    np.testing.assert_allclose(lines["train_clean"].get_ydata(), [1.0, 0.5])
+    np.testing.assert_allclose(lines["clean test set"].get_ydata(), [0.91, 0.41])
+    np.testing.assert_allclose(lines["clean training set"].get_ydata(), [1.0, 0.5])
     np.testing.assert_allclose(lines["chance"].get_ydata(), [0.1, 0.1])
 
+
+def test_one_network_gives_no_std_and_no_band_two_networks_give_both():
+    # n = 1: no sample std (an empty cell, not 0.0000) and no band; n = 2: std, band, and R in the caption
+    params = avc.Params(**SMALL, ps=(0.0, 0.5))
+    recs = [_record("digits", 0.0, [0.9], [1.0], [1.0]), _record("digits", 0.5, [0.5], [0.6], [0.4])]
+    header, rows = avc.tables(params, recs)["accuracy"]
+    assert all(r[4] == "" and r[5] == 1 for r in rows)
+    fig = avc.figures(params, recs)["accuracy_vs_p"]
+    assert not fig.axes[0].collections
+    assert [t.get_text() for t in fig.texts if t is not fig._suptitle] == ["no band: every point is a single value (n = 1)"]
+    recs = [_record("digits", 0.0, [0.9, 0.7], [1.0, 1.0], [1.0, 0.9]), _record("digits", 0.5, [0.5, 0.3], [0.6, 0.6], [0.4, 0.2])]
+    header, rows = avc.tables(params, recs)["accuracy"]
+    assert rows[0][4] == pytest.approx(math.sqrt(0.02)) and rows[0][5] == 2
+    fig = avc.figures(params, recs)["accuracy_vs_p"]
+    assert len(fig.axes[0].collections) == len(avc.SPLITS)
+    (note,) = [t.get_text() for t in fig.texts if t is not fig._suptitle]
+    assert " ".join(note.split()) == "band: ±1 std over R = 2 trained networks (ddof = 1)"
+    assert fig.axes[0].get_ylabel() == "accuracy (fraction correct)"
+    assert fig.axes[0].get_xlabel() == "training-set corruption level p"
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 @pytest.mark.parametrize(
     "table, key",

@@ -99,8 +99,8 @@ def test_tables_and_figure_from_records():
     figs = study.figures(params, recs)
     ax = figs["accuracy_vs_p"].axes[0]
     styles = {line.get_label(): line.get_linestyle() for line in ax.lines}
-    assert styles == {"erf (network)": "-", "erf (ntk)": "--", "gelu (network)": "-", "gelu (ntk)": "--",
-                      "rule_leading": ":", "chance": "--"}
+    assert styles == {"erf (network)": "-", "erf (NTK)": "--", "GELU (network)": "-", "GELU (NTK)": "--",
+                      "leading-order rule (clean means)": ":", "chance": "--"}
     p, m = ax.lines[1].get_data()  # erf (ntk)
     assert list(p) == [0.9, 1.0] and list(m) == pytest.approx([0.62, 0.12])
     agree_lines = figs["meanfield_rule_agreement"].axes[0].lines
@@ -109,6 +109,26 @@ def test_tables_and_figure_from_records():
 
     plt.close("all")
 
+
+def test_single_valued_agreement_has_an_empty_std_and_no_band():
+    # mean-field and the leading-order rule are noise-free: their agreement is one number per point
+    recs = [_fake_record(a, p, acc) for a, acc0 in (("erf", 0.6), ("gelu", 0.4)) for p, acc in ((0.9, acc0), (0.95, 0.3))]
+    params = study.Params(activations=("erf", "gelu"), ps=(0.9, 0.95))
+    t = study.tables(params, recs)
+    agree = [r for r in t["agreement"][1] if r[2] == "meanfield~rule_leading"]
+    assert agree and all(r[4] == "" and r[5] == 1 for r in agree)
+    pair = [r for r in t["agreement"][1] if r[2] == "network~ntk"]
+    assert all(r[4] == pytest.approx(np.std([0.5, 0.7], ddof=1)) and r[5] == 2 for r in pair)
+    figs = study.figures(params, recs)
+    fig = figs["meanfield_rule_agreement"]
+    assert not fig.axes[0].collections
+    assert "agreement" in fig.axes[0].get_ylabel() and "accuracy" not in fig.axes[0].get_ylabel()
+    assert [t.get_text() for t in fig.texts] == ["no band: every point is a single value (n = 1)"]
+    note = " ".join(figs["accuracy_vs_p"].texts[0].get_text().split())
+    assert note == "band around the solid (network) lines: ±1 std over K = 2 noisy training sets (ddof = 1)"
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 def _doc(**quick):
     return {"study": "activations", "quick": {"dataset": "digits", "n_train": 200, "batch_size": 50, **quick}, "full": {}}

@@ -88,9 +88,25 @@ def test_tables_and_figures_from_records_alone():
     dist_line = [ln for ln in axes[2].lines if ln.get_label() == "p = 0.9"][0]
     np.testing.assert_allclose(dist_line.get_ydata(), [1.1, 0.4])
     acc_lines = {ln.get_label(): ln for ln in figs["accuracy_vs_p"].axes[0].lines}
-    np.testing.assert_allclose(acc_lines["ntk"].get_ydata(), [0.85, 0.85])
+    np.testing.assert_allclose(acc_lines["NTK"].get_ydata(), [0.85, 0.85])
     np.testing.assert_allclose(acc_lines["width 256"].get_ydata(), [0.6, 0.2])
 
+
+def test_one_noisy_set_gives_empty_std_cells_and_no_bands():
+    params = fi.Params(widths=(64, 256), ps=(0.9,), k=1)
+    rec = {"point": {"noise": "additive", "p": 0.9}, "metrics": {
+        "widths": [64, 256], "accuracy": [[0.5], [0.6]], "agreement_ntk": [[0.7], [0.8]],
+        "agreement_nngp": [[0.6], [0.7]], "rel_distance_ntk": [[1.0], [0.5]], "ntk_accuracy": [0.8],
+        "nngp_accuracy": [0.7], "ntk~nngp": [0.9], "noise_seeds": [0]}}
+    t = fi.tables(params, [rec])
+    for header, rows in t.values():
+        stds = [i for i, h in enumerate(header) if h == "std" or h.endswith("_std")]
+        assert stds and all(r[i] == "" for r in rows for i in stds) and all(r[-1] == 1 for r in rows)
+    figs = fi.figures(params, [rec])
+    assert not any(ax.collections for fig in figs.values() for ax in fig.axes)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 @pytest.mark.parametrize(
     "change,match",

@@ -97,6 +97,24 @@ def test_tables_hold_the_matrix_and_the_auc_with_sample_std():
     assert auc[0] == pytest.approx([0.0, 0.425, math.sqrt(0.01125), 2, 0.1])
 
 
+def test_one_network_per_level_gives_empty_std_cells_and_two_give_a_std():
+    params = pp.Params(**SMALL, p_train=(0.0, 0.5), p_test=(0.0, 0.5, 1.0))
+    one = [_record(0.0, [[0.9, 0.5, 0.1]]), _record(0.5, [[0.8, 0.7, 0.1]])]
+    t = pp.tables(params, one)
+    assert all(r[3] == "" and r[4] == 1 for r in t["accuracy"][1])
+    assert all(r[2] == "" and r[3] == 1 for r in t["auc"][1])
+    figs = pp.figures(params, one)
+    assert not figs["auc_vs_ptrain"].axes[0].collections  # no band
+    assert "mean over R = 1 networks" in figs["accuracy_heatmap"].axes[1].get_ylabel()
+    t = pp.tables(params, RECS)
+    assert t["auc"][1][0][2] == pytest.approx(math.sqrt(0.01125)) and t["auc"][1][0][3] == 2
+    fig = pp.figures(params, RECS)["auc_vs_ptrain"]
+    assert len(fig.axes[0].collections) == 1
+    assert any("±1 std over R = 2 trained networks" in t.get_text() for t in fig.texts)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
 def test_heat_map_cells_are_the_table_means_and_it_has_a_colour_bar():
     params = pp.Params(**SMALL, p_train=(0.0, 0.5), p_test=(0.0, 0.5, 1.0))
     figs = pp.figures(params, RECS)

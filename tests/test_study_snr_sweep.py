@@ -96,14 +96,14 @@ def test_figure_has_one_panel_per_noise_and_slopes_in_legend():
     params = snr_sweep.Params(n_trains=(250, 500), sizes=(28, 43), batch_size=50)
     figs = snr_sweep.figures(params, recs)
     fig = figs["snr_vs_nd"]
-    assert [ax.get_title() for ax in fig.axes] == ["additive", "replacement"]
+    assert [ax.get_title() for ax in fig.axes] == ["additive (Gaussian)", "replacement (uniform)"]
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["network: slope 1.00 ± 0.00", "ntk: slope 0.90 ± 0.00"]
+    assert labels == ["network: slope 1.00 ± 0.00", "NTK: slope 0.90 ± 0.00"]
     xs, ys = fig.axes[0].lines[1].get_data()  # the ntk fitted line
     assert np.allclose(ys, 1e-4 * xs**0.9, rtol=1e-9)
     per_n = figs["snr_vs_n"]
-    assert [ax.get_title() for ax in per_n.axes] == ["additive, network", "additive, ntk", "replacement, network",
-                                                     "replacement, ntk"]
+    assert [ax.get_title() for ax in per_n.axes] == ["additive (Gaussian), network", "additive (Gaussian), NTK",
+                                                     "replacement (uniform), network", "replacement (uniform), NTK"]
     assert per_n.axes[2].get_position().y0 < per_n.axes[0].get_position().y0  # a 2 × 2 grid: one row per noise
     # two N values per d: a slope without a standard error
     assert [t.get_text() for t in per_n.axes[0].get_legend().get_texts()] == ["d = 784: slope 1.00", "d = 1849: slope 1.00"]

@@ -121,6 +121,7 @@ def figures(params: Params, records: list[dict]) -> dict:
     from nwcorrupt import plots
 
     _, rows = tables(params, records)["accuracy"]
-    net = f"ReLU {params.depth - 1}×{params.width}, {params.epochs} epochs, noise {params.noise} redrawn each epoch"
-    title = f"{net}; mean ± std over {params.repeats} networks"
-    return {"accuracy_vs_p": plots.accuracy_panels(rows, title=title)}
+    title = (f"ReLU {params.depth - 1}×{params.width}, {params.epochs} epochs, "
+             f"{plots.label(params.noise)} noise redrawn each epoch")
+    band = plots.band_note(plots.series_counts(rows, 2, 5), "R", "trained networks")
+    return {"accuracy_vs_p": plots.accuracy_panels(rows, title=title, band=band)}

@@ -180,14 +180,18 @@ def figures(params: Params, records: list[dict]) -> dict:
     from nwcorrupt import plots
 
     t = tables(params, records)
-    title = (f"{params.dataset}, {params.noise}, N = {params.n_train}, L = {params.depth}, width {params.width}, "
-             f"K×M = {params.k}×{params.m}")
+    title = (f"{plots.label(params.dataset)}, {plots.label(params.noise)}, N = {params.n_train}, L = {params.depth}, "
+             f"width {params.width}, K×M = {params.k}×{params.m}")
+    acc = t["accuracy"][1]
+    # at p = 1 the mean-field output carries no class information (its argmax is a round-off tie
+    # between classes): that point stays in the table but is left out of the agreement figure
+    agree = [r for r in t["agreement"][1] if r[2] == "meanfield~rule_leading" and r[1] < 1.0]
+    net_counts = {"network": [r[5] for r in acc if r[2] == "network"]}
+    band = plots.band_note(net_counts, "K", "noisy training sets", prefix="band around the solid (network) lines")
     return {
-        "accuracy_vs_p": plots.group_curves(t["accuracy"][1], reference="rule_leading", title=title),
-        # at p = 1 the mean-field output carries no class information (its argmax is a round-off tie
-        # between classes): that point stays in the table but is left out of the agreement figure
+        "accuracy_vs_p": plots.group_curves(acc, reference="rule_leading", title=title, band=band),
         "meanfield_rule_agreement": plots.group_curves(
-            [r for r in t["agreement"][1] if r[2] == "meanfield~rule_leading" and r[1] < 1.0],
-            styles={"meanfield~rule_leading": "-"}, chance=None,
-            ylabel="agreement: mean-field vs leading-order rule", title=title),
+            agree, styles={"meanfield~rule_leading": "-"}, chance=None,
+            ylabel="decision agreement, mean-field vs\nleading-order rule (fraction of test points)", title=title,
+            band=plots.band_note(plots.series_counts(agree, 2, 5), "K", "noisy training sets")),
     }

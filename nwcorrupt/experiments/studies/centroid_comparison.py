@@ -246,9 +246,16 @@ def figures(params: Params, records: list[dict]) -> dict:
         curves[key] = [("centroid model (MC)", ma["ps"], ma["monte_carlo"]), ("centroid model (analytic, mean gap)", ma["ps"], ma["analytic"])]
     title = (f"N = {params.n_train}, {params.activation} L = {params.depth}, width {params.width}, "
              f"K×M = {params.k}×{params.m}; centroid model fitted at p = {params.p_ref:g}")
-    figs = {"accuracy_vs_p": plots.accuracy_grid(rows, curves=curves, title=title)}
-    panels = [(f"{r['point']['dataset']}, {r['point']['noise']}, p = {r['point']['p']:g}", scatter_data(r))
-              for r in _ref_records(records)]
+    band = plots.band_note(plots.series_counts(rows, 3, 6), "K", "noisy training sets")
+    figs = {"accuracy_vs_p": plots.accuracy_grid(rows, curves=curves, title=title, band=band)}
+    refs = _ref_records(records)
+    panels = [(f"{plots.label(r['point']['dataset'])}, {plots.label(r['point']['noise'])}, p = {r['point']['p']:g}",
+               scatter_data(r)) for r in refs]
     if panels:
-        figs["logit_scatter"] = plots.logit_scatter(panels, title="centroid model: a·s_i + b vs init- and set-averaged logits")
+        k = sorted({len(r["metrics"]["centroid_model"]["sample"]["logits"]) for r in refs})
+        note = (f"one point per (test point, class): network logit averaged over K = {'/'.join(map(str, k))} noisy "
+                f"training sets × M = {params.m} inits, against the centroid score $s_i$ of the clean class means; "
+                "line: y = x")
+        figs["logit_scatter"] = plots.logit_scatter(
+            panels, title=r"centroid model $a\,s_i + b$ vs the init- and set-averaged network logits", note=note)
     return figs

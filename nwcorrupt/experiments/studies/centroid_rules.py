@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 from nwcorrupt import corruption, data, metrics, prototype
 from nwcorrupt.experiments.studies import common
@@ -73,8 +72,7 @@ def tables(params: Params, records: list[dict]) -> dict:
     rows = []
     for rec in records:
         for rule, vals in rec["metrics"]["accuracy"].items():
-            v = np.asarray(vals)
-            rows.append([rec["point"]["noise"], rec["point"]["p"], rule, float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)])
+            rows.append([rec["point"]["noise"], rec["point"]["p"], rule, *common.mean_std(vals), len(vals)])
     return {"accuracy": (["noise", "p", "rule", "mean", "std", "k"], rows)}
 
 
@@ -82,4 +80,6 @@ def figures(params: Params, records: list[dict]) -> dict:
     from nwcorrupt import plots
 
     (header, rows) = tables(params, records)["accuracy"]
-    return {"accuracy_vs_p": plots.accuracy_curves(rows, title=f"{params.dataset}, N = {params.n_train}")}
+    band = plots.band_note(plots.series_counts(rows, 2, 5), "K", "noisy training sets")
+    title = f"{plots.label(params.dataset)}, N = {params.n_train}, rules fitted on the corrupted training set"
+    return {"accuracy_vs_p": plots.accuracy_curves(rows, title=title, band=band)}

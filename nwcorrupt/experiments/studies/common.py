@@ -1,8 +1,10 @@
-"""Helpers shared by studies: noise specs, data loading and parameter checks."""
+"""Helpers shared by studies: noise specs, data loading, parameter checks and table statistics."""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from nwcorrupt import corruption, data
 from nwcorrupt.experiments.errors import ConfigError
@@ -71,3 +73,23 @@ def preflight_dataset(name: str) -> None:
         data.load_raw(name)
     except data.DatasetNotFoundError as err:
         raise ConfigError(str(err)) from None
+
+
+NO_STD = ""
+"""Table cell of a std that one sample cannot give: an empty cell in the CSV tables and in the
+printed tables (``nwcorrupt report``), never a misleading 0."""
+
+
+def mean_std(values) -> tuple[float, float | str]:
+    """Mean and sample std (ddof = 1) of a list of numbers, as table cells.
+
+    A single value has no sample std: its std cell is :data:`NO_STD` (empty), and figures draw
+    no band for it. The tables put the count n next to every std.
+
+    Raises:
+      ValueError: ``values`` is empty.
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size == 0:
+        raise ValueError("mean_std needs at least one value, got none")
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else NO_STD)

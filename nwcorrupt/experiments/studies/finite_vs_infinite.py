@@ -150,11 +150,17 @@ def figures(params: Params, records: list[dict]) -> dict:
 
     t = tables(params, records)
     header, rows = t["width_comparison"]
-    title = (f"{params.dataset}, N = {params.n_train}, {params.activation} L = {params.depth}, "
+    acc = t["accuracy"][1]
+    title = (f"{plots.label(params.dataset)}, N = {params.n_train}, {params.activation} L = {params.depth}, "
              f"K×M = {params.k}×{params.m}, {params.epochs} epochs")
-    quantities = [("agreement_ntk", "agreement with NTK"), ("agreement_nngp", "agreement with NNGP"),
-                  ("rel_distance_ntk", "‖f̄ − f_NTK‖ / ‖f_NTK‖")]
+    quantities = [("agreement_ntk", "agreement with NTK decisions\n(fraction of test points)"),
+                  ("agreement_nngp", "agreement with NNGP decisions\n(fraction of test points)"),
+                  ("rel_distance_ntk", r"relative logit distance $\|\bar f - f_{\mathrm{NTK}}\|_F\,/\,\|f_{\mathrm{NTK}}\|_F$")]
+    width_counts = plots.series_counts([[f"p = {r[1]:g}", r[-1]] for r in rows], 0, 1)
     return {
-        "agreement_vs_width": plots.width_curves(header, rows, quantities=quantities, title=title),
-        "accuracy_vs_p": plots.accuracy_curves(t["accuracy"][1], title=title),
+        "agreement_vs_width": plots.width_curves(
+            header, rows, quantities=quantities, title=title,
+            band=plots.band_note(width_counts, "K", "noisy training sets")),
+        "accuracy_vs_p": plots.accuracy_curves(
+            acc, title=title, band=plots.band_note(plots.series_counts(acc, 2, 5), "K", "noisy training sets")),
     }

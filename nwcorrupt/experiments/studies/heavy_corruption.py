@@ -125,10 +125,15 @@ def figures(params: Params, records: list[dict]) -> dict:
     from nwcorrupt import plots
 
     t = tables(params, records)
-    title = f"{params.dataset}, N = {params.n_train}, {params.activation} L = {params.depth}, width {params.width}, K×M = {params.k}×{params.m}"
+    acc, agree = t["accuracy"][1], t["agreement"][1]
+    title = (f"{plots.label(params.dataset)}, N = {params.n_train}, {params.activation} L = {params.depth}, "
+             f"width {params.width}, K×M = {params.k}×{params.m}")
     return {
-        "accuracy_vs_p": plots.accuracy_curves(t["accuracy"][1], title=title),
-        "agreement_vs_p": plots.accuracy_curves(t["agreement"][1], title="agreement of decisions", chance=None),
+        "accuracy_vs_p": plots.accuracy_curves(
+            acc, title=title, band=plots.band_note(plots.series_counts(acc, 2, 5), "K", "noisy training sets")),
+        "agreement_vs_p": plots.accuracy_curves(
+            agree, title=f"agreement of decisions; {title}", chance=None, ylabel=plots.AGREEMENT_LABEL,
+            band=plots.band_note(plots.series_counts(agree, 2, 5), "K", "noisy training sets")),
     }
 
 

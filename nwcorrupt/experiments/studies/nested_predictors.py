@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nwcorrupt import data, metrics, precision, prototype
-from nwcorrupt.experiments.studies import training_fit
+from nwcorrupt.experiments.studies import common, training_fit
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -142,10 +142,7 @@ def agreements(preds: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]) -
     return out
 
 
-def mean_std(vals) -> tuple[float, float]:
-    """Mean and sample std (ddof = 1; 0 for a single value) of a list of numbers."""
-    v = np.asarray(vals, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+mean_std = common.mean_std  # mean and sample std as table cells (empty std for one value)
 
 
 # --------------------------------------------------------------------------- shared pieces of the studies' Params

@@ -69,5 +69,7 @@ def figures(params: Params, records: list[dict]) -> dict:
     for i in range(params.n_examples):
         strip = [(r["point"]["noise"], [np.asarray(img) for img in r["metrics"]["images"][i]]) for r in records]
         shape = tuple(records[0]["metrics"]["image_shape"])
-        figs[f"corrupted_example_{i}"] = plots.corrupted_strip(strip, params.ps, shape, title=f"{params.dataset}: example {i}")
+        fig = plots.corrupted_strip(strip, params.ps, shape, title=f"{plots.label(params.dataset)}: training example {i}")
+        plots.caption(fig, f"rows: noise model; columns: corruption level p (one noise draw, seed {params.seed})")
+        figs[f"corrupted_example_{i}"] = fig
     return figs

@@ -162,10 +162,7 @@ def accuracies(logits: np.ndarray, y: np.ndarray) -> list[float]:
     return [float(v) for v in (np.asarray(logits).argmax(-1) == np.asarray(y)[None]).mean(-1)]
 
 
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value)."""
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+mean_std = common.mean_std  # mean and sample std as table cells (empty std for one value)
 
 
 def num_params(params: NetParams, d: int = 784, c: int = 10) -> int:

@@ -153,13 +153,19 @@ def figures(params: Params, records: list[dict]) -> dict:
     p_te = sorted({r[1] for r in acc_rows})
     cell = {(r[0], r[1]): r[2] for r in acc_rows}
     grid = np.array([[cell.get((a, b), np.nan) for b in p_te] for a in p_tr])
-    net = f"{params.dataset}, ReLU {params.depth - 1}×{params.width}, {params.epochs} epochs, R = {params.repeats}"
+    net = f"{plots.label(params.dataset)}, ReLU {params.depth - 1}×{params.width}, {params.epochs} epochs"
     auc = sorted(auc_rows)
+    r_acc = sorted({int(r[4]) for r in acc_rows})
+    colorbar = (r"accuracy on the test set corrupted at $p_{\mathrm{test}}$" + "\n"
+                f"(mean over R = {'/'.join(map(str, r_acc))} networks)")
     return {
-        "accuracy_heatmap": plots.accuracy_heatmap(p_tr, p_te, grid, title=f"mean test accuracy; {net}"),
+        "accuracy_heatmap": plots.accuracy_heatmap(p_tr, p_te, grid, title=f"mean test accuracy; {net}",
+                                                   colorbar_label=colorbar),
         "auc_vs_ptrain": plots.curve_with_band(
             [r[0] for r in auc], [r[1] for r in auc], [r[2] for r in auc],
-            xlabel="training corruption p_train", ylabel="AUC of accuracy over p_test",
+            xlabel=r"training corruption level $p_{\mathrm{train}}$",
+            ylabel="area under accuracy vs " + r"$p_{\mathrm{test}}$" + "\n(trapezoid rule over the grid)",
             reference=auc[0][4] if auc else None, reference_label="chance", title=net,
+            band=plots.band_note({"auc": [r[3] for r in auc]}, "R", "trained networks"),
         ),
     }

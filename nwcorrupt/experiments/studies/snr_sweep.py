@@ -296,7 +296,7 @@ def figures(params: Params, records: list[dict]) -> dict:
             fit = fits.get((noise, pred), {})
             series.append({"label": pred, "x": [n * d for n, d, _ in pts], "y": [s["snr_median"] for _, _, s in pts],
                            "slope": fit.get("slope"), "stderr": fit.get("stderr"), "intercept": fit.get("intercept")})
-        panels.append((noise, series))
+        panels.append((plots.label(noise), series))
     per_d = {(r["noise"], r["predictor"], r["fixed"]): r for r in fitted if r["fit"] == "N"}
     panels_n = []
     for (noise, pred), pts in _records_by(records).items():
@@ -306,11 +306,17 @@ def figures(params: Params, records: list[dict]) -> dict:
             sel = [(n, s["snr_median"]) for n, dd, s in pts if dd == d]
             series.append({"label": f"d = {d}", "x": [v[0] for v in sel], "y": [v[1] for v in sel],
                            "slope": fit.get("slope"), "stderr": fit.get("stderr"), "intercept": fit.get("intercept")})
-        panels_n.append((f"{noise}, {pred}", series))
-    title = (f"{params.dataset}, p = {params.p:g}, {params.activation} L = {params.depth}, width {params.width}, "
-             f"K×M = {params.k}×{params.m}")
-    ylabel = "median SNR of the true-class logit"
+        panels_n.append((f"{plots.label(noise)}, {plots.label(pred)}", series))
+    title = (f"{plots.label(params.dataset)}, p = {params.p:g}, {params.activation} L = {params.depth}, "
+             f"width {params.width}, K×M = {params.k}×{params.m}")
+    ylabel = "median per-point SNR of the\ntrue-class logit (dimensionless)"
+    ks = sorted({len(s["accuracy"]) for rec in records for s in rec["metrics"]["predictors"].values()})
+    note = ("points: median over the test points of SNR = mean²/variance of the true-class logit over "
+            f"K = {'/'.join(map(str, ks))} noisy training sets; lines: least-squares power laws, "
+            "slope ± its standard error")
     return {
-        "snr_vs_nd": plots.loglog_fits(panels, xlabel="N · d", ylabel=ylabel, title=title),
-        "snr_vs_n": plots.loglog_fits(panels_n, xlabel="N", ylabel=ylabel, title=title, ncols=len(PREDICTORS)),
+        "snr_vs_nd": plots.loglog_fits(panels, xlabel="N · d (training points × input features)", ylabel=ylabel,
+                                       title=title, note=note),
+        "snr_vs_n": plots.loglog_fits(panels_n, xlabel="training-set size N", ylabel=ylabel, title=title,
+                                      ncols=len(PREDICTORS), note=note),
     }
