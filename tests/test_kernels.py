@@ -201,7 +201,7 @@ def test_memory_budget_bounds_compiled_working_memory(x64, name, depth, budget):
     assert rt * ct < n * n
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("dev",))
     args = (x.reshape(1, n, d), y, None, None, jnp.ones(()))
-    compiled = K._fill.lower(
+    compiled = K.tiled.fill_tiles.lower(
         *args, arch=arch, want_ntk=True, order=32, d=d, rt=rt, ct=ct, symmetric=False, from_gram=False, m=n, n2=n,
         out_sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("dev")),
     ).compile()  # fmt: skip

@@ -30,6 +30,7 @@ __all__ = [
     "buffers_per_entry",
     "check_devices",
     "check_tiling",
+    "fill_tiles",
     "plan_tiles",
     "run_tiled",
 ]
@@ -150,7 +151,7 @@ def _all_finite(tile: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("out_sharding",))
-def _fill(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **static):
+def fill_tiles(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **static):
     """The whole native kernel computation in one compiled call.
 
     ``src`` (n, m, d) holds the (padded) rows of x1 — or (n, m, N2) rows of the
@@ -386,7 +387,7 @@ def run_tiled(
             a = jnp.pad(a, [(0, N1p - N1)] + [(0, 0)] * (a.ndim - 1))
         return jax.device_put(a.reshape((n, m) + a.shape[1:]), rows)
 
-    K, theta, diag1, diag2, finite = _fill(
+    K, theta, diag1, diag2, finite = fill_tiles(
         rows_of(src),
         jax.device_put(x2, repl),
         None if q0_1 is None else rows_of(q0_1),
