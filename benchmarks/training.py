@@ -66,12 +66,12 @@ def load_data(n: int, n_test: int, d: int, seed: int) -> tuple[np.ndarray, np.nd
         xtr, ytr = rng.normal(size=(n, d)), rng.integers(0, 10, n)
         xte, yte = rng.normal(size=(n_test, d)), rng.integers(0, 10, n_test)
 
-    def normalise(x: np.ndarray) -> np.ndarray:
+    def normalize(x: np.ndarray) -> np.ndarray:
         x = x - x.mean(1, keepdims=True)
         rms = np.sqrt((x**2).mean(1, keepdims=True))
         return (x / np.where(rms > 0, rms, 1.0)).astype(np.float32)
 
-    return normalise(xtr), ytr.astype(np.int32), normalise(xte), yte.astype(np.int32), source
+    return normalize(xtr), ytr.astype(np.int32), normalize(xte), yte.astype(np.int32), source
 
 
 def replacement(x: np.ndarray, p: float, seed: int) -> np.ndarray:

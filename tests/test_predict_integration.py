@@ -19,7 +19,7 @@ from nwcorrupt import predict as P  # noqa: E402
 from nwcorrupt.kernels import MLP  # noqa: E402
 
 
-def normalised(n: int, d: int, seed: int) -> np.ndarray:
+def normalized(n: int, d: int, seed: int) -> np.ndarray:
     """Per-example normalised inputs: zero feature mean, unit RMS (<x, x> = 1)."""
     x = np.random.default_rng(seed).normal(size=(n, d))
     x -= x.mean(axis=1, keepdims=True)
@@ -34,7 +34,7 @@ def rel_err(a, b) -> float:
 @pytest.fixture
 def data():
     y = np.eye(3)[np.random.default_rng(3).integers(0, 3, 48)]
-    return normalised(48, 64, 1), y, normalised(16, 64, 2)  # 16 test rows: the tile shape (fewer compiles)
+    return normalized(48, 64, 1), y, normalized(16, 64, 2)  # 16 test rows: the tile shape (fewer compiles)
 
 
 def test_all_solvers_agree_on_real_kernels(x64, data):

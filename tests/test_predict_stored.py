@@ -17,7 +17,7 @@ from nwcorrupt.predict import matrix as predict_matrix
 from nwcorrupt.predict import memory as predict_memory
 
 
-def normalised(n: int, d: int, seed: int) -> np.ndarray:
+def normalized(n: int, d: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).normal(size=(n, d))
     x -= x.mean(axis=1, keepdims=True)
     return x / np.sqrt((x**2).mean(axis=1, keepdims=True))
@@ -86,7 +86,7 @@ def test_float32_storage_exact_product_is_float64_accurate():
 
 @pytest.mark.parametrize("activation, get", [("relu", "ntk"), ("erf", "nngp")])
 def test_from_arch_equals_dense_kernel(x64, activation, get):
-    x = normalised(45, 24, 4)
+    x = normalized(45, 24, 4)
     arch = MLP(depth=3, activation=activation, W_std=1.1, b_std=0.2)
     if True:
         sk = P.StoredKernel.from_arch(arch, x, get, block_size=16)
@@ -171,7 +171,7 @@ def test_indefinite_matrix_is_reported(x64):
 
 @pytest.mark.parametrize("activation", ["relu", "erf"])
 def test_ntk_predict_stored_matches_cholesky(x64, activation):
-    xtr, xte = normalised(96, 32, 15), normalised(20, 32, 16)
+    xtr, xte = normalized(96, 32, 15), normalized(20, 32, 16)
     y = one_hot(96, 4, 17)
     arch = MLP(depth=3, activation=activation)
     ref = P.ntk_predict(arch, xtr, y, xte, diag_reg=1e-4, solver="cholesky")
@@ -187,7 +187,7 @@ def test_ntk_predict_stored_matches_cholesky(x64, activation):
 
 
 def test_tiled_predict_equals_dense_product(x64):
-    xtr, xte = normalised(30, 16, 18), normalised(11, 16, 19)
+    xtr, xte = normalized(30, 16, 18), normalized(11, 16, 19)
     w = np.random.default_rng(20).normal(size=(30, 3))
     arch = MLP(depth=2, activation="erf")
     ref = np.asarray(kernel(arch, xte, xtr).ntk) @ w
@@ -201,7 +201,7 @@ def test_tiled_predict_equals_dense_product(x64):
 
 def test_get_selects_the_kernel_and_which_still_works(x64):
     # the argument was called which= before the predict package used the get vocabulary
-    xtr, xte = normalised(20, 8, 40), normalised(7, 8, 41)
+    xtr, xte = normalized(20, 8, 40), normalized(7, 8, 41)
     w = np.random.default_rng(42).normal(size=(20, 2))
     arch = MLP(depth=2, activation="erf")
     ks = kernel(arch, xte, xtr)
@@ -261,7 +261,7 @@ def test_memory_plan_matches_storage_and_checks():
 
 def test_ntk_predict_stored_checks_memory_first(monkeypatch):
     monkeypatch.setattr(predict_memory, "available_memory_bytes", lambda: 2**20)
-    x = normalised(40, 8, 21)
+    x = normalized(40, 8, 21)
     with pytest.raises(MemoryError, match="not enough memory"):
         P.ntk_predict(MLP(depth=2), x, one_hot(40, 2, 22), x[:5], solver="stored_cg")
     with pytest.raises(MemoryError, match="not enough memory"):
@@ -301,7 +301,7 @@ def test_errors_name_the_argument(x64):
         sk.rows(np.array([0, 25]))
     with pytest.raises(ValueError, match="v must have shape"):
         sk.matvec(np.ones((19, 2)))
-    x = normalised(20, 8, 25)
+    x = normalized(20, 8, 25)
     with pytest.raises(ValueError, match="finite t needs solver 'eigh'"):
         P.ntk_predict(MLP(depth=2), x, y, x, t=1.0, solver="stored_cg")
     with pytest.raises(ValueError, match="backend='native'"):
@@ -315,7 +315,7 @@ def test_solvers_pick_their_own_preconditioner_by_default(x64, monkeypatch):
     assert P.default_preconditioner("stored_cg") == ("nystrom", P.STORED_PRECOND_RANK)
     assert P.default_preconditioner("cg") == ("pivoted_cholesky", P.PRECOND_RANK)
     assert P.default_preconditioner("stored_cg", "jacobi", 3) == ("jacobi", 3)
-    xtr, xte = normalised(2100, 16, 31), normalised(5, 16, 32)
+    xtr, xte = normalized(2100, 16, 31), normalized(5, 16, 32)
     y = one_hot(2100, 3, 33)
     arch = MLP(depth=2, activation="erf")
     _, info = P.ntk_predict(arch, xtr, y, xte, diag_reg=1e-3, solver="stored_cg", block_size=512, return_info=True)
