@@ -16,7 +16,7 @@ def test_meanfield_kernels_equal_kernel_from_gram(x64, act, depth, w, b, noise):
     ov = theory.meanfield_overlaps(noise, 0.8, x, xt)
     arch = kernels.MLP(depth, act, W_std=w, b_std=b)
     for which in ("ntk", "nngp"):
-        ktt, kst = (np.asarray(k) for k in theory.kernels_from_overlaps(arch, ov, kernel=which))
+        ktt, kst = (np.asarray(k) for k in theory.kernels_from_overlaps(arch, ov, get=which))
         ref_tt = getattr(kernels.kernel_from_gram(arch, ov.train, ov.train_diag, ov.train_diag, get=which, symmetric=True), which)
         ref_st = getattr(kernels.kernel_from_gram(arch, ov.test_train, ov.test_diag, ov.train_diag, get=which), which)
         np.testing.assert_allclose(ktt, np.asarray(ref_tt), rtol=1e-10, atol=1e-12)
@@ -30,13 +30,13 @@ def test_meanfield_predict_uses_the_tiled_kernels_and_matches_the_private_recurs
     arch = kernels.MLP(3, "tanh", W_std=1.1, b_std=0.2)
     noise = corruption.Additive()
     ov = theory.meanfield_overlaps(noise, 0.7, x, xt)
-    ktt, kst = (np.asarray(k) for k in theory.kernels_from_overlaps(arch, ov, kernel="ntk", quad_order=150))
+    ktt, kst = (np.asarray(k) for k in theory.kernels_from_overlaps(arch, ov, get="ntk", quad_order=150))
     ref = kst @ np.linalg.solve(ktt + 1e-4 * np.eye(len(x)), np.eye(10)[y])
 
     def forbidden(*args, **kwargs):
         raise AssertionError("meanfield_predict must not use the untiled private recursion")
 
     monkeypatch.setattr(theory, "kernels_from_overlaps", forbidden)
-    got = theory.meanfield_predict(arch, noise, 0.7, x, y, xt, diag_reg=1e-4, quad_order=150)
+    got = theory.meanfield_predict(arch, noise, 0.7, x, y, xt, ridge=1e-4, quad_order=150)
     # both quadratures are ~1e-11 accurate at 150 nodes; the solve amplifies kernel differences (cond ~1e4)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
