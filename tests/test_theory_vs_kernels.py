@@ -1,4 +1,4 @@
-"""The theory module's differentiable recursion against the kernels module (two implementations)."""
+"""The theory's kernels of overlaps (untiled kernels.kernel_layers, jitted) against the tiled kernel_from_gram."""
 
 from __future__ import annotations
 

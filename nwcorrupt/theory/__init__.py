@@ -54,6 +54,7 @@ from nwcorrupt.theory.overlaps import (
     Overlaps,
     empirical_overlaps,
     meanfield_overlaps,
+    meanfield_self_overlaps,
     noise_kind,
     overlap_poly,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "Overlaps",
     "empirical_overlaps",
     "meanfield_overlaps",
+    "meanfield_self_overlaps",
     "noise_kind",
     "overlap_poly",
     # kernels of overlaps

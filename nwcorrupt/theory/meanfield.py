@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nwcorrupt._checks import check_array, check_labels, check_matrix, check_probability
-from nwcorrupt.theory.overlaps import meanfield_overlaps
+from nwcorrupt.theory.overlaps import meanfield_overlaps, meanfield_self_overlaps
 from nwcorrupt.theory.recursion import QUAD_ORDER, check_arch_get, check_quad_order, diag_kernel
 
 __all__ = ["as_targets", "check_ridge", "meanfield_predict", "meanfield_ridge", "meanfield_train_diag"]
@@ -78,7 +78,7 @@ def meanfield_train_diag(arch, noise, p: float, x_train, *, get: str = "ntk", qu
     p = check_probability("p", p)
     check_arch_get(arch, get)
     quad_order = check_quad_order(quad_order)
-    gd = meanfield_overlaps(noise, p, x_train).train_diag  # (N,)
+    gd = meanfield_self_overlaps(noise, p, x_train)  # (N,) E⟨x̃_α, x̃_α⟩
     return np.asarray(_diag_jit(jnp.asarray(gd, jnp.result_type(float)), arch=arch, get=get, quad_order=quad_order),
                       dtype=np.float64)
 

@@ -34,6 +34,7 @@ __all__ = [
     "Overlaps",
     "empirical_overlaps",
     "meanfield_overlaps",
+    "meanfield_self_overlaps",
     "noise_kind",
     "overlap_poly",
 ]
@@ -74,6 +75,25 @@ def noise_kind(noise) -> str:
     return kind
 
 
+def _self_overlaps(kind: str, eps: float, sq: np.ndarray, mean: np.ndarray, mu: float, mu2: float) -> np.ndarray:
+    """E⟨x̃_α, x̃_α⟩ from ⟨x_α, x_α⟩ (``sq``) and x̄_α (``mean``), module docstring."""
+    if kind == "replacement":
+        return eps * sq + (1 - eps) * mu2
+    return eps**2 * sq + 2 * eps * (1 - eps) * mu * mean + (1 - eps) ** 2 * mu2
+
+
+def meanfield_self_overlaps(noise, p: float, x_train) -> np.ndarray:
+    """E⟨x̃_α, x̃_α⟩ (N,) float64: the diagonal of :func:`meanfield_overlaps`' ``train``, in O(N d).
+
+    Args: as in :func:`meanfield_overlaps`.
+    """
+    kind = noise_kind(noise)
+    eps = 1.0 - check_probability("p", p)
+    x = np.asarray(check_matrix("x_train", x_train), dtype=np.float64)
+    mu, mu2 = (float(m) for m in noise.moments)
+    return _self_overlaps(kind, eps, np.einsum("nd,nd->n", x, x) / x.shape[1], x.mean(axis=1), mu, mu2)
+
+
 def meanfield_overlaps(noise, p: float, x_train, x_test=None) -> Overlaps:
     """Noise-averaged first-layer overlaps of a corrupted training set and clean test points.
 
@@ -98,12 +118,7 @@ def meanfield_overlaps(noise, p: float, x_train, x_test=None) -> Overlaps:
     gram = x @ x.T / d
     mean = x.mean(axis=1)
     train = eps**2 * gram + eps * (1 - eps) * mu * (mean[:, None] + mean[None, :]) + (1 - eps) ** 2 * mu**2
-    sq = np.diagonal(gram)
-    if kind == "replacement":
-        diag = eps * sq + (1 - eps) * mu2
-    else:
-        diag = eps**2 * sq + 2 * eps * (1 - eps) * mu * mean + (1 - eps) ** 2 * mu2
-    train[np.diag_indices(n)] = diag
+    train[np.diag_indices(n)] = _self_overlaps(kind, eps, np.diagonal(gram), mean, mu, mu2)
     test_train = eps * (xt @ x.T / d) + (1 - eps) * mu * xt.mean(axis=1)[:, None]
     return Overlaps(train=train, test_train=test_train, test_diag=np.sum(xt * xt, axis=1) / d)
 
