@@ -323,15 +323,15 @@ def pure_noise_sensitivities(arch, noise, n: int, x_test, *, get: str = "ntk", r
     mu, mu2 = (float(t) for t in noise.moments)
     td = np.sum(xt * xt, axis=1) / xt.shape[1]
     dt = jnp.result_type(float)
-    train, star = _pure_noise_jit(arch, get, quad_order, jnp.asarray([mu, mu2], dt), jnp.asarray(td, dt),
-                                  jnp.asarray(mu * xt.mean(axis=1), dt))
+    train, star = _pure_noise_transfer(arch, get, quad_order, jnp.asarray([mu, mu2], dt), jnp.asarray(td, dt),
+                                       jnp.asarray(mu * xt.mean(axis=1), dt))
     fd, sd, theta_o, t_o, s_o = (float(t) for t in train)
     pure = _th.PureNoise(fd + reg, theta_o, n).check_invertible()
     return PureNoiseSensitivities(pure, sd, t_o, s_o, *(np.asarray(t, dtype=np.float64) for t in star))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _pure_noise_jit(arch, get, quad_order, moments, td, tt):
+def _pure_noise_transfer(arch, get, quad_order, moments, td, tt):
+    """Transfer coefficients at the pure-noise points (``theory.transfer`` is jitted once per activation)."""
     mu, mu2 = moments[0], moments[1]
     off = _th.transfer(arch, mu2, mu * mu, mu2, get=get, quad_order=quad_order)
     fd, sd = _th.transfer_diag(arch, mu2, get=get, quad_order=quad_order)
