@@ -40,3 +40,41 @@ def test_meanfield_predict_uses_the_tiled_kernels_and_matches_the_private_recurs
     got = theory.meanfield_predict(arch, noise, 0.7, x, y, xt, ridge=1e-4, quad_order=150)
     # both quadratures are ~1e-11 accurate at 150 nodes; the solve amplifies kernel differences (cond ~1e4)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+
+
+def test_pair_and_diag_kernels_are_the_kernels_module_entry_by_entry(x64):
+    # elementwise scalar maps of the theory against the kernels module evaluated from the inputs
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 2, size=(6, 30))
+    d = x.shape[1]
+    g, sq = x @ x.T / d, np.sum(x * x, axis=1) / d
+    arch = kernels.MLP(3, "tanh", W_std=1.2, b_std=0.3)
+    for which in ("ntk", "nngp"):
+        full = np.asarray(getattr(kernels.kernel(arch, x, get=which, quad_order=40), which))
+        pair = np.asarray(theory.pair_kernel(arch, sq[:, None], g, sq[None, :], get=which, quad_order=40))
+        off = ~np.eye(6, dtype=bool)
+        np.testing.assert_allclose(pair[off], full[off], rtol=1e-10)
+        diag = np.asarray(theory.diag_kernel(arch, sq, get=which, quad_order=40))
+        np.testing.assert_allclose(diag, np.asarray(getattr(kernels.kernel_diag(arch, x, get=which, quad_order=40), which)),
+                                   rtol=1e-12)
+
+
+def test_pair_kernel_partials_match_central_differences(x64):
+    arch = kernels.MLP(4, "erf", W_std=1.3, b_std=0.2)
+    base = np.array([1.1, 0.3, 0.7])
+    val, *grads = (float(v) for v in theory.pair_kernel_partials(arch, *base))
+    assert val == pytest.approx(float(theory.pair_kernel(arch, *base)), rel=1e-14)
+    h = 1e-5
+    for i, got in enumerate(grads):
+        e = np.eye(3)[i] * h
+        fd = (float(theory.pair_kernel(arch, *(base + e))) - float(theory.pair_kernel(arch, *(base - e)))) / (2 * h)
+        assert got == pytest.approx(fd, rel=1e-7), i
+
+
+def test_theory_arch_checks():
+    with pytest.raises(TypeError, match="arch must be an nwcorrupt.arch.MLP"):
+        theory.check_arch_get("relu", "ntk")
+    with pytest.raises(ValueError, match="get must be one of"):
+        theory.check_arch_get(kernels.MLP(2), ("nngp", "ntk"))
+    with pytest.raises(ValueError, match="quad_order must be <= 200"):
+        theory.check_quad_order(240)
