@@ -25,6 +25,11 @@ at ε = 0, where every training point is pure noise and the train kernel is
 θ_o 11ᵀ + Δ I: then every sum is over exchangeable terms and the cost is
 O(N C) per test point (transfer coefficients of :func:`nwcorrupt.theory.transfer`).
 
+Conventions as in :mod:`nwcorrupt.theory`: ``get`` (``"ntk"`` or ``"nngp"``) picks the kernel and
+``ridge`` is an absolute ridge added to the train-train kernel diagonal (not the relative
+``diag_reg`` of :mod:`nwcorrupt.predict`). All kernels come from the recursion of
+:mod:`nwcorrupt.kernels` through the public functions of :mod:`nwcorrupt.theory`.
+
 Kernels, sensitivities and :func:`sample_outputs` run in JAX's default float type (the solve of
 ``order="linear"`` is float64 SciPy): enable x64 (``nwcorrupt.precision.x64()``).
 Measured float32 error of :func:`output_variance` (erf L = 3, N = 40, d = 1000, p = 0.7 and 0.997,
@@ -42,6 +47,25 @@ import numpy as np
 
 from nwcorrupt import theory as _th
 from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_int, check_probability
+
+__all__ = [
+    "ORDERS",
+    "EntryMoments",
+    "PureNoiseSensitivities",
+    "ScalingFit",
+    "SNRScaling",
+    "entry_moments",
+    "fit_exponents",
+    "form_variance",
+    "noise_law",
+    "output_variance",
+    "predicted_mean",
+    "predicted_snr",
+    "pure_noise_sensitivities",
+    "sample_outputs",
+    "sample_snr",
+    "snr_scaling",
+]
 
 ORDERS = ("leading", "linear")
 
@@ -72,7 +96,7 @@ def noise_law(noise) -> tuple[float, float, float, float]:
     Returns:
       floats (E u, Var u, E(u − Eu)³, E(u − Eu)⁴).
     """
-    kind = _th._kind(noise)
+    kind = _th.noise_kind(noise)
     dist = getattr(noise, "dist", None)
     if kind == "additive":
         if dist not in _ADDITIVE_CENTRAL:
@@ -119,7 +143,7 @@ def entry_moments(noise, p: float, x_train) -> EntryMoments:
     Returns:
       :class:`EntryMoments` of shape (N, d) (additive: var, k3, k4 are scalars broadcast).
     """
-    kind = _th._kind(noise)
+    kind = _th.noise_kind(noise)
     eps = 1.0 - check_probability("p", p)
     x = np.asarray(check_matrix("x_train", x_train), dtype=np.float64)
     mu, var, k3, k4 = noise_law(noise)
@@ -184,56 +208,38 @@ def _form_variance(a, b, c, xs, m, v, k3, k4, vv):
 # ---------------------------------------------------------------------------
 
 
-def _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg):
-    _th._check_arch(arch, kernel)
+def _prepare(arch, noise, p, x_train, y_train, x_test, get, num_classes, centre, ridge):
+    _th.check_arch_get(arch, get)
     p = check_probability("p", p)
     x = np.asarray(check_matrix("x_train", x_train), dtype=np.float64)
     xt = np.asarray(check_matrix("x_test", x_test), dtype=np.float64)
     if xt.shape[1] != x.shape[1]:
         raise ValueError(f"x_test has {xt.shape[1]} features but x_train has {x.shape[1]}; they must match")
-    _th._kind(noise)
+    _th.noise_kind(noise)
     noise_law(noise)
-    reg = _th._check_diag_reg(diag_reg)
-    y = _th._targets(y_train, x.shape[0], num_classes)
+    reg = _th.check_ridge(ridge)
+    y = _th.as_targets(y_train, x.shape[0], num_classes)
     if centre:
         y = y - y.mean(axis=1, keepdims=True)
     return p, x, xt, y, reg
 
 
-def _pair_grads(act, kernel, quad_order, depth, hyper, g11, g12, g22):
-    """Value and (∂/∂g11, ∂/∂g12, ∂/∂g22) of the output pair kernel, entrywise by forward-mode autodiff."""
+@functools.partial(jax.jit, static_argnames=("arch", "get", "quad_order"))
+def _linear_sensitivities(g, tt, td, *, arch, get, quad_order):
+    """Train and test-train kernels at the mean-field overlaps and their entrywise first derivatives.
 
-    def f(gvec):
-        return _th._pair_kernel(act, kernel, depth, hyper, gvec[0], gvec[1], gvec[2], quad_order)
-
-    def one(gvec):
-        return f(gvec), jax.jacfwd(f)(gvec)
-
-    def row(args):
-        return jax.vmap(one)(jnp.stack(args, axis=-1))
-
-    val, grad = jax.lax.map(row, (g11, g12, g22))
-    return val, grad[..., 0], grad[..., 1], grad[..., 2]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _linear_sensitivities(act, kernel, quad_order, depth, hyper, g, tt, td):
+    Returns K_train (N, N), F1 = ∂K_αβ/∂G_αα and F12 = ∂K_αβ/∂G_αβ (zero diagonals), S^d (N,),
+    k* (M, N), T* = ∂k*/∂g* and S* = ∂k*/∂G_αα (forward-mode autodiff of :func:`nwcorrupt.theory.pair_kernel`).
+    """
     n = g.shape[0]
     gd = jnp.diagonal(g)
     eye = jnp.eye(n, dtype=bool)
-    b11 = jnp.broadcast_to(gd[:, None], (n, n))
-    b22 = jnp.broadcast_to(gd[None, :], (n, n))
-    off, f1, f12, _ = _pair_grads(act, kernel, quad_order, depth, hyper, b11, jnp.where(eye, 0.0, g), b22)
-
-    def diag(x):
-        return _th._diag_kernel(act, kernel, depth, hyper, x, quad_order)
-
-    kd, sd = diag(gd), jax.vmap(jax.jacfwd(diag))(gd)
+    kw = dict(get=get, quad_order=quad_order)
+    # diagonal pairs are evaluated at g12 = 0 (finite derivatives) and replaced by the single-point kernel
+    off, f1, f12, _ = _th.pair_kernel_partials(arch, gd[:, None], jnp.where(eye, 0.0, g), gd[None, :], **kw)
+    kd, sd = jax.jvp(lambda q: _th.diag_kernel(arch, q, **kw), (gd,), (jnp.ones_like(gd),))
     ktt = jnp.where(eye, kd[None, :], off)
-    m = tt.shape[0]
-    kst, _, tstar, sstar = _pair_grads(
-        act, kernel, quad_order, depth, hyper, jnp.broadcast_to(td[:, None], (m, n)), tt, jnp.broadcast_to(gd[None, :], (m, n))
-    )
+    kst, _, tstar, sstar = _th.pair_kernel_partials(arch, td[:, None], tt, gd[None, :], **kw)
     return ktt, jnp.where(eye, 0.0, f1), jnp.where(eye, 0.0, f12), sd, kst, tstar, sstar
 
 
@@ -255,12 +261,12 @@ def _linear_point(xs, kst, tstar, sstar, a_mat, ktt_inv_kst, f1, f12, sd, p_cls,
     return (s1 + s2) / (d * d)
 
 
-def _linear_variance(arch, noise, p, x, xt, y, reg, kernel, quad_order):
+def _linear_variance(arch, noise, p, x, xt, y, reg, get, quad_order):
     ov = _th.meanfield_overlaps(noise, p, x, xt)
     dt = jnp.result_type(float)
     ktt, f1, f12, sd, kst, tstar, sstar = _linear_sensitivities(
-        arch.act, kernel, quad_order, *_th._hyper(arch), jnp.asarray(ov.train, dt), jnp.asarray(ov.test_train, dt),
-        jnp.asarray(ov.test_diag, dt),
+        jnp.asarray(ov.train, dt), jnp.asarray(ov.test_train, dt), jnp.asarray(ov.test_diag, dt),
+        arch=arch, get=get, quad_order=quad_order,
     )
     import scipy.linalg
 
@@ -299,43 +305,43 @@ class PureNoiseSensitivities:
     S_star: np.ndarray
 
 
-def pure_noise_sensitivities(arch, noise, n: int, x_test, *, kernel: str = "ntk", diag_reg: float = 0.0,
+def pure_noise_sensitivities(arch, noise, n: int, x_test, *, get: str = "ntk", ridge: float = 0.0,
                              quad_order: int = _th.SERIES_QUAD_ORDER) -> PureNoiseSensitivities:
     """Transfer coefficients at the pure-noise point (μ₂, μ², μ₂) and at (⟨x*,x*⟩, μ x̄*, μ₂).
 
     Args:
       arch: MLP (``parameterization="ntk"``); noise: corruption model; n: N training points;
-      x_test: (M, d) clean test inputs.
+      x_test: (M, d) clean test inputs; get: ``"ntk"`` or ``"nngp"``;
+      ridge: absolute ridge added to the train kernel diagonal (θ_d).
     """
-    _th._check_arch(arch, kernel)
+    _th.check_arch_get(arch, get)
+    _th.noise_kind(noise)
     n = check_positive_int("n", n)
     xt = np.asarray(check_matrix("x_test", x_test), dtype=np.float64)
-    reg = _th._check_diag_reg(diag_reg)
-    quad_order = check_positive_int("quad_order", quad_order)
+    reg = _th.check_ridge(ridge)
+    quad_order = _th.check_quad_order(quad_order)
     mu, mu2 = (float(t) for t in noise.moments)
     td = np.sum(xt * xt, axis=1) / xt.shape[1]
     dt = jnp.result_type(float)
-    train, star = _pure_noise_jit(arch, kernel, quad_order, jnp.asarray([mu, mu2], dt), jnp.asarray(td, dt),
-                                  jnp.asarray(mu * xt.mean(axis=1), dt))
+    train, star = _pure_noise_transfer(arch, get, quad_order, jnp.asarray([mu, mu2], dt), jnp.asarray(td, dt),
+                                       jnp.asarray(mu * xt.mean(axis=1), dt))
     fd, sd, theta_o, t_o, s_o = (float(t) for t in train)
-    pure = _th.PureNoise(fd + reg, theta_o, n)
-    if not pure.delta > 0:
-        raise ValueError(f"the pure-noise kernel has Δ = θ_d − θ_o = {pure.delta} <= 0: K(ε=0) is singular; add diag_reg")
+    pure = _th.PureNoise(fd + reg, theta_o, n).check_invertible()
     return PureNoiseSensitivities(pure, sd, t_o, s_o, *(np.asarray(t, dtype=np.float64) for t in star))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _pure_noise_jit(arch, kernel, quad_order, moments, td, tt):
+def _pure_noise_transfer(arch, get, quad_order, moments, td, tt):
+    """Transfer coefficients at the pure-noise points (``theory.transfer`` is jitted once per activation)."""
     mu, mu2 = moments[0], moments[1]
-    off = _th.transfer(arch, mu2, mu * mu, mu2, kernel=kernel, quad_order=quad_order)
-    fd, sd = _th.transfer_diag(arch, mu2, kernel=kernel, quad_order=quad_order)
-    ts = _th.transfer(arch, td, tt, jnp.full_like(td, mu2), kernel=kernel, quad_order=quad_order)
+    off = _th.transfer(arch, mu2, mu * mu, mu2, get=get, quad_order=quad_order)
+    fd, sd = _th.transfer_diag(arch, mu2, get=get, quad_order=quad_order)
+    ts = _th.transfer(arch, td, tt, jnp.full_like(td, mu2), get=get, quad_order=quad_order)
     return jnp.stack([fd, sd, off.value, off.T, off.S]), (ts.value, ts.T, ts.S)
 
 
-def _leading_variance(arch, noise, x, xt, y, reg, kernel, quad_order):
+def _leading_variance(arch, noise, x, xt, y, reg, get, quad_order):
     n, d = x.shape
-    sens = pure_noise_sensitivities(arch, noise, n, xt, kernel=kernel, diag_reg=reg, quad_order=quad_order)
+    sens = pure_noise_sensitivities(arch, noise, n, xt, get=get, ridge=reg, quad_order=quad_order)
     pn = sens.pure
     mu, var, k3, k4 = noise_law(noise)
     a_mat = np.asarray(pn.solve(jnp.asarray(y)), dtype=np.float64)  # (N, C) = K0⁻¹Y
@@ -357,8 +363,8 @@ def _leading_variance(arch, noise, x, xt, y, reg, kernel, quad_order):
     return (var * s_lin + 2 * k3 * s_k3 + (k4 - var * var) * s_k4 + 0.5 * var * var * sum_c2) / d
 
 
-def output_variance(arch, noise, p: float, x_train, y_train, x_test, *, kernel: str = "ntk", order: str = "leading",
-                    diag_reg: float = 0.0, num_classes: int | None = None, centre: bool = False,
+def output_variance(arch, noise, p: float, x_train, y_train, x_test, *, get: str = "ntk", order: str = "leading",
+                    ridge: float = 0.0, num_classes: int | None = None, centre: bool = False,
                     quad_order: int | None = None) -> np.ndarray:
     """Variance (N_test, C) of the kernel predictor's outputs over noise realisations of the training set.
 
@@ -371,12 +377,13 @@ def output_variance(arch, noise, p: float, x_train, y_train, x_test, *, kernel: 
       p: corruption level in [0, 1] (ε = 1 − p). Ignored by ``order="leading"`` except for validation.
       x_train: (N, d) clean training inputs; x_test: (M, d) clean test inputs (not corrupted).
       y_train: (N,) integer labels or (N, C) targets.
-      kernel: ``"ntk"`` (t = ∞ gradient flow) or ``"nngp"`` (posterior mean).
+      get: ``"ntk"`` (t = ∞ gradient flow) or ``"nngp"`` (posterior mean).
       order: ``"leading"``: the ε → 0 limit (pure-noise training set), O(N C) per test point, exact in
         1/d at leading order, with relative corrections O(εN) and O(N/d); ``"linear"``: the
         delta-method variance at the given p with the exact overlap covariance (any ε),
         O((M + C) N² d).
-      diag_reg: ridge added to the train kernel diagonal.
+      ridge: absolute ridge added to the train kernel diagonal (not relative like
+        ``nwcorrupt.predict``'s ``diag_reg``; see :func:`nwcorrupt.theory.meanfield_ridge`).
       num_classes: C when ``y_train`` holds labels (default max + 1).
       centre: use the centred outputs f_i − (1/C) Σ_c f_c (equivalently targets Y − mean_c Y_c).
       quad_order: Gauss–Hermite nodes per dimension for activations without a closed-form dual
@@ -386,35 +393,35 @@ def output_variance(arch, noise, p: float, x_train, y_train, x_test, *, kernel: 
       float64 numpy array (M, C) of variances (units: squared output).
     """
     check_choice("order", order, ORDERS)
-    p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg)
+    p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, get, num_classes, centre, ridge)
     if order == "leading":
-        q = _th.SERIES_QUAD_ORDER if quad_order is None else check_positive_int("quad_order", quad_order)
-        return _leading_variance(arch, noise, x, xt, y, reg, kernel, q)
-    q = _th.QUAD_ORDER if quad_order is None else check_positive_int("quad_order", quad_order)
-    return _linear_variance(arch, noise, p, x, xt, y, reg, kernel, q)
+        q = _th.SERIES_QUAD_ORDER if quad_order is None else _th.check_quad_order(quad_order)
+        return _leading_variance(arch, noise, x, xt, y, reg, get, q)
+    q = _th.QUAD_ORDER if quad_order is None else _th.check_quad_order(quad_order)
+    return _linear_variance(arch, noise, p, x, xt, y, reg, get, q)
 
 
-def predicted_mean(arch, noise, p: float, x_train, y_train, x_test, *, kernel: str = "ntk", order: str = "leading",
-                   diag_reg: float = 0.0, num_classes: int | None = None, centre: bool = False) -> np.ndarray:
+def predicted_mean(arch, noise, p: float, x_train, y_train, x_test, *, get: str = "ntk", order: str = "leading",
+                   ridge: float = 0.0, num_classes: int | None = None, centre: bool = False) -> np.ndarray:
     """Mean outputs (M, C) that pair with :func:`output_variance`.
 
     ``order="leading"``: the first-order mean-field predictor f0 + ε f1 (:func:`nwcorrupt.theory.first_order`);
     ``order="linear"``: the exact mean-field predictor (:func:`nwcorrupt.theory.meanfield_predict`).
     """
     check_choice("order", order, ORDERS)
-    p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg)
+    p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, get, num_classes, centre, ridge)
     if order == "leading":
-        f0, f1 = _first_order(arch, noise, x, y, xt, kernel, reg)
+        f0, f1 = _first_order(arch, noise, x, y, xt, get, reg)
         return f0 + (1.0 - p) * f1
-    return _th.meanfield_predict(arch, noise, p, x, y, xt, kernel=kernel, diag_reg=reg)
+    return _th.meanfield_predict(arch, noise, p, x, y, xt, get=get, ridge=reg)
 
 
-def _first_order(arch, noise, x, y, xt, kernel, reg):
+def _first_order(arch, noise, x, y, xt, get, reg):
     """(f0, f1) of theory.first_order from the jitted pure-noise sensitivities (theory's structured assembly)."""
-    sens = pure_noise_sensitivities(arch, noise, x.shape[0], xt, kernel=kernel, diag_reg=reg)
-    fo = _th._assemble_first_order(
-        _th._first_order_inputs(noise, x, xt), y,
-        _th._Sensitivities(theta_d=sens.pure.theta_d, theta_o=sens.pure.theta_o, S_o=sens.S_o, T_o=sens.T_o,
+    sens = pure_noise_sensitivities(arch, noise, x.shape[0], xt, get=get, ridge=reg)
+    fo = _th.assemble_first_order(
+        _th.first_order_inputs(noise, x, xt), y,
+        _th.Sensitivities(theta_d=sens.pure.theta_d, theta_o=sens.pure.theta_o, S_o=sens.S_o, T_o=sens.T_o,
                            S_d=sens.S_d, theta_star=sens.theta_star, T_star=sens.T_star, S_star=sens.S_star),
     )
     return fo.f0, fo.f1
@@ -426,8 +433,8 @@ def _check_test_labels(y_test, m: int, c: int) -> np.ndarray:
     return check_labels("y_test", y_test, n=m, num_classes=c, data_name="x_test")
 
 
-def predicted_snr(arch, noise, p: float, x_train, y_train, x_test, y_test, *, kernel: str = "ntk",
-                  order: str = "leading", diag_reg: float = 0.0, num_classes: int | None = None,
+def predicted_snr(arch, noise, p: float, x_train, y_train, x_test, y_test, *, get: str = "ntk",
+                  order: str = "leading", ridge: float = 0.0, num_classes: int | None = None,
                   centre: bool = False) -> np.ndarray:
     """Predicted SNR (M,) = mean² / variance of the true-class output f_{y*}(x*) over noise realisations.
 
@@ -438,11 +445,11 @@ def predicted_snr(arch, noise, p: float, x_train, y_train, x_test, y_test, *, ke
     Args:
       y_test: (M,) integer true classes of the test points; other arguments as in :func:`output_variance`.
     """
-    _, _, xt, y, _ = _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg)
+    _, _, xt, y, _ = _prepare(arch, noise, p, x_train, y_train, x_test, get, num_classes, centre, ridge)
     yt = _check_test_labels(y_test, xt.shape[0], y.shape[1])
-    mean = predicted_mean(arch, noise, p, x_train, y_train, x_test, kernel=kernel, order=order, diag_reg=diag_reg,
+    mean = predicted_mean(arch, noise, p, x_train, y_train, x_test, get=get, order=order, ridge=ridge,
                           num_classes=num_classes, centre=centre)
-    var = output_variance(arch, noise, p, x_train, y_train, x_test, kernel=kernel, order=order, diag_reg=diag_reg,
+    var = output_variance(arch, noise, p, x_train, y_train, x_test, get=get, order=order, ridge=ridge,
                           num_classes=num_classes, centre=centre)
     rows = np.arange(mean.shape[0])
     return mean[rows, yt] ** 2 / var[rows, yt]
@@ -453,21 +460,22 @@ def predicted_snr(arch, noise, p: float, x_train, y_train, x_test, y_test, *, ke
 # ---------------------------------------------------------------------------
 
 
-def sample_outputs(arch, noise, p: float, x_train, y_train, x_test, *, k: int, seed: int = 0, kernel: str = "ntk",
-                   diag_reg: float = 0.0, num_classes: int | None = None, centre: bool = False,
+def sample_outputs(arch, noise, p: float, x_train, y_train, x_test, *, k: int, seed: int = 0, get: str = "ntk",
+                   ridge: float = 0.0, num_classes: int | None = None, centre: bool = False,
                    chunk: int = 16, quad_order: int = _th.QUAD_ORDER) -> np.ndarray:
     """Outputs (K, M, C) of the exact kernel predictor trained on K corrupted copies of the training set.
 
     Copy k is ``noise.apply(x_train, p, seed + k)``. Its exact first-layer overlaps go through the
-    infinite-width recursion (the one of :func:`nwcorrupt.theory.kernels_from_overlaps`, equal to
-    :func:`nwcorrupt.kernels.kernel` to ~1e-12 in float64), then K(x*, X̃)[K(X̃, X̃) + λI]⁻¹Y by a
+    infinite-width recursion (:func:`nwcorrupt.theory.kernels_from_overlaps`, i.e.
+    :func:`nwcorrupt.kernels.kernel_layers`), then K(x*, X̃)[K(X̃, X̃) + ridge·I]⁻¹Y by a
     batched Cholesky solve; ``chunk`` copies at a time (memory ∝ chunk · N · (N + d)).
+    ``ridge`` is absolute (added as it is to every copy's train kernel diagonal).
     """
     k = check_positive_int("k", k)
     check_positive_int("seed", seed, allow_zero=True)
     chunk = check_positive_int("chunk", chunk)
-    check_positive_int("quad_order", quad_order)
-    p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, kernel, num_classes, centre, diag_reg)
+    quad_order = _th.check_quad_order(quad_order)
+    p, x, xt, y, reg = _prepare(arch, noise, p, x_train, y_train, x_test, get, num_classes, centre, ridge)
     dt = jnp.result_type(float)
     xj, xtj, yj = jnp.asarray(x, dt), jnp.asarray(xt, dt), jnp.asarray(y, dt)
     chunk = min(chunk, k)
@@ -475,20 +483,21 @@ def sample_outputs(arch, noise, p: float, x_train, y_train, x_test, *, k: int, s
     for s0 in range(seed, seed + k, chunk):
         seeds = [min(s, seed + k - 1) for s in range(s0, s0 + chunk)]  # pad the last chunk: one compiled shape
         xn = jnp.stack([noise.apply(xj, p, s) for s in seeds])
-        res = np.asarray(_sample_jit(arch.act, kernel, quad_order, *_th._hyper(arch), xn, xtj, yj, reg), dtype=np.float64)
+        res = np.asarray(_sample_jit(xn, xtj, yj, reg, arch=arch, get=get, quad_order=quad_order), dtype=np.float64)
         out.append(res[: min(chunk, seed + k - s0)])
     return np.concatenate(out)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _sample_jit(act, kernel, quad_order, depth, hyper, xn, xt, y, reg):
+@functools.partial(jax.jit, static_argnames=("arch", "get", "quad_order"))
+def _sample_jit(xn, xt, y, reg, *, arch, get, quad_order):
     d = xn.shape[-1]
     td = jnp.sum(xt * xt, axis=1) / d
 
     def one(xk):
         g = jnp.matmul(xk, xk.T, precision=jax.lax.Precision.HIGHEST) / d
         tt = jnp.matmul(xt, xk.T, precision=jax.lax.Precision.HIGHEST) / d
-        ktt, kst = _th._kernels_jit(act, kernel, quad_order, depth, hyper, g, tt, td)
+        ktt, kst = _th.kernels_from_overlaps(arch, _th.Overlaps(train=g, test_train=tt, test_diag=td), get=get,
+                                             quad_order=quad_order)
         ktt = ktt + reg * jnp.eye(ktt.shape[0], dtype=ktt.dtype)
         chol = jnp.linalg.cholesky(ktt)
         sol = jax.scipy.linalg.cho_solve((chol, True), y)
@@ -587,7 +596,7 @@ class SNRScaling:
 
 
 def snr_scaling(arch, noise, eps_grid, n_grid, d_grid, *, k: int = 50, n_test: int = 20, num_classes: int = 2,
-                separation: float = 1.0, noise_std: float = 1.0, kernel: str = "ntk", diag_reg: float = 0.0,
+                separation: float = 1.0, noise_std: float = 1.0, get: str = "ntk", ridge: float = 0.0,
                 centre: bool = False, order: str = "leading", seed: int = 0) -> SNRScaling:
     """Measure the SNR of the true-class output over K corrupted data sets on the grid ε × N × d and fit exponents.
 
@@ -640,10 +649,10 @@ def snr_scaling(arch, noise, eps_grid, n_grid, d_grid, *, k: int = 50, n_test: i
             y_onehot = np.eye(num_classes)[y]
             for e in grids[0]:
                 p = 1.0 - float(e)
-                outs = sample_outputs(arch, noise, p, x, y_onehot, xt, k=k, kernel=kernel, diag_reg=diag_reg,
+                outs = sample_outputs(arch, noise, p, x, y_onehot, xt, k=k, get=get, ridge=ridge,
                                       centre=centre)
                 sig2, var = sample_snr(outs, yt)
-                kw = dict(kernel=kernel, diag_reg=diag_reg, centre=centre, order=order)
+                kw = dict(get=get, ridge=ridge, centre=centre, order=order)
                 mean_th = predicted_mean(arch, noise, p, x, y_onehot, xt, **kw)
                 var_th = output_variance(arch, noise, p, x, y_onehot, xt, **kw)
                 sel = np.arange(len(yt)), yt

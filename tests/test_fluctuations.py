@@ -87,16 +87,16 @@ def test_form_variance_matches_monte_carlo(x64, noise, raw):
 # --------------------------------------------------------------------------- leading order = general formula at ε = 0
 
 
-@pytest.mark.parametrize("arch,noise,raw,kernel,centre", [
+@pytest.mark.parametrize("arch,noise,raw,get,centre", [
     (ERF, ADD, False, "ntk", False),
     (RELU, REP01, True, "ntk", False),
     (RELU, REP01, True, "nngp", True),
     (kernels.MLP(3, "erf", b_std=0.4), SALT, True, "ntk", False),
 ], ids=["erf-add", "relu-rep01-raw", "relu-nngp-centred", "erf-bias-salt"])
-def test_leading_equals_linear_at_pure_noise(x64, arch, noise, raw, kernel, centre):
+def test_leading_equals_linear_at_pure_noise(x64, arch, noise, raw, get, centre):
     """p = 1: the O(N) closed form (transfer coefficients) = the general delta method (autodiff), 1e-8."""
     x, y, xt, _ = _mixture(24, 50, c=3, m=5, raw=raw)
-    kw = dict(kernel=kernel, centre=centre, diag_reg=1e-3)
+    kw = dict(get=get, centre=centre, ridge=1e-3)
     lead = fl.output_variance(arch, noise, 1.0, x, y, xt, order="leading", **kw)
     lin = fl.output_variance(arch, noise, 1.0, x, y, xt, order="linear", **kw)
     assert lead.shape == (5, 3) and np.all(lead > 0)
@@ -115,7 +115,7 @@ def test_leading_mean_equals_theory_first_order(x64):
 def test_sample_outputs_equal_kernels_module(x64):
     """The sampled predictor = kernels.kernel (independent implementation) + a float64 solve."""
     x, y, xt, _ = _mixture(20, 60, m=4)
-    out = fl.sample_outputs(RELU, REP, 0.7, x, y, xt, k=2, seed=5, diag_reg=1e-4)
+    out = fl.sample_outputs(RELU, REP, 0.7, x, y, xt, k=2, seed=5, ridge=1e-4)
     xn = np.asarray(REP.apply(x, 0.7, 6), dtype=np.float64)
     ktt = np.array(kernels.kernel(RELU, xn, get="ntk").ntk) + 1e-4 * np.eye(20)
     kst = np.asarray(kernels.kernel(RELU, xt, xn, get="ntk").ntk)
@@ -184,14 +184,14 @@ def test_snr_exponents_close_to_2_1_1(x64):
     assert np.all(np.abs(np.log(res.measured / res.predicted)) < 0.5)
 
 
-@pytest.mark.parametrize("arch,kernel", [(kernels.MLP(5, "erf", W_std=1.3), "ntk"), (kernels.MLP(2, "sin"), "nngp")])
-def test_predicted_snr_closed_form(x64, arch, kernel):
+@pytest.mark.parametrize("arch,get", [(kernels.MLP(5, "erf", W_std=1.3), "ntk"), (kernels.MLP(2, "sin"), "nngp")])
+def test_predicted_snr_closed_form(x64, arch, get):
     """Odd σ, C_b = 0, zero-mean noise: leading SNR = ε² N_y d ⟨x*, μ̂_y⟩² / (σ² ⟨x*, x*⟩), whatever the depth,
     weights, activation or kernel (T_*/Δ cancels); μ̂_y = clean class mean, σ² = noise variance."""
     x, y, xt, yt = _mixture(42, 500, c=3, m=6)
     x, y = x[:37], y[:37]  # unbalanced classes
     for noise in (ADD, REP, LAPLACE):
-        snr = fl.predicted_snr(arch, noise, 0.99, x, y, xt, yt, kernel=kernel)
+        snr = fl.predicted_snr(arch, noise, 0.99, x, y, xt, yt, get=get)
         mu_hat = np.stack([x[y == c].mean(0) for c in range(3)])
         n_y = np.bincount(y, minlength=3)[yt]
         want = 0.01**2 * n_y * 500 * np.sum(xt * mu_hat[yt], axis=1) ** 2 / 500**2 / (np.sum(xt * xt, axis=1) / 500)
@@ -214,8 +214,8 @@ def test_bad_inputs(x64):
     x, y, xt, yt = _mixture(10, 20, m=3)
     with pytest.raises(ValueError, match="order"):
         fl.output_variance(ERF, ADD, 0.9, x, y, xt, order="quadratic")
-    with pytest.raises(ValueError, match="kernel"):
-        fl.output_variance(ERF, ADD, 0.9, x, y, xt, kernel="cntk")
+    with pytest.raises(ValueError, match="get"):
+        fl.output_variance(ERF, ADD, 0.9, x, y, xt, get="cntk")
     with pytest.raises(ValueError, match="p must be in"):
         fl.output_variance(ERF, ADD, 1.5, x, y, xt)
     with pytest.raises(ValueError, match="x_test has 19 features"):
@@ -226,8 +226,8 @@ def test_bad_inputs(x64):
         fl.output_variance(ERF, ADD, 0.9, x, y[:9], xt)
     with pytest.raises(ValueError, match="noise must be"):
         fl.output_variance(ERF, "gaussian", 0.9, x, y, xt)
-    with pytest.raises(ValueError, match="diag_reg"):
-        fl.output_variance(ERF, ADD, 0.9, x, y, xt, diag_reg=-1.0)
+    with pytest.raises(ValueError, match="ridge"):
+        fl.output_variance(ERF, ADD, 0.9, x, y, xt, ridge=-1.0)
     with pytest.raises(ValueError, match="parameterization"):
         fl.output_variance(kernels.MLP(2, "erf", parameterization="standard", width=8), ADD, 0.9, x, y, xt)
     with pytest.raises(ValueError, match="y_test"):

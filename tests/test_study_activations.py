@@ -63,8 +63,10 @@ def test_record_matches_library_recomputation_on_the_same_seeds():
             x = np.asarray(corruption.Additive("gaussian").apply(ds.x_train, 0.8, seed), dtype=np.float64)
             out = predict.ntk_predict(arch, x, np.eye(10)[ds.y_train], xt.astype(np.float64), diag_reg=1e-6)
             ntk_acc.append(float(np.mean(np.asarray(out).argmax(1) == yt)))
-        mf = theory.meanfield_predict(arch, corruption.Additive("gaussian"), 0.8, ds.x_train.astype(np.float64),
-                                      ds.y_train, xt.astype(np.float64), diag_reg=1e-6, num_classes=10)
+        noise, xtr = corruption.Additive("gaussian"), ds.x_train.astype(np.float64)
+        ridge = theory.meanfield_ridge(arch, noise, 0.8, xtr, 1e-6)  # the relative diag_reg, made absolute
+        mf = theory.meanfield_predict(arch, noise, 0.8, xtr, ds.y_train, xt.astype(np.float64), ridge=ridge,
+                                      num_classes=10)
     rule = prototype.predict(xt, ds.x_train, ds.y_train, num_classes=10)
     acc = rec["accuracy"]
     assert acc["ntk"] == pytest.approx(ntk_acc, abs=1e-12)

@@ -46,8 +46,9 @@ def test_record_accuracies_equal_library_recomputation(ref_run):
         ntk = [float(np.mean(np.asarray(predict.ntk_predict(arch, noisy[k].astype(np.float64), onehot,
                                                             ds.x_test.astype(np.float64), diag_reg=1e-6)).argmax(-1) == ds.y_test))
                for k in range(2)]
+        ridge = theory.meanfield_ridge(arch, model, 0.97, ds.x_train.astype(np.float64), 1e-6)  # relative -> absolute
         mf = theory.meanfield_predict(arch, model, 0.97, ds.x_train.astype(np.float64), ds.y_train,
-                                      ds.x_test.astype(np.float64), diag_reg=1e-6, num_classes=10)
+                                      ds.x_test.astype(np.float64), ridge=ridge, num_classes=10)
     assert rec["accuracy"]["ntk"] == pytest.approx(ntk, abs=1e-12)
     assert rec["accuracy"]["meanfield"] == [pytest.approx(float(np.mean(mf.argmax(-1) == ds.y_test)), abs=1e-12)]
     # the leading-order rule with clean class means, written out: argmax_i <x*, mu_i>

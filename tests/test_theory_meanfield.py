@@ -104,3 +104,11 @@ def test_exact_predictor_on_one_noisy_set_approaches_the_meanfield_predictor_lik
     slope, _, _ = metrics.loglog_slope(dims, dist)
     assert abs(slope + 0.5) < 0.08, (slope, dist)
     assert dist[-1] < 0.15
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: f"{m.kind}-{m.dist}")
+def test_self_overlaps_are_the_diagonal_without_the_gram_matrix(model):
+    x, _ = _raw_mixture(d=60)
+    for p in (0.0, 0.35, 1.0):
+        np.testing.assert_allclose(theory.meanfield_self_overlaps(model, p, x),
+                                   theory.meanfield_overlaps(model, p, x).train_diag, rtol=1e-12, atol=1e-14)

@@ -53,7 +53,8 @@ class Params:
       depth, W_std, b_std: the MLP (NTK parameterisation).
       width, epochs, batch_size, learning_rate: the finite networks (Adam, MSE on one-hot targets).
       k, m: K noisy training sets × M initialisations.
-      diag_reg: ridge of the NTK and mean-field solves.
+      diag_reg: relative ridge of the NTK and mean-field solves (r = diag_reg × the mean train-kernel
+        diagonal of each predictor, see ``nested_predictors.kernel_predictors``).
       seed: seed of the subset, the first noise seed and the initialisations.
     """
 

@@ -74,14 +74,13 @@ def run_predictors(
       p: corruption level in [0, 1].
       k, m: K noisy training sets × M initialisations.
       width, epochs, batch_size, learning_rate: the training recipe (Adam, MSE on one-hot).
-      diag_reg: relative diagonal regulariser of the NTK and mean-field solves.
+      diag_reg: relative ridge of the NTK and mean-field solves (see :func:`kernel_predictors`).
       seed: first noise seed and the training run seed.
     """
-    from nwcorrupt import predict, theory, train
+    from nwcorrupt import train
 
     seeds = [seed + j for j in range(k)]
     noisy = np.stack([np.asarray(model.apply(ds.x_train, p, s)) for s in seeds])  # (K, N, d)
-    onehot = np.eye(ds.num_classes)[ds.y_train]
 
     cfg = train.TrainConfig(
         arch=arch,
@@ -97,17 +96,9 @@ def run_predictors(
     net_logits = np.asarray(ens.test_logits).mean(axis=1)  # (K, T, C): init-averaged
     net_pred = net_logits.argmax(-1)
 
-    with precision.x64():
-        ntk_pred = np.stack(
-            [
-                np.asarray(predict.ntk_predict(arch, noisy[j].astype(np.float64), onehot, ds.x_test.astype(np.float64),
-                                               diag_reg=diag_reg)).argmax(-1)
-                for j in range(k)
-            ]
-        )
-        mf = np.asarray(theory.meanfield_predict(arch, model, p, ds.x_train.astype(np.float64), ds.y_train,
-                                                 ds.x_test.astype(np.float64), kernel="ntk",
-                                                 diag_reg=diag_reg * 1.0, num_classes=ds.num_classes))
+    logits = kernel_predictors(ds, arch, model, p, noisy, diag_reg=diag_reg)
+    ntk_pred = logits["ntk"].argmax(-1)
+    mf = logits["meanfield"][0]
     rule_noisy = np.stack([prototype.predict(ds.x_test, noisy[j], ds.y_train, num_classes=ds.num_classes) for j in range(k)])
     rule_leading = prototype.predict(ds.x_test, ds.x_train, ds.y_train, num_classes=ds.num_classes)
     preds = {"network": net_pred, "ntk": ntk_pred, "meanfield": mf.argmax(-1)[None], "rule_noisy": rule_noisy,
@@ -121,6 +112,42 @@ def run_predictors(
         train_loss=np.asarray(ens.train_loss),
         train_accuracy=np.asarray(ens.train_accuracy),
     )
+
+
+def kernel_predictors(ds: data.Dataset, arch, model, p: float, noisy, *, diag_reg: float) -> dict[str, np.ndarray]:
+    """Test logits of the infinite-width predictors (float64), all with one *relative* ridge ``diag_reg``.
+
+    "The same relative regulariser" means: every predictor adds r = diag_reg × (mean diagonal of
+    its own train-train kernel) to that diagonal, the convention of :mod:`nwcorrupt.predict`:
+
+    - ``"ntk"`` (K, T, C): the exact NTK predictor (t = ∞) on each noisy set X̃_k, with
+      r_k = diag_reg · trace Θ(X̃_k, X̃_k)/N (``predict.ntk_predict(..., diag_reg=diag_reg)``);
+    - ``"meanfield"`` (1, T, C): the mean-field predictor, with r = diag_reg · mean_α Θ̄_αα of the
+      mean-field train NTK (:func:`nwcorrupt.theory.meanfield_ridge`), passed to
+      :func:`nwcorrupt.theory.meanfield_predict` as its absolute ``ridge``.
+
+    The mean diagonals of the noisy sets' kernels and of the mean-field kernel differ by O(1/√d)
+    fluctuations, so each absolute ridge is computed from the predictor's own kernel; the
+    mean-field predictor remains the d → ∞ limit of the exact one at the same ``diag_reg``.
+    The rules (``prototype``) and the networks have no ridge.
+
+    Args:
+      ds: data set (x_train (N, d) clean, x_test (T, d)); arch: the MLP; model: corruption model;
+      p: corruption level; noisy: (K, N, d) noisy training sets; diag_reg: relative ridge ≥ 0.
+    """
+    from nwcorrupt import predict, theory
+
+    onehot = np.eye(ds.num_classes)[ds.y_train]
+    xtr, xte = ds.x_train.astype(np.float64), ds.x_test.astype(np.float64)
+    with precision.x64():
+        ntk = np.stack([
+            np.asarray(predict.ntk_predict(arch, np.asarray(x, np.float64), onehot, xte, diag_reg=diag_reg), np.float64)
+            for x in noisy
+        ])
+        ridge = theory.meanfield_ridge(arch, model, p, xtr, diag_reg, get="ntk")
+        mf = np.asarray(theory.meanfield_predict(arch, model, p, xtr, ds.y_train, xte, get="ntk", ridge=ridge,
+                                                 num_classes=ds.num_classes), np.float64)
+    return {"ntk": ntk, "meanfield": mf[None]}
 
 
 def accuracies(preds: dict[str, np.ndarray], y_test) -> dict[str, list[float]]:

@@ -63,7 +63,8 @@ class Params:
       k: noisy training sets K (≥ 2; an SNR estimate needs K ≳ 5 to be useful).
       m: initialisations M per noisy set.
       networks: train the finite networks (False: the NTK predictor only).
-      diag_reg: ridge added to the NTK's train-train diagonal.
+      diag_reg: relative ridge of the NTK solve: r = diag_reg · trace(Θ)/N is added to the train-train
+        diagonal (``predict.ntk_predict``).
       seed: seed of the balanced subsets, the first noise seed and the networks' initialisations.
     """
 
