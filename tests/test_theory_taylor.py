@@ -142,7 +142,7 @@ def test_closed_form_first_order_equals_autodiff(x64, act):
 
 @pytest.mark.parametrize("act", ["erf", "relu", "gelu"])
 def test_science_transfer_formula_equals_recursion(x64, act):
-    # SCIENCE.md §5: T_* = C_w^L T^{1→L} with T^{a→b} = P + Σ (⟨σ'σ'⟩ + Θ⟨σ''σ''⟩) P P — confirmed
+    # docs/science.md#transfer-coefficients: T_* = C_w^L T^{1→L} with T^{a→b} = P + Σ (⟨σ'σ'⟩ + Θ⟨σ''σ''⟩) P P — confirmed
     for L, w, b in [(1, 1.0, 0.0), (2, 1.3, 0.0), (4, 0.9, 0.4), (6, 1.2, 0.1)]:
         tr = theory.transfer(MLP(L, act, W_std=w, b_std=b), 1.0, 0.1, 0.8)
         np.testing.assert_allclose(tr.T_science, tr.T, rtol=1e-12)
@@ -151,7 +151,7 @@ def test_science_transfer_formula_equals_recursion(x64, act):
         np.testing.assert_allclose(tr.T, grad, rtol=1e-8)
 
 
-def test_balanced_normalised_class_term_is_the_overlap_rule(x64):
+def test_balanced_normalized_class_term_is_the_overlap_rule(x64):
     ds = data.load("digits", n_train=50, seed=1)
     x, y, xt = ds.x_train.astype(np.float64), ds.y_train, ds.x_test[:40].astype(np.float64)
     arch = MLP(3, "erf")

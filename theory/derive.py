@@ -13,7 +13,7 @@ Steps
    k1_α = T_* h_α + S_* ġ_α (h_α = ⟨x*, x_α⟩ − μ x̄*). The structured formula (column sums c_β)
    is checked against explicit matrices for N = 3..6.
 4. Transfer coefficient: the layer recursion a ← C_w D a, b ← C_w D a + C_w (D b + Θ E a) is
-   unrolled symbolically and compared with the SCIENCE.md formula C_w^L [P + Σ (D + ΘE) P P].
+   unrolled symbolically and compared with the product formula C_w^L [P + Σ (D + ΘE) P P].
 5. Leading-order rule for balanced classes.
 """
 
@@ -92,7 +92,7 @@ def check_first_order(a, b):
 
 
 def transfer_recursion(L):
-    """T_* (NTK) from the layer recursion vs the SCIENCE.md §5 product formula, per-layer symbols."""
+    """T_* (NTK) from the layer recursion vs the product formula (docs/science.md#transfer-coefficients), per-layer symbols."""
     D = sp.symbols(f"D1:{L}")
     E = sp.symbols(f"E1:{L}")
     Th = sp.symbols(f"Theta1:{L}")
@@ -141,7 +141,7 @@ def main() -> None:
             "class_part": sp.latex(class_part), "T3": sp.latex(transfers[3][0]),
         },
         "verified": ["Sherman–Morrison N=2,3,5", "f0 = θ_* ψ N_i/N", "structured first order = explicit matrices N=3,4,6",
-                     "T_* recursion = SCIENCE.md C_w^L T^{1→L}, L=1..5"],
+                     "T_* recursion = product formula C_w^L T^{1→L}, L=1..5"],
     }
     (ROOT / "theory" / "derived.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     lx = out["latex"]

@@ -1,7 +1,7 @@
 """Noise-averaged (mean-field) first-layer overlaps of a corrupted training set.
 
 For large d the first-layer overlaps ⟨x̃_α, x̃_β⟩ of corrupted points
-concentrate on their average over the noise (SCIENCE.md §4). With ε = 1 − p,
+concentrate on their average over the noise (docs/science.md#mean-field-first-layer). With ε = 1 − p,
 inner product ⟨x, x'⟩ = (1/d) Σ_i x_i x'_i, feature mean x̄ = (1/d) Σ_i x_i and
 the noise moments (μ, μ₂) of the model (``model.moments``):
 

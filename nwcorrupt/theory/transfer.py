@@ -58,7 +58,7 @@ class Transfer:
 
     Attributes:
       value: F = Θ^L (or K^L) at (g11, g12, g22).
-      T: ∂F/∂g12 (test-train overlap sensitivity; = C_w^L T^{1→L} of SCIENCE.md §5).
+      T: ∂F/∂g12 (test-train overlap sensitivity; = C_w^L T^{1→L}, docs/science.md#transfer-coefficients).
       S: ∂F/∂g22 (sensitivity to the second point's norm ⟨x₂, x₂⟩).
       T_science: C_w^L [P^{1→L} + Σ_i (⟨σ'σ'⟩ + Θ ⟨σ''σ''⟩)^{(i)} P^{1→i} P^{i+1→L}], the
         hypothesis formula evaluated layer by layer (NTK only; NNGP: C_w^L P^{1→L}).
