@@ -73,6 +73,28 @@ import numpy as np
 
 from nwcorrupt._checks import is_traced, check_array, check_choice, check_positive_int
 
+__all__ = [
+    "Activation",
+    "LayerDuals",
+    "DualFn",
+    "DiagFn",
+    "PointFn",
+    "PairFn",
+    "METHODS",
+    "DEFAULT_ORDER",
+    "MAX_ORDER",
+    "register",
+    "names",
+    "get",
+    "duals",
+    "dual",
+    "dual_pair",
+    "dual_diag",
+    "duals_unchecked",
+    "duals_diag_unchecked",
+    "has_closed_form",
+]
+
 Array = jax.Array
 
 #: Signature of a closed-form dual kernel: ``dual_fn(a, b, k11, k12, k22)``

@@ -34,6 +34,22 @@ import numpy as np
 
 from nwcorrupt._checks import check_choice, check_matrix, check_probability
 
+__all__ = [
+    "Corruption",
+    "Replacement",
+    "Additive",
+    "Online",
+    "REPLACEMENT_DISTS",
+    "ADDITIVE_DISTS",
+    "WHERE",
+    "SQRT3",
+    "TRAIN_STREAM",
+    "TEST_STREAM",
+    "row_keys",
+    "get",
+    "corrupt",
+]
+
 Array = jax.Array
 
 SQRT3 = math.sqrt(3.0)

@@ -43,6 +43,26 @@ import numpy as np
 
 from nwcorrupt._checks import check_choice, check_labels, check_matrix, check_positive_int
 
+__all__ = [
+    "Dataset",
+    "RawImages",
+    "DatasetNotFoundError",
+    "NORMALIZATIONS",
+    "FASHION_MNIST_DIR",
+    "normalize_examples",
+    "resize_images",
+    "balanced_indices",
+    "read_idx",
+    "load_idx_dir",
+    "load_npz_dir",
+    "register",
+    "names",
+    "available",
+    "load_raw",
+    "load",
+    "gaussian_mixture",
+]
+
 NORMALIZATIONS = ("example", "none")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 

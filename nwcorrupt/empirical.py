@@ -29,6 +29,8 @@ from nwcorrupt._checks import check_choice, check_positive_int
 from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import MATMUL_PRECISION
 
+__all__ = ["NTK_MODES", "NNGP_READOUTS", "ntk", "ntk_vp", "linearize", "nngp"]
+
 Array = jax.Array
 
 NTK_MODES = ("trace", "diagonal", "full")

@@ -6,6 +6,8 @@ import numpy as np
 
 from nwcorrupt._checks import check_labels
 
+__all__ = ["accuracy", "agreement", "binomial_stderr", "snr", "loglog_slope", "auc"]
+
 
 def _as_labels(name: str, pred) -> np.ndarray:
     """Class predictions (N,) int, or logits (N, C) reduced by argmax."""

@@ -44,6 +44,21 @@ from nwcorrupt._checks import check_array, check_positive_int
 from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import MATMUL_PRECISION, default_float
 
+__all__ = [
+    "Params",
+    "check_width_scale",
+    "resolve_width",
+    "layer_shapes",
+    "num_params",
+    "init",
+    "check_params",
+    "forward",
+    "check_input",
+    "check_network_inputs",
+    "apply",
+    "penultimate",
+]
+
 Array = jax.Array
 Params = list  # list[dict[str, Array]], one dict {"W", "b"} per dense layer
 

@@ -51,6 +51,16 @@ from nwcorrupt import activations as _act
 from nwcorrupt._checks import check_array, check_matrix, check_positive_int
 from nwcorrupt.arch import MLP, Kernels, check_arch, normalize_get
 
+__all__ = [
+    "SUPPORTED_ACTIVATIONS",
+    "DEFAULT_HIDDEN_WIDTH",
+    "import_neural_tangents",
+    "stax_mlp",
+    "kernel",
+    "ntk_predict",
+    "nngp_predict",
+]
+
 #: Activations with an exact neural-tangents layer (names as in nwcorrupt's registry).
 SUPPORTED_ACTIVATIONS = ("abs", "erf", "gelu", "identity", "leaky_relu", "relu", "sin")
 

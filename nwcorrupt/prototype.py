@@ -21,6 +21,19 @@ import numpy as np
 from nwcorrupt._checks import check_choice, check_labels, check_matrix
 from nwcorrupt.metrics import agreement  # noqa: F401  (re-exported: compare two predictions)
 
+__all__ = [
+    "RULES",
+    "class_counts",
+    "class_means",
+    "scores",
+    "predict",
+    "agreement",
+    "centroid_scores",
+    "fit_centroid_model",
+    "centroid_model_accuracy",
+    "centroid_model_accuracy_analytic",
+]
+
 RULES = ("overlap", "centered", "euclidean")
 
 

@@ -158,20 +158,53 @@ def _public_modules() -> list[str]:
     return [m for m in module_files(PACKAGE_ROOT) if not any(part.startswith("_") for part in m.split("."))]
 
 
-def _defines_all(path: Path) -> bool:
+def _declared_all(path: Path) -> list[str] | None:
+    """The literal ``__all__`` of a module file (a list or tuple of strings, possibly starred), or None."""
     for node in ast.parse(path.read_text()).body:
-        names = []
-        if isinstance(node, ast.Assign):
-            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and isinstance(node.target, ast.Name):
-            names = [node.target.id]
-        if "__all__" in names:
-            return True
-    return False
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and node.value is not None:
+            if not isinstance(node.value, (ast.List, ast.Tuple)):
+                return []
+            return [e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return None
 
 
-@pytest.mark.xfail(strict=False, reason="being added")
+def _defined_public(path: Path) -> list[str]:
+    """Names of the public functions and classes a module file defines at top level (imports excluded)."""
+    return [
+        n.name for n in ast.parse(path.read_text()).body
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith("_")
+    ]
+
+
+# being rewritten on another branch; the integrator removes this exemption
+_ALL_EXEMPT = ("nwcorrupt.theory", "nwcorrupt.fluctuations")
+
+
 def test_every_public_module_defines_all():
     files = module_files(PACKAGE_ROOT)
-    missing = [m for m in _public_modules() if not _defines_all(files[m])]
+    missing = [m for m in _public_modules() if m not in _ALL_EXEMPT and _declared_all(files[m]) is None]
     assert missing == []
+
+
+@pytest.mark.parametrize("module", [m for m in _public_modules() if m not in _ALL_EXEMPT])
+def test_all_lists_existing_names_and_every_public_definition(module):
+    import importlib.util
+
+    path = module_files(PACKAGE_ROOT)[module]
+    mod = importlib.import_module(module)
+    names = list(mod.__all__)
+    assert len(set(names)) == len(names), f"{module}.__all__ repeats a name"
+    is_pkg = path.name == "__init__.py"  # a package's __all__ may name its submodules (star import loads them)
+    lacking = [n for n in names if not hasattr(mod, n) and not (is_pkg and importlib.util.find_spec(f"{module}.{n}"))]
+    assert lacking == [], f"{module}.__all__ names what the module lacks"
+    # a public def/class is API: list it, or give it a leading underscore if it is internal
+    assert [n for n in _defined_public(path) if n not in names] == [], f"{module} defines public names not in __all__"
+
+
+def test_the_all_checks_see_missing_and_unlisted_names(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os\nfrom typing import Any\n\ndef f(): ...\nclass C: ...\ndef _g(): ...\nX = 1\n")
+    assert _declared_all(f) is None and _defined_public(f) == ["f", "C"]
+    f.write_text('__all__: list[str] = ["f", *()]\ndef f(): ...\nclass C: ...\n')
+    assert _declared_all(f) == ["f"] and [n for n in _defined_public(f) if n not in _declared_all(f)] == ["C"]

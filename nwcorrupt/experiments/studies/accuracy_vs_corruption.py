@@ -29,6 +29,19 @@ import numpy as np
 from nwcorrupt.experiments.studies import common, training_fit
 from nwcorrupt.experiments.studies import online_training as ot
 
+__all__ = [
+    "DESCRIPTION",
+    "SPLITS",
+    "HEADER",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "run_point",
+    "tables",
+    "figures",
+]
+
 DESCRIPTION = "ReLU MLP trained on corrupted images (noise redrawn every epoch): clean test and train accuracy vs p"
 
 SPLITS = ("test_clean", "train_clean", "train_corrupted")

@@ -34,6 +34,21 @@ import types
 from nwcorrupt import data
 from nwcorrupt.experiments.studies import common, heavy_corruption, nested_predictors, training_fit
 
+__all__ = [
+    "DESCRIPTION",
+    "ACCURACY_HEADER",
+    "AGREEMENT_HEADER",
+    "SIGNS_HEADER",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "sign_check",
+    "run_point",
+    "tables",
+    "figures",
+]
+
 DESCRIPTION = "networks, exact NTK and mean-field predictor vs the leading-order rule, per activation, vs p"
 
 ACCURACY_HEADER = ["activation", "p", "predictor", "mean", "std", "n"]

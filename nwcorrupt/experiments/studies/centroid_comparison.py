@@ -46,6 +46,26 @@ import numpy as np
 from nwcorrupt import data, prototype
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
+__all__ = [
+    "DESCRIPTION",
+    "PREDICTORS",
+    "PLOTTED",
+    "AGREEMENTS",
+    "ROUND",
+    "Params",
+    "preflight",
+    "points",
+    "is_ref",
+    "estimate",
+    "mean_score_gap",
+    "model_curves",
+    "run_point",
+    "refit",
+    "scatter_data",
+    "tables",
+    "figures",
+]
+
 DESCRIPTION = "networks vs NTK vs mean-field vs leading rule vs the centroid logit model, per data set and noise"
 
 PREDICTORS = ("network", "ntk", "meanfield", "rule_noisy", "rule_leading")

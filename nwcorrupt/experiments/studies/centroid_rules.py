@@ -13,6 +13,8 @@ import dataclasses
 from nwcorrupt import corruption, data, metrics, prototype
 from nwcorrupt.experiments.studies import common
 
+__all__ = ["DESCRIPTION", "Params", "preflight", "points", "estimate", "run_point", "tables", "figures"]
+
 DESCRIPTION = "prototype rules (overlap, centred, Euclidean) fitted on corrupted data: accuracy vs p"
 
 

@@ -9,6 +9,17 @@ import numpy as np
 from nwcorrupt import corruption, data
 from nwcorrupt.experiments.errors import ConfigError
 
+__all__ = [
+    "NOISE_SPECS",
+    "NO_STD",
+    "noise_model",
+    "check_ps",
+    "check_noises",
+    "check_dataset",
+    "preflight_dataset",
+    "mean_std",
+]
+
 NOISE_SPECS = (
     "replacement",
     "replacement:uniform",

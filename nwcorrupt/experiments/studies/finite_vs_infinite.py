@@ -32,6 +32,18 @@ from nwcorrupt import data
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 from nwcorrupt.experiments.studies.nested_predictors import mean_std
 
+__all__ = [
+    "DESCRIPTION",
+    "PER_WIDTH",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "run_point",
+    "tables",
+    "figures",
+]
+
 DESCRIPTION = "trained ensembles of growing width vs the exact NTK and NNGP predictors on the same noisy sets, vs p"
 
 PER_WIDTH = ("accuracy", "agreement_ntk", "agreement_nngp", "rel_distance_ntk")

@@ -30,6 +30,20 @@ import numpy as np
 from nwcorrupt import data
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
+__all__ = [
+    "DESCRIPTION",
+    "PREDICTORS",
+    "AGREEMENTS",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "run_point",
+    "tables",
+    "figures",
+    "summary_table",
+]
+
 DESCRIPTION = "finite ensembles vs exact NTK vs mean-field predictor vs leading-order centroid rule, vs p"
 
 PREDICTORS = ("network", "ntk", "meanfield", "rule_noisy", "rule_leading")

@@ -19,6 +19,17 @@ import numpy as np
 from nwcorrupt import data, metrics, precision, prototype
 from nwcorrupt.experiments.studies import common, training_fit
 
+__all__ = [
+    "NestedPredictions",
+    "run_predictors",
+    "accuracies",
+    "agreements",
+    "check_recipe",
+    "arch",
+    "load_dataset",
+    "estimate_seconds",
+]
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class NestedPredictions:

@@ -26,6 +26,18 @@ import numpy as np
 from nwcorrupt import corruption, data
 from nwcorrupt.experiments.studies import common, training_fit
 
+__all__ = [
+    "PARAMETERIZATIONS",
+    "NetParams",
+    "check_image_dataset",
+    "load_dataset",
+    "noise_model",
+    "train_config",
+    "train_repeats",
+    "accuracies",
+    "num_params",
+]
+
 PARAMETERIZATIONS = ("ntk", "standard")
 
 

@@ -30,6 +30,19 @@ from nwcorrupt import corruption, metrics
 from nwcorrupt.experiments.studies import common, training_fit
 from nwcorrupt.experiments.studies import online_training as ot
 
+__all__ = [
+    "DESCRIPTION",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "corrupted_test_sets",
+    "auc_per_network",
+    "run_point",
+    "tables",
+    "figures",
+]
+
 DESCRIPTION = "ReLU MLP trained at p_train, tested at p_test (same test noise for all): accuracy matrix and AUC"
 
 

@@ -38,6 +38,23 @@ import numpy as np
 from nwcorrupt import data, metrics, precision
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
+__all__ = [
+    "DESCRIPTION",
+    "PREDICTORS",
+    "STATISTICS",
+    "SLOPES_HEADER",
+    "POINTS_HEADER",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "logit_statistics",
+    "run_point",
+    "fit_slopes",
+    "tables",
+    "figures",
+]
+
 DESCRIPTION = "per-test-point SNR of the true-class logit over noisy training sets vs N·d: networks and the exact NTK"
 
 PREDICTORS = ("network", "ntk")
