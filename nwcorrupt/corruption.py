@@ -1,4 +1,4 @@
-"""Corruption models (attribute noise; labels stay correct), SCIENCE.md §2.
+"""Corruption models (attribute noise; labels stay correct); docs/science.md#corruption-models.
 
 p ∈ [0, 1] is the corruption level and ε = 1 − p the surviving signal fraction.
 

@@ -1,7 +1,7 @@
 """Data sets: registry, offline loaders, preprocessing and synthetic mixtures.
 
 Every loader returns raw images with pixels in [0, 1]; :func:`load` then applies
-the common pipeline (SCIENCE.md §1):
+the common pipeline (docs/science.md#data-pipeline):
 
 1. optional bilinear resize of each image to ``size = (h, w)``,
 2. flattening to d = h·w features,

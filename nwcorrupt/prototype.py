@@ -3,7 +3,7 @@
 With the inner product ⟨x, x'⟩ = (1/d) Σ_i x_i x'_i and class means μ_i:
 
 - ``"overlap"``: ŷ = argmax_i ⟨x*, μ_i⟩ — the rule the infinite-width theory
-  gives at leading order in ε = 1 − p (SCIENCE.md §5) for balanced classes;
+  gives at leading order in ε = 1 − p (docs/science.md#first-order-and-the-prototype-rule) for balanced classes;
 - ``"centered"``: ŷ = argmax_i ⟨x* − m, μ_i − m⟩ with m the mean of the training
   inputs — the overlap rule after centring the data at their grand mean;
 - ``"euclidean"``: ŷ = argmin_i ‖x* − μ_i‖², i.e. argmax_i ⟨x*, μ_i⟩ − ⟨μ_i, μ_i⟩/2
@@ -11,7 +11,7 @@ With the inner product ⟨x, x'⟩ = (1/d) Σ_i x_i x'_i and class means μ_i:
   −‖μ_i‖²/2 term, so the two agree when all class means have the same norm.
 
 :func:`centroid_scores` gives the scores s_i(x*) of the centroid logit model
-(SCIENCE.md §7), which weight classes by their size as the theory does.
+(docs/science.md#centroid-logit-model), which weight classes by their size as the theory does.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def predict(x_test, x_train, y_train, *, num_classes: int | None = None, rule: s
 
 
 def centroid_scores(x_test, x_train, y_train, *, num_classes: int | None = None) -> np.ndarray:
-    """Centroid scores s_i(x*) (N_test, C) of SCIENCE.md §7.
+    """Centroid scores s_i(x*) (N_test, C) of docs/science.md#centroid-logit-model.
 
     s_i(x*) = (C/N) Σ_α Y_αi ⟨x*, x_α⟩ − (1/N) Σ_α ⟨x*, x_α⟩. For balanced classes
     this is ⟨x*, μ_i⟩ − ⟨x*, m⟩ (m the grand mean), so its argmax is the overlap
@@ -140,7 +140,7 @@ def centroid_scores(x_test, x_train, y_train, *, num_classes: int | None = None)
 
 
 # ---------------------------------------------------------------------------
-# The centroid logit model (SCIENCE.md §7)
+# The centroid logit model (docs/science.md#centroid-logit-model)
 # ---------------------------------------------------------------------------
 
 
@@ -218,7 +218,7 @@ def centroid_model_accuracy_analytic(a_eff: float, c: float, num_classes: int, *
     Setting: the true class has score s_true = s_other + 1 and all other classes
     the same score, so with margin a_eff = A(1 − p) (per unit score gap) the true
     logit wins iff c ξ_true + a_eff > c ξ_j for all j. With c = 1 this is
-    ∫Dz Φ(z + a(1 − p))^{C−1} of SCIENCE.md §7 (z standard normal, Gauss–Hermite).
+    ∫Dz Φ(z + a(1 − p))^{C−1} of docs/science.md#centroid-logit-model (z standard normal, Gauss–Hermite).
     """
     from scipy.special import ndtr
 

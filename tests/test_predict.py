@@ -402,7 +402,7 @@ def test_non_finite_outputs_are_not_returned_silently(x64, problem):
 
 
 def _identity_recursion(arch: MLP, x1: np.ndarray, x2: np.ndarray, diag: bool):
-    """NNGP and NTK of an identity-activation MLP by the layer recursion of SCIENCE.md section 3."""
+    """NNGP and NTK of an identity-activation MLP by the layer recursion of docs/science.md#infinite-width-kernels."""
     cw, cb = arch.W_std**2, arch.b_std**2
     d = x1.shape[1]
     s = np.sum(x1 * x2, axis=1) / d if diag else x1 @ x2.T / d

@@ -1,4 +1,4 @@
-"""Accuracy vs corruption level of a small ReLU network (SCIENCE.md §8, "accuracy vs corruption (intro)").
+"""Accuracy vs corruption level of a small ReLU network (docs/science.md#accuracy-vs-corruption).
 
 For each data set and corruption level p, R networks (3 hidden layers × 128
 ReLU, softmax cross-entropy, Adam) are trained on raw-pixel training images

@@ -1,4 +1,6 @@
-"""Activations: does the leading-order centroid rule hold for erf, tanh, GELU, swish, …? (SCIENCE.md §5, §8)
+"""Activations: does the leading-order centroid rule hold for erf, tanh, GELU, swish, …?
+
+Theory: docs/science.md#first-order-and-the-prototype-rule; recipe: docs/science.md#activations.
 
 For each activation and corruption level p (one noise model, training set
 corrupted, clean test set), K noisy training sets (noise seeds seed .. seed + K − 1)

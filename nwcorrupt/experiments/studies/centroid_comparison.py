@@ -1,6 +1,6 @@
 """Centroid comparison: finite networks, the exact NTK, the mean-field predictor, the leading rule and the centroid model.
 
-SCIENCE.md §8 "centroid comparison (main)" with the "logit fit (inset)", §7.
+Recipe: docs/science.md#centroid-comparison-and-logit-fit; model: docs/science.md#centroid-logit-model.
 For each data set, noise model and corruption level p (training set corrupted,
 clean test set) :func:`nested_predictors.run_predictors` gives, on K noisy
 training sets (noise seeds seed, ..., seed + K − 1):
@@ -14,7 +14,7 @@ The networks' training-set fit is recorded per point and the table ``training_fi
 flags points whose networks did not fit their noisy training sets
 (:mod:`~nwcorrupt.experiments.studies.training_fit`).
 
-**Centroid model** (SCIENCE.md §7), at p = p_ref for each (data set, noise):
+**Centroid model** (docs/science.md#centroid-logit-model), at p = p_ref for each (data set, noise):
 f_i(x*) = a s_i(x*) + b + c ξ_i, with s the centroid scores of the clean
 normalised training inputs (:func:`nwcorrupt.prototype.centroid_scores`).
 :func:`nwcorrupt.prototype.fit_centroid_model` on the (K, T, C) init-averaged

@@ -1,6 +1,6 @@
 """Finite versus infinite width: trained ensembles against the exact NTK and NNGP predictors, vs p.
 
-SCIENCE.md §8 "finite vs infinite width". For each noise model and corruption
+docs/science.md#finite-vs-infinite-width. For each noise model and corruption
 level p (training set corrupted, clean test set) :func:`nwcorrupt.compare.compare_widths`
 draws K noisy training sets (noise seeds seed, ..., seed + K − 1), trains at
 every hidden width n an ensemble of M initialisations with the main recipe

@@ -1,7 +1,7 @@
 """Finite networks trained under per-epoch ("online") corruption, shared by two studies.
 
 Used by :mod:`~nwcorrupt.experiments.studies.accuracy_vs_corruption` and
-:mod:`~nwcorrupt.experiments.studies.ptrain_ptest` (SCIENCE.md §8, the ReLU
+:mod:`~nwcorrupt.experiments.studies.ptrain_ptest` (docs/science.md#accuracy-vs-corruption, the ReLU
 network of the introduction): raw pixels in [0, 1], an MLP with 3 hidden
 layers of 128 ReLU units, softmax cross-entropy, Adam, and training inputs
 corrupted anew in every epoch.

@@ -1,4 +1,4 @@
-"""Train at one corruption level, test at another (SCIENCE.md §8, "p_train × p_test").
+"""Train at one corruption level, test at another (docs/science.md#train-and-test-corruption).
 
 For each training level p_train, R networks (the ReLU network of
 :mod:`~nwcorrupt.experiments.studies.online_training`, training corruption

@@ -1,4 +1,4 @@
-"""SNR sweep: how the fluctuations of a fixed noise realisation shrink with N and d (SCIENCE.md §6).
+"""SNR sweep: how the fluctuations of a fixed noise realisation shrink with N and d (docs/science.md#fluctuations-and-snr-at-finite-d).
 
 For each noise model, training-set size N and image side s (d = s² features,
 images bilinearly resized, then normalised per example), at one corruption
