@@ -211,15 +211,9 @@ def forward(
 def check_input(name: str, x: Any) -> Any:
     """Validate an (N, d) input array; works on traced values (inside jit/vmap) too.
 
-    Concrete arrays go through :func:`nwcorrupt._checks.check_array` (finite, numeric);
-    traced ones only get the shape and dtype checks.
+    :func:`nwcorrupt._checks.check_array` with ``ndim=2``: concrete arrays must be numeric and
+    finite; traced ones get the shape and dtype checks only.
     """
-    if isinstance(x, jax.core.Tracer):
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be 2-dimensional, got shape {tuple(x.shape)}")
-        if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
-            raise TypeError(f"{name} must have a numeric dtype, got {x.dtype}")
-        return x
     return check_array(name, x, ndim=2)
 
 

@@ -121,7 +121,7 @@ def tables(params: Params, records: list[dict]) -> dict:
         m = rec["metrics"]
         for split in SPLITS:
             vals = m["accuracy"][split]
-            rows.append([rec["point"]["dataset"], rec["point"]["p"], split, *ot.mean_std(vals), len(vals), m["chance"]])
+            rows.append([rec["point"]["dataset"], rec["point"]["p"], split, *common.mean_std(vals), len(vals), m["chance"]])
         p = rec["point"]["p"]
         fit_rows.append([rec["point"]["dataset"], p, *training_fit.columns(m, training_fit.online_threshold(p))])
     return {

@@ -30,7 +30,7 @@ import numpy as np
 
 from nwcorrupt import data
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
-from nwcorrupt.experiments.studies.nested_predictors import mean_std
+from nwcorrupt.experiments.studies.common import mean_std
 
 __all__ = [
     "DESCRIPTION",

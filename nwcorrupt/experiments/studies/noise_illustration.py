@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data
+from nwcorrupt._checks import check_choice, check_positive_int, check_seed
 from nwcorrupt.experiments.studies import common
 
 __all__ = ["DESCRIPTION", "Params", "preflight", "points", "estimate", "run_point", "tables", "figures"]
@@ -29,10 +30,9 @@ class Params:
             raise ValueError("dataset must hold images for noise_illustration, got 'gaussian_mixture'")
         common.check_noises(self.noises)
         common.check_ps("ps", self.ps)
-        if self.normalize not in data.NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {list(data.NORMALIZATIONS)}, got {self.normalize!r}")
-        if self.n_examples < 1:
-            raise ValueError(f"n_examples must be >= 1, got {self.n_examples}")
+        check_choice("normalize", self.normalize, data.NORMALIZATIONS)
+        check_positive_int("n_examples", self.n_examples)
+        check_seed("seed", self.seed)
 
 
 def preflight(params: Params) -> None:
