@@ -33,6 +33,8 @@ _SUBMODULES = (
     "train",
 )
 
+__all__ = ["__version__", *_SUBMODULES]
+
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:

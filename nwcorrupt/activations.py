@@ -71,7 +71,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nwcorrupt._checks import is_traced, check_array, check_choice, check_positive_int
+from nwcorrupt._checks import check_array, check_choice, check_positive_int, check_real, is_traced
+
+__all__ = [
+    "Activation",
+    "LayerDuals",
+    "DualFn",
+    "DiagFn",
+    "PointFn",
+    "PairFn",
+    "METHODS",
+    "DEFAULT_ORDER",
+    "MAX_ORDER",
+    "register",
+    "names",
+    "get",
+    "duals",
+    "dual",
+    "dual_pair",
+    "dual_diag",
+    "duals_unchecked",
+    "duals_diag_unchecked",
+    "has_closed_form",
+]
 
 Array = jax.Array
 
@@ -125,8 +147,7 @@ class Activation:
 
     def derivative(self, order: int = 1) -> Callable[[Array], Array]:
         """The ``order``-th derivative as an elementwise function (order 0 is ``fn``)."""
-        if order < 0:
-            raise ValueError(f"order must be >= 0, got {order}")
+        check_positive_int("order", order, allow_zero=True)
         f = self.fn
         for _ in range(order):
             f = _elementwise_derivative(f)
@@ -928,9 +949,7 @@ def _relu_fn(x: Array) -> Array:
 
 
 def _leaky_relu(alpha: float = 0.01) -> Activation:
-    a = float(alpha)
-    if not math.isfinite(a):
-        raise ValueError(f"alpha must be finite, got {alpha!r}")
+    a = check_real("alpha", alpha)
     return Activation(
         name=f"leaky_relu({a!r})",
         fn=lambda x: jnp.where(x >= 0, x, a * x),

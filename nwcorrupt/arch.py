@@ -14,13 +14,12 @@ kernels and theory can share the spec without importing each other.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
 
 from nwcorrupt import activations as _act
-from nwcorrupt._checks import check_choice, check_positive_int
+from nwcorrupt._checks import check_choice, check_int, check_nonneg_float, check_positive_float, check_positive_int
 
 __all__ = ["GET_NAMES", "PARAMETERIZATIONS", "MLP", "Kernels", "check_arch", "normalize_get"]
 
@@ -52,14 +51,10 @@ class MLP:
     width: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"depth must be an integer >= 1 (number of dense layers), got {self.depth!r}")
+        check_int("depth", self.depth, lo=1, note="the number of dense layers")
         _act.get(self.activation)  # raises for an unknown activation
-        for name, value, lo in (("W_std", self.W_std, 0.0), ("b_std", self.b_std, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < lo:
-                raise ValueError(f"{name} must be a finite number >= {lo}, got {value!r}")
-        if self.W_std == 0:
-            raise ValueError("W_std must be > 0, got 0")
+        check_positive_float("W_std", self.W_std)
+        check_nonneg_float("b_std", self.b_std)
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         if self.width is not None:
             check_positive_int("width", self.width)

@@ -77,7 +77,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     runner.report(out, formats=("png",))
     print(heavy_corruption.summary_table(runner.folder_records(out)))
     print(f"accuracy on the clean test set (mean over K = {config.params.k} noisy training sets); "
-          "agree: fraction of test points where the two predictors' decisions coincide")
+          "agreement of decisions: fraction of test points where the two predictors' decisions coincide")
     print(f"{summary.ran} points run, {summary.skipped} already stored, {time.perf_counter() - t0:.1f} s; "
           f"tables in {out / 'tables'}, figures in {out / 'figures'}")
     return 0

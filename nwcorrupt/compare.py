@@ -32,7 +32,17 @@ import numpy as np
 
 from nwcorrupt import corruption as _corruption
 from nwcorrupt import metrics, precision
-from nwcorrupt._checks import check_labels, check_matrix, check_positive_int, check_probability
+from nwcorrupt._checks import (
+    check_labels,
+    check_matrix,
+    check_nonneg_float,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+    check_same_size,
+    check_seed,
+)
+from nwcorrupt.metrics import mean_std
 
 __all__ = ["WidthComparison", "compare_widths", "matching_ntk_time"]
 
@@ -48,12 +58,6 @@ ROW_HEADER = (
     "rel_distance_ntk_mean",
     "rel_distance_ntk_std",
 )
-
-
-def _mean_std(v: np.ndarray) -> tuple[float, float]:
-    """Mean and sample std (ddof = 1; 0 for a single value) of a 1-D array."""
-    v = np.asarray(v, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -103,18 +107,22 @@ class WidthComparison:
         accuracy, the agreements with NTK and NNGP, and the relative distance to
         the NTK logits. The kernel rows hold their accuracy, agreement 1 with
         themselves (NTK row vs NTK; NNGP row: its agreement with the NTK in the
-        NTK column) and NaN where a column does not apply.
+        NTK column) and NaN where a column does not apply. Cells are those of
+        :func:`nwcorrupt.metrics.mean_std`, as in the study tables: with K = 1 every
+        std cell is :data:`~nwcorrupt.metrics.NO_STD` (empty), not 0.
         """
         rows: list[list[Any]] = []
         for i, w in enumerate(self.widths):
             rows.append(
-                [int(w), *_mean_std(self.accuracy[i]), *_mean_std(self.agreement_ntk[i]),
-                 *_mean_std(self.agreement_nngp[i]), *_mean_std(self.rel_distance_ntk[i])]
+                [int(w), *mean_std(self.accuracy[i]), *mean_std(self.agreement_ntk[i]),
+                 *mean_std(self.agreement_nngp[i]), *mean_std(self.rel_distance_ntk[i])]
             )
         ntk_vs_nngp = np.array([metrics.agreement(a, b) for a, b in zip(self.ntk_logits, self.nngp_logits)])
         nan2 = [math.nan, math.nan]
-        rows.append(["ntk", *_mean_std(self.ntk_accuracy), 1.0, 0.0, *_mean_std(ntk_vs_nngp), 0.0, 0.0])
-        rows.append(["nngp", *_mean_std(self.nngp_accuracy), *_mean_std(ntk_vs_nngp), 1.0, 0.0, *nan2])
+        exact = mean_std([1.0] * len(self.noise_seeds))  # agreement with itself: 1 on every data set
+        distance = mean_std([0.0] * len(self.noise_seeds))
+        rows.append(["ntk", *mean_std(self.ntk_accuracy), *exact, *mean_std(ntk_vs_nngp), *distance])
+        rows.append(["nngp", *mean_std(self.nngp_accuracy), *mean_std(ntk_vs_nngp), *exact, *nan2])
         return ROW_HEADER, rows
 
     def format_table(self) -> str:
@@ -123,7 +131,8 @@ class WidthComparison:
         short = ("width", "acc", "±", "agree NTK", "±", "agree NNGP", "±", "‖f̄−f_NTK‖/‖f_NTK‖", "±")
         lines = ["".join(f"{h:>12}" if j else f"{h:<8}" for j, h in enumerate(short))]
         for r in rows:
-            lines.append(f"{str(r[0]):<8}" + "".join(f"{v:>12.4f}" for v in r[1:]))
+            cells = (f"{v:>12.4f}" if isinstance(v, float) else f"{v:>12}" for v in r[1:])  # NO_STD stays blank
+            lines.append(f"{str(r[0]):<8}" + "".join(cells))
         return "\n".join(lines)
 
 
@@ -241,8 +250,7 @@ def compare_widths(
 
     xtr = np.asarray(check_matrix("x_train", x_train))
     xte = np.asarray(check_matrix("x_test", x_test))
-    if xte.shape[1] != xtr.shape[1]:
-        raise ValueError(f"x_test has {xte.shape[1]} features but x_train has {xtr.shape[1]}; they must match")
+    check_same_size("x_test", xte.shape[1], "x_train", xtr.shape[1], "features")
     ytr = check_labels("y_train", y_train, n=xtr.shape[0], data_name="x_train")
     yte = check_labels("y_test", y_test, n=xte.shape[0], data_name="x_test")
     if num_classes is None:
@@ -254,10 +262,8 @@ def compare_widths(
     ws = _check_widths(widths)
     k_count = check_positive_int("num_datasets", num_datasets)
     m_count = check_positive_int("num_inits", num_inits)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not (isinstance(diag_reg, (int, float)) and math.isfinite(diag_reg) and diag_reg >= 0):
-        raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg!r}")
+    check_seed("seed", seed)
+    diag_reg = check_nonneg_float("diag_reg", diag_reg)
     bad = sorted(set(train_config_kwargs) & set(_RESERVED))
     if bad:
         raise ValueError(f"{bad} are set by compare_widths; do not pass them as train_config_kwargs")
@@ -281,9 +287,7 @@ def compare_widths(
                 raise ValueError("a numeric t needs ntk_learning_rate unless the optimizer is Optimizer('sgd', lr)")
             lr_ntk = 2.0 * float(opt.learning_rate)
         else:
-            lr_ntk = float(ntk_learning_rate)
-            if not (math.isfinite(lr_ntk) and lr_ntk > 0):
-                raise ValueError(f"ntk_learning_rate must be a finite number > 0, got {ntk_learning_rate!r}")
+            lr_ntk = check_positive_float("ntk_learning_rate", ntk_learning_rate)
 
     seeds = tuple(int(seed) + k for k in range(k_count))
     noisy = np.stack([np.asarray(model.apply(xtr, p, s), dtype=np.float32) for s in seeds])  # (K, N, d)

@@ -1,4 +1,4 @@
-"""Corruption models (attribute noise; labels stay correct), SCIENCE.md §2.
+"""Corruption models (attribute noise; labels stay correct); docs/science.md#corruption-models.
 
 p ∈ [0, 1] is the corruption level and ε = 1 − p the surviving signal fraction.
 
@@ -32,7 +32,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nwcorrupt._checks import check_choice, check_matrix, check_probability
+from nwcorrupt._checks import (
+    check_choice,
+    check_int,
+    check_matrix,
+    check_positive_float,
+    check_probability,
+    check_real,
+    check_seed,
+)
+
+__all__ = [
+    "Corruption",
+    "Replacement",
+    "Additive",
+    "Online",
+    "REPLACEMENT_DISTS",
+    "ADDITIVE_DISTS",
+    "WHERE",
+    "SQRT3",
+    "TRAIN_STREAM",
+    "TEST_STREAM",
+    "row_keys",
+    "get",
+    "corrupt",
+]
 
 Array = jax.Array
 
@@ -55,12 +79,10 @@ class Corruption(Protocol):
     def apply(self, x, p, seed, *, indices=None, epoch: int = 0, stream: int = TRAIN_STREAM) -> Array: ...
 
 
-def _check_seed(name: str, seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {seed!r}")
-    if not 0 <= int(seed) < 2**32:
-        raise ValueError(f"{name} must be in [0, 2**32), got {seed}")
-    return int(seed)
+def _check_stream(stream: object) -> int:
+    if stream not in (TRAIN_STREAM, TEST_STREAM):
+        raise ValueError(f"stream must be {TRAIN_STREAM} (train) or {TEST_STREAM} (test), got {stream!r}")
+    return int(stream)
 
 
 def _check_indices(indices: object, n: int) -> Array:
@@ -85,10 +107,9 @@ def row_keys(seed: int, indices: Array, *, epoch: int = 0, stream: int = TRAIN_S
 def _prepare(model: "Replacement | Additive", x, p, seed, indices, epoch, stream):
     x = check_matrix("x", x)
     p = check_probability("p", p)
-    seed = _check_seed("seed", seed)
-    _check_seed("epoch", epoch)
-    if stream not in (TRAIN_STREAM, TEST_STREAM):
-        raise ValueError(f"stream must be {TRAIN_STREAM} (train) or {TEST_STREAM} (test), got {stream!r}")
+    seed = check_seed("seed", seed)
+    check_seed("epoch", epoch)
+    _check_stream(stream)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
@@ -123,13 +144,11 @@ class Replacement:
     def __post_init__(self) -> None:
         check_choice("dist", self.dist, REPLACEMENT_DISTS)
         for name in ("low", "high", "loc", "scale", "salt_prob"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            check_real(name, getattr(self, name))
         if self.dist == "uniform" and not self.low < self.high:
             raise ValueError(f"uniform replacement needs low < high, got low={self.low}, high={self.high}")
-        if self.dist == "gaussian" and not self.scale > 0:
-            raise ValueError(f"scale must be > 0 for gaussian replacement, got {self.scale}")
+        if self.dist == "gaussian":
+            check_positive_float("scale", self.scale, note="the std of the gaussian replacement law")
         if self.dist == "salt_pepper":
             check_probability("salt_prob", self.salt_prob)
         if self.dist == "marginal":
@@ -137,8 +156,8 @@ class Replacement:
                 raise ValueError(
                     "dist='marginal' needs atoms; build it with Replacement.from_marginal(x) from the data"
                 )
-            if not all(math.isfinite(a) for a in self.atoms):
-                raise ValueError("atoms must be finite numbers")
+            for i, a in enumerate(self.atoms):
+                check_real(f"atoms[{i}]", a)
         elif self.atoms:
             raise ValueError(f"atoms only apply to dist='marginal', not {self.dist!r}")
 
@@ -151,8 +170,7 @@ class Replacement:
           n_atoms: number of quantile atoms (the law's resolution).
         """
         x = check_matrix("x", x)
-        if n_atoms < 2:
-            raise ValueError(f"n_atoms must be >= 2, got {n_atoms}")
+        check_int("n_atoms", n_atoms, lo=2)
         levels = (np.arange(n_atoms) + 0.5) / n_atoms
         q = np.quantile(np.asarray(x, dtype=np.float64).ravel(), levels)
         return cls(dist="marginal", atoms=tuple(float(a) for a in q))
@@ -287,9 +305,8 @@ class Online:
         if not isinstance(self.model, (Replacement, Additive)):
             raise TypeError(f"model must be a Replacement or Additive corruption model, got {self.model!r}")
         object.__setattr__(self, "p", check_probability("p", self.p))
-        _check_seed("seed", self.seed)
-        if self.stream not in (TRAIN_STREAM, TEST_STREAM):
-            raise ValueError(f"stream must be {TRAIN_STREAM} (train) or {TEST_STREAM} (test), got {self.stream!r}")
+        check_seed("seed", self.seed)
+        _check_stream(self.stream)
 
     def __call__(self, x_clean: Array, k, epoch) -> Array:
         x = jnp.asarray(x_clean)

@@ -1,7 +1,7 @@
 """Data sets: registry, offline loaders, preprocessing and synthetic mixtures.
 
 Every loader returns raw images with pixels in [0, 1]; :func:`load` then applies
-the common pipeline (SCIENCE.md §1):
+the common pipeline (docs/science.md#data-pipeline):
 
 1. optional bilinear resize of each image to ``size = (h, w)``,
 2. flattening to d = h·w features,
@@ -41,7 +41,34 @@ from pathlib import Path
 
 import numpy as np
 
-from nwcorrupt._checks import check_choice, check_labels, check_matrix, check_positive_int
+from nwcorrupt._checks import (
+    check_choice,
+    check_labels,
+    check_matrix,
+    check_nonneg_float,
+    check_positive_int,
+    check_same_size,
+)
+
+__all__ = [
+    "Dataset",
+    "RawImages",
+    "DatasetNotFoundError",
+    "NORMALIZATIONS",
+    "FASHION_MNIST_DIR",
+    "normalize_examples",
+    "resize_images",
+    "balanced_indices",
+    "read_idx",
+    "load_idx_dir",
+    "load_npz_dir",
+    "register",
+    "names",
+    "available",
+    "load_raw",
+    "load",
+    "gaussian_mixture",
+]
 
 NORMALIZATIONS = ("example", "none")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -79,10 +106,7 @@ class Dataset:
         check_matrix("x_test", self.x_test)
         check_labels("y_train", self.y_train, n=self.x_train.shape[0], num_classes=self.num_classes, data_name="x_train")
         check_labels("y_test", self.y_test, n=self.x_test.shape[0], num_classes=self.num_classes, data_name="x_test")
-        if self.x_train.shape[1] != self.x_test.shape[1]:
-            raise ValueError(
-                f"x_train has {self.x_train.shape[1]} features but x_test has {self.x_test.shape[1]}; they must match"
-            )
+        check_same_size("x_train", self.x_train.shape[1], "x_test", self.x_test.shape[1], "features")
         if self.image_shape is not None and int(np.prod(self.image_shape)) != self.x_train.shape[1]:
             raise ValueError(f"image_shape {self.image_shape} does not match d = {self.x_train.shape[1]}")
 
@@ -547,9 +571,8 @@ def gaussian_mixture(
     """
     for name, v in (("n_train", n_train), ("n_test", n_test), ("d", d), ("num_classes", num_classes)):
         check_positive_int(name, v)
-    for name, v in (("separation", separation), ("noise_std", noise_std)):
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    check_nonneg_float("separation", separation)
+    check_nonneg_float("noise_std", noise_std)
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if v % num_classes:
             raise ValueError(f"{name} must be a multiple of num_classes={num_classes}, got {v}")

@@ -25,9 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from nwcorrupt import mlp as _mlp
-from nwcorrupt._checks import check_choice, check_positive_int
+from nwcorrupt._checks import check_choice, check_positive_int, check_same_size
 from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import MATMUL_PRECISION
+
+__all__ = ["NTK_MODES", "NNGP_READOUTS", "ntk", "ntk_vp", "linearize", "nngp"]
 
 Array = jax.Array
 
@@ -247,8 +249,7 @@ def nngp(
         x2 = x1
     else:
         x2 = jnp.asarray(_mlp.check_input("x2", x2))
-        if x2.shape[1] != d:
-            raise ValueError(f"x2 has {x2.shape[1]} features but x1 has {d}; they must match")
+        check_same_size("x2", x2.shape[1], "x1", d, "features")
     width = _mlp.resolve_width(arch, width)
     _mlp.layer_shapes(arch, width, d, num_outputs, width_scale=width_scale)  # validates arguments
 

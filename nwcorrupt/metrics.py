@@ -1,10 +1,17 @@
-"""Metrics on predictions: accuracy, agreement between predictors, SNR across noise draws, AUC over p."""
+"""Metrics on predictions: accuracy, agreement between predictors, SNR across noise draws, AUC over p,
+and the mean ± std cells of result tables."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from nwcorrupt._checks import check_labels
+from nwcorrupt._checks import check_labels, check_same_size
+
+__all__ = ["NO_STD", "accuracy", "agreement", "binomial_stderr", "snr", "loglog_slope", "auc", "mean_std"]
+
+NO_STD = ""
+"""Table cell of a std that one sample cannot give: an empty cell in CSV and printed tables, never a
+misleading 0 (figures draw no band for it)."""
 
 
 def _as_labels(name: str, pred) -> np.ndarray:
@@ -39,8 +46,7 @@ def agreement(pred_a, pred_b) -> float:
     """
     a = _as_labels("pred_a", pred_a)
     b = _as_labels("pred_b", pred_b)
-    if a.shape != b.shape:
-        raise ValueError(f"pred_a has {a.shape[0]} predictions but pred_b has {b.shape[0]}; they must match")
+    check_same_size("pred_a", a.shape[0], "pred_b", b.shape[0], "predictions")
     if a.size == 0:
         raise ValueError("pred_a is empty; agreement needs at least one prediction")
     return float(np.mean(a == b))
@@ -134,3 +140,18 @@ def auc(ps, acc, *, normalize: bool = False) -> float:
         raise ValueError("ps must be strictly increasing")
     area = float(np.sum(np.diff(p) * (a[1:] + a[:-1]) / 2))
     return area / float(p[-1] - p[0]) if normalize else area
+
+
+def mean_std(values) -> tuple[float, float | str]:
+    """Mean and sample std (ddof = 1) of a list of numbers, as table cells.
+
+    A single value has no sample std: its std cell is :data:`NO_STD` (empty), not 0. Tables
+    that print these cells put the count n next to the std.
+
+    Raises:
+      ValueError: ``values`` is empty.
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size == 0:
+        raise ValueError("mean_std needs at least one value, got none")
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else NO_STD)

@@ -44,6 +44,21 @@ from nwcorrupt._checks import check_array, check_positive_int
 from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import MATMUL_PRECISION, default_float
 
+__all__ = [
+    "Params",
+    "check_width_scale",
+    "resolve_width",
+    "layer_shapes",
+    "num_params",
+    "init",
+    "check_params",
+    "forward",
+    "check_input",
+    "check_network_inputs",
+    "apply",
+    "penultimate",
+]
+
 Array = jax.Array
 Params = list  # list[dict[str, Array]], one dict {"W", "b"} per dense layer
 
@@ -196,15 +211,9 @@ def forward(
 def check_input(name: str, x: Any) -> Any:
     """Validate an (N, d) input array; works on traced values (inside jit/vmap) too.
 
-    Concrete arrays go through :func:`nwcorrupt._checks.check_array` (finite, numeric);
-    traced ones only get the shape and dtype checks.
+    :func:`nwcorrupt._checks.check_array` with ``ndim=2``: concrete arrays must be numeric and
+    finite; traced ones get the shape and dtype checks only.
     """
-    if isinstance(x, jax.core.Tracer):
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be 2-dimensional, got shape {tuple(x.shape)}")
-        if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
-            raise TypeError(f"{name} must have a numeric dtype, got {x.dtype}")
-        return x
     return check_array(name, x, ndim=2)
 
 

@@ -38,7 +38,6 @@ counterpart (only its numerical-quadrature layer) and raise ``ValueError``.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import warnings
 from typing import Any
@@ -48,8 +47,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from nwcorrupt import activations as _act
-from nwcorrupt._checks import check_array, check_matrix, check_positive_int
+from nwcorrupt._checks import (
+    check_array,
+    check_matrix,
+    check_nonneg_float,
+    check_positive_float,
+    check_positive_int,
+    check_same_size,
+)
 from nwcorrupt.arch import MLP, Kernels, check_arch, normalize_get
+
+__all__ = [
+    "SUPPORTED_ACTIVATIONS",
+    "DEFAULT_HIDDEN_WIDTH",
+    "import_neural_tangents",
+    "stax_mlp",
+    "kernel",
+    "ntk_predict",
+    "nngp_predict",
+]
 
 #: Activations with an exact neural-tangents layer (names as in nwcorrupt's registry).
 SUPPORTED_ACTIVATIONS = ("abs", "erf", "gelu", "identity", "leaky_relu", "relu", "sin")
@@ -227,26 +243,10 @@ def _check_train(x_train: Any, y_train: Any, x_test: Any) -> tuple[jax.Array, ja
     check_matrix("x_train", x_train)
     check_matrix("x_test", x_test)
     check_array("y_train", y_train, ndim=2)
-    if y_train.shape[0] != x_train.shape[0]:
-        raise ValueError(
-            f"y_train has {y_train.shape[0]} rows but x_train has {x_train.shape[0]}; they must match"
-        )
-    if x_test.shape[1] != x_train.shape[1]:
-        raise ValueError(
-            f"x_test has d={x_test.shape[1]} features but x_train has d={x_train.shape[1]}; they must match"
-        )
+    check_same_size("y_train", y_train.shape[0], "x_train", x_train.shape[0], "rows")
+    check_same_size("x_test", x_test.shape[1], "x_train", x_train.shape[1], "features")
     x_train = jnp.asarray(x_train)
     return x_train, jnp.asarray(y_train, dtype=x_train.dtype), jnp.asarray(x_test, dtype=x_train.dtype)
-
-
-def _check_nonneg(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
 
 
 def _predict(
@@ -263,12 +263,10 @@ def _predict(
     check_arch(arch)
     hidden_width = _hidden_width(arch, needs_width=mode == "ntk")
     x_train, y_train, x_test = _check_train(x_train, y_train, x_test)
-    diag_reg = _check_nonneg("diag_reg", diag_reg)
-    learning_rate = _check_nonneg("learning_rate", learning_rate)
-    if learning_rate == 0:
-        raise ValueError("learning_rate must be > 0, got 0")
+    diag_reg = check_nonneg_float("diag_reg", diag_reg)
+    learning_rate = check_positive_float("learning_rate", learning_rate)
     if t is not None:
-        t = _check_nonneg("t", t)
+        t = check_nonneg_float("t", t)
     kernel_fn = _stax_mlp_cached(arch, int(y_train.shape[1]), int(hidden_width))[2]
     predict_fn = nt.predict.gradient_descent_mse_ensemble(
         kernel_fn, x_train, y_train, learning_rate=learning_rate, diag_reg=diag_reg

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
+__all__ = ["MATMUL_PRECISION", "x64_enabled", "enable_x64", "x64", "default_float"]
+
 #: Precision used for every matrix product in nwcorrupt (full float32 accuracy on
 #: accelerators that would otherwise use reduced-precision passes).
 MATMUL_PRECISION = jax.lax.Precision.HIGHEST

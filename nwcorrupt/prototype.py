@@ -3,7 +3,8 @@
 With the inner product ⟨x, x'⟩ = (1/d) Σ_i x_i x'_i and class means μ_i:
 
 - ``"overlap"``: ŷ = argmax_i ⟨x*, μ_i⟩ — the rule the infinite-width theory
-  gives at leading order in ε = 1 − p (SCIENCE.md §5) for balanced classes;
+  gives at leading order in ε = 1 − p for balanced classes
+  (docs/science.md#first-order-and-the-prototype-rule);
 - ``"centered"``: ŷ = argmax_i ⟨x* − m, μ_i − m⟩ with m the mean of the training
   inputs — the overlap rule after centring the data at their grand mean;
 - ``"euclidean"``: ŷ = argmin_i ‖x* − μ_i‖², i.e. argmax_i ⟨x*, μ_i⟩ − ⟨μ_i, μ_i⟩/2
@@ -11,15 +12,35 @@ With the inner product ⟨x, x'⟩ = (1/d) Σ_i x_i x'_i and class means μ_i:
   −‖μ_i‖²/2 term, so the two agree when all class means have the same norm.
 
 :func:`centroid_scores` gives the scores s_i(x*) of the centroid logit model
-(SCIENCE.md §7), which weight classes by their size as the theory does.
+(docs/science.md#centroid-logit-model), which weight classes by their size as
+the theory does.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from nwcorrupt._checks import check_choice, check_labels, check_matrix
+from nwcorrupt._checks import (
+    check_choice,
+    check_labels,
+    check_matrix,
+    check_probability,
+    check_same_size,
+)
 from nwcorrupt.metrics import agreement  # noqa: F401  (re-exported: compare two predictions)
+
+__all__ = [
+    "RULES",
+    "class_counts",
+    "class_means",
+    "scores",
+    "predict",
+    "agreement",
+    "centroid_scores",
+    "fit_centroid_model",
+    "centroid_model_accuracy",
+    "centroid_model_accuracy_analytic",
+]
 
 RULES = ("overlap", "centered", "euclidean")
 
@@ -27,10 +48,7 @@ RULES = ("overlap", "centered", "euclidean")
 def _inputs(x_test, x_train, y_train, num_classes):
     x_train = np.asarray(check_matrix("x_train", x_train), dtype=np.float64)
     x_test = np.asarray(check_matrix("x_test", x_test), dtype=np.float64)
-    if x_test.shape[1] != x_train.shape[1]:
-        raise ValueError(
-            f"x_test has {x_test.shape[1]} features but x_train has {x_train.shape[1]}; they must match"
-        )
+    check_same_size("x_test", x_test.shape[1], "x_train", x_train.shape[1], "features")
     y = np.asarray(y_train)
     if num_classes is None:
         y_checked = check_labels("y_train", y, n=x_train.shape[0], data_name="x_train")
@@ -78,8 +96,7 @@ def scores(x_test, means, rule: str = "overlap", *, center=None) -> np.ndarray:
     check_choice("rule", rule, RULES)
     x = np.asarray(check_matrix("x_test", x_test), dtype=np.float64)
     mu = np.asarray(check_matrix("means", means), dtype=np.float64)
-    if mu.shape[1] != x.shape[1]:
-        raise ValueError(f"means have {mu.shape[1]} features but x_test has {x.shape[1]}; they must match")
+    check_same_size("means", mu.shape[1], "x_test", x.shape[1], "features")
     d = x.shape[1]
     if rule == "centered":
         if center is None:
@@ -112,7 +129,7 @@ def predict(x_test, x_train, y_train, *, num_classes: int | None = None, rule: s
 
 
 def centroid_scores(x_test, x_train, y_train, *, num_classes: int | None = None) -> np.ndarray:
-    """Centroid scores s_i(x*) (N_test, C) of SCIENCE.md §7.
+    """Centroid scores s_i(x*) (N_test, C) of docs/science.md#centroid-logit-model.
 
     s_i(x*) = (C/N) Σ_α Y_αi ⟨x*, x_α⟩ − (1/N) Σ_α ⟨x*, x_α⟩. For balanced classes
     this is ⟨x*, μ_i⟩ − ⟨x*, m⟩ (m the grand mean), so its argmax is the overlap
@@ -127,7 +144,7 @@ def centroid_scores(x_test, x_train, y_train, *, num_classes: int | None = None)
 
 
 # ---------------------------------------------------------------------------
-# The centroid logit model (SCIENCE.md §7)
+# The centroid logit model (docs/science.md#centroid-logit-model)
 # ---------------------------------------------------------------------------
 
 
@@ -159,8 +176,6 @@ def fit_centroid_model(logits, s, p_ref: float) -> dict:
       (test point, class) of the std across data sets, ddof = 1), A = a/(1 − p_ref)
       and r2 (R² of a s + b against the mean logits).
     """
-    from nwcorrupt._checks import check_probability
-
     p_ref = check_probability("p_ref", p_ref)
     if p_ref >= 1:
         raise ValueError("p_ref must be < 1 so that A = a / (1 - p_ref) is defined")
@@ -205,11 +220,12 @@ def centroid_model_accuracy_analytic(a_eff: float, c: float, num_classes: int, *
     Setting: the true class has score s_true = s_other + 1 and all other classes
     the same score, so with margin a_eff = A(1 − p) (per unit score gap) the true
     logit wins iff c ξ_true + a_eff > c ξ_j for all j. With c = 1 this is
-    ∫Dz Φ(z + a(1 − p))^{C−1} of SCIENCE.md §7 (z standard normal, Gauss–Hermite).
+    ∫Dz Φ(z + a(1 − p))^{C−1} of docs/science.md#centroid-logit-model (z standard normal,
+    Gauss–Hermite).
     """
     from scipy.special import ndtr
 
-    if not c > 0:
+    if not c > 0:  # wording asserted by tests/test_theory_centroid_model.py
         raise ValueError(f"c must be > 0, got {c}")
     z, w = np.polynomial.hermite_e.hermegauss(n_nodes)
     return float(np.sum(w * ndtr(z + a_eff / c) ** (num_classes - 1)) / np.sqrt(2 * np.pi))

@@ -129,7 +129,8 @@ def test_matching_ntk_time():
         (dict(t=3.0, ntk_learning_rate=0.0), ValueError, "ntk_learning_rate must be"),
         (dict(t="match", batch_size=10), ValueError, "full-batch"),
         (dict(diag_reg=-1.0), ValueError, "diag_reg must be"),
-        (dict(seed=-1), ValueError, "seed must be a non-negative integer"),
+        (dict(seed=-1), ValueError, r"seed must be in \[0, 2\*\*32\)"),
+        (dict(seed=2**32), ValueError, r"seed must be in \[0, 2\*\*32\)"),
         (dict(width=4), ValueError, "set by compare_widths"),
         (dict(num_classes=2), ValueError, "y_train must lie in \\[0, 2\\)"),
     ],
@@ -155,3 +156,17 @@ def test_shape_errors():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="x_train contains NaN"):
         compare.compare_widths(arch, bad, y, xt, yt, **kw)
+
+
+def test_one_data_set_leaves_the_std_cells_empty_as_the_study_tables_do():
+    (arch, x, y, xt, yt), kw = _small(num_datasets=1)
+    r = compare.compare_widths(arch, x, y, xt, yt, **kw)
+    header, rows = r.as_rows()
+    std_cols = [i for i, h in enumerate(header) if h.endswith("_std")]
+    assert len(std_cols) == 4
+    for row in rows:
+        assert all(row[i] == metrics.NO_STD or (row[0] == "nngp" and i == 8) for i in std_cols), row
+    assert rows[0][1] == pytest.approx(r.accuracy[0, 0]) and rows[0][7] == pytest.approx(r.rel_distance_ntk[0, 0])
+    # printed: a width row shows its 4 means and no invented 0.0000 std
+    width_line = r.format_table().splitlines()[1]
+    assert width_line.split()[0] == "8" and len(width_line.split()) == 5

@@ -149,3 +149,32 @@ def test_docs_do_not_cite_the_internal_spec():
     hits = [f"{f.relative_to(ROOT)}:{i}" for f in doc_files() for i, line in
             enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if "SCIENCE.md" in line]
     assert not hits, hits
+
+
+_SCIENCE_REF = re.compile(r"docs/science\.md#([A-Za-z0-9_-]+)")
+_CODE_DIRS = ("nwcorrupt", "tests", "benchmarks")
+# being rewritten on another branch; the integrator removes this exemption
+_SPEC_EXEMPT = ("nwcorrupt/theory.py", "nwcorrupt/fluctuations.py", "tests/test_theory_", "tests/test_fluctuations")
+
+
+def code_files(root: Path = ROOT) -> list[Path]:
+    """The Python sources and TOML configs under nwcorrupt/, tests/ and benchmarks/."""
+    return sorted(f for d in _CODE_DIRS for pattern in ("*.py", "*.toml") for f in (root / d).rglob(pattern))
+
+
+def test_code_cites_existing_sections_of_the_science_page():
+    known = anchors((ROOT / "docs" / "science.md").read_text(encoding="utf-8"))
+    refs = [(f, a) for f in code_files() for a in _SCIENCE_REF.findall(f.read_text(encoding="utf-8"))]
+    assert len(refs) >= 15  # the studies, data, corruption and prototype modules cite it
+    bad = [f"{f.relative_to(ROOT)}: #{a}" for f, a in refs if a not in known]
+    assert not bad, "no such section in docs/science.md:\n" + "\n".join(bad)
+
+
+def test_code_does_not_cite_the_internal_spec():
+    this = Path(__file__).resolve()
+    hits = [
+        f"{f.relative_to(ROOT)}:{i}" for f in code_files() if f.resolve() != this
+        and not str(f.relative_to(ROOT)).startswith(_SPEC_EXEMPT)
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if "SCIENCE.md" in line
+    ]
+    assert not hits, hits

@@ -330,6 +330,32 @@ def test_mean_std_of_one_and_two_values():
         common.mean_std([])
 
 
+def test_studies_and_compare_share_one_mean_std():
+    from nwcorrupt import compare, metrics
+
+    assert common.mean_std is metrics.mean_std and common.NO_STD is metrics.NO_STD
+    assert "mean_std" in vars(compare) and compare.mean_std is metrics.mean_std
+
+
+def test_demo_summary_table_has_readable_headers_and_the_record_values():
+    params, recs = FAKES["heavy_corruption"]()
+    recs[0]["metrics"]["train_accuracy_min"] = 0.5  # networks that did not fit their noisy sets
+    text = heavy_corruption.summary_table(recs)
+    lines = text.splitlines()
+    header = "\n".join(lines[: lines.index(next(ln for ln in lines if set(ln) == {"-"}))])
+    for shown in ("accuracy", "agreement of decisions", "network", "NTK", "mean-field", "leading-order",
+                  "network vs", "NTK vs", "mean-field vs"):
+        assert shown in header, shown
+    assert not any(key in text for key in ("meanfield", "rule_leading", "~", "salt_pepper"))
+    body = lines[len(header.splitlines()) + 1:]
+    assert len(body) == len(recs) and body[0].startswith("replacement (salt and pepper)")
+    assert "UNDERFIT" in body[0] and not any("UNDERFIT" in ln for ln in body[1:])
+    m = recs[1]["metrics"]
+    cells = body[1].split("|")
+    assert cells[1].split() == [f"{np.mean(m['accuracy'][c]):.4f}" for c in ("network", "ntk", "meanfield", "rule_leading")]
+    assert cells[2].split() == [f"{np.mean(m['agreement'][q]):.4f}" for q in heavy_corruption.SUMMARY_PAIRS]
+
+
 def _rows_of(name):
     params, recs = FAKES[name]()
     return studies.get(name).tables(params, recs)

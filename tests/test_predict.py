@@ -372,14 +372,14 @@ def test_validation_errors(x64, problem):
             P.gradient_flow_mean(kt, k, y, bad_t)
     with pytest.raises(ValueError, match="t must be a scalar or a 1-D"):
         P.gradient_flow_mean(kt, k, y, np.ones((2, 2)))
-    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
         P.gradient_flow_mean(kt, k, y, 1.0, learning_rate=0.0)
     tiled = P.TiledKernel(rows=lambda idx: k[idx], n=40)
     with pytest.raises(ValueError, match="TiledKernel can only be solved with solver='cg'"):
         P.gp_mean(kt, tiled, y, solver="cholesky")
     with pytest.raises(ValueError, match="preconditioner must be one of"):
         P.cg_solve(k, y, preconditioner="ilu")
-    with pytest.raises(ValueError, match="tol must be > 0"):
+    with pytest.raises(ValueError, match="tol must be a finite number > 0"):
         P.cg_solve(k, y, tol=0.0)
     with pytest.raises(ValueError, match="maxiter must be >= 1"):
         P.cg_solve(k, y, maxiter=0)
@@ -402,7 +402,7 @@ def test_non_finite_outputs_are_not_returned_silently(x64, problem):
 
 
 def _identity_recursion(arch: MLP, x1: np.ndarray, x2: np.ndarray, diag: bool):
-    """NNGP and NTK of an identity-activation MLP by the layer recursion of SCIENCE.md section 3."""
+    """NNGP and NTK of an identity-activation MLP by the layer recursion of docs/science.md#infinite-width-kernels."""
     cw, cb = arch.W_std**2, arch.b_std**2
     d = x1.shape[1]
     s = np.sum(x1 * x2, axis=1) / d if diag else x1 @ x2.T / d

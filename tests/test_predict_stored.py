@@ -291,7 +291,7 @@ def test_errors_name_the_argument(x64):
         P.stored_cg_solve(sk, y[:5])
     with pytest.raises(TypeError, match="k must be a StoredKernel"):
         P.stored_cg_solve(k, y)
-    with pytest.raises(ValueError, match="tol must be > 0"):
+    with pytest.raises(ValueError, match="tol must be a finite number > 0"):
         P.stored_cg_solve(sk, y, tol=0)
     with pytest.raises(ValueError, match="preconditioner must be one of"):
         P.stored_cg_solve(sk, y, preconditioner="ilu")

@@ -153,7 +153,7 @@ def test_tables_and_figures_from_records_alone():
     "change,match",
     [
         (dict(p_ref=0.95), r"p_ref \(0.95\) must be one of ps"),
-        (dict(p_ref=1.0, ps=(0.9, 1.0)), "p_ref must lie in"),
+        (dict(p_ref=1.0, ps=(0.9, 1.0)), r"p_ref must be in \[0, 1\) \(so that A"),
         (dict(k=1), "k must be >= 2"),
         (dict(datasets=()), "datasets must list"),
         (dict(datasets=("mnist", "mnist")), "datasets must be distinct"),

@@ -117,7 +117,7 @@ def test_one_noisy_set_gives_empty_std_cells_and_no_bands():
         (dict(k=0), "k must be >= 1"),
         (dict(batch_size=300), r"batch_size \(300\) must not exceed n_train"),
         (dict(noises=("gaussian",)), "noises must be a non-empty list"),
-        (dict(n_test=-1), "n_test and seed must be >= 0"),
+        (dict(n_test=-1), "n_test must be >= 0, got -1"),
     ],
 )
 def test_bad_params_name_the_key(change, match):

@@ -145,7 +145,7 @@ def _doc(**quick):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"p": 0.0}, r"p must lie in \(0, 1\]"),
+        ({"p": 0.0}, r"p must be in \(0, 1\]"),
         ({"k": 1}, r"k must be >= 2 noisy training sets"),
         ({"sizes": [8, 8]}, r"sizes must be a non-empty list of distinct integers >= 1, got \[8, 8\]"),
         ({"n_trains": []}, r"n_trains must be a non-empty list"),

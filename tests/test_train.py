@@ -72,7 +72,7 @@ def test_optimizer_first_steps(x64):
     )
     with pytest.raises(ValueError, match="optimizer name must be one of"):
         train.Optimizer("rmsprop")
-    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
         train.Optimizer("sgd", 0.0)
     with pytest.raises(ValueError, match=r"b2 must be in \[0, 1\)"):
         train.Optimizer("adam", b2=1.0)
@@ -455,6 +455,14 @@ def test_configuration_errors():
         train.EarlyStopping(validation_fraction=1.0)
     with pytest.raises(ValueError, match="patience must be >= 1"):
         train.EarlyStopping(patience=0)
+    # seed 2**32 would train exactly the members of seed 0 (32-bit keys): refused, like a negative seed
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*32\)"):
+            _config(seed=seed)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.0"):
+        train.Optimizer("momentum", momentum=1.0)
+    with pytest.raises(TypeError, match="eps must be a finite number >= 0"):
+        train.Optimizer(eps="1e-8")
 
 
 def test_data_errors():
@@ -469,7 +477,7 @@ def test_data_errors():
         train.train_ensemble(cfg, x, y + 1, xt, quiet=True)
     with pytest.raises(ValueError, match="y_train has 31 labels but x_train has 32 rows"):
         train.train_ensemble(cfg, x, y[:-1], xt, quiet=True)
-    with pytest.raises(ValueError, match="x_test has 5 features but x_train has d=6"):
+    with pytest.raises(ValueError, match="x_test has 5 features but x_train has 6; they must match"):
         train.train_ensemble(cfg, x, y, xt[:, :5], quiet=True)
     with pytest.raises(ValueError, match=r"x_train must have shape \(K, N, d\)"):
         train.train_ensemble(cfg, x[None], y, xt, quiet=True)

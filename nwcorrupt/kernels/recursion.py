@@ -15,7 +15,6 @@ through them, by the theory. The formulas are in :mod:`nwcorrupt.kernels`.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nwcorrupt import activations as _act
-from nwcorrupt._checks import check_positive_int, is_traced
+from nwcorrupt._checks import check_positive_int, check_real, is_traced
 from nwcorrupt.arch import MLP
 
 Array = jax.Array
@@ -266,9 +265,7 @@ def hyper_override(arch: MLP, W_std: Any, b_std: Any) -> tuple[Any, Any] | None:
         if jnp.ndim(value) != 0:
             raise ValueError(f"{name} must be a scalar (0-d array), got shape {tuple(jnp.shape(value))}")
         if not is_traced(value):
-            v = float(value)
-            if not math.isfinite(v) or v < 0 or (positive and v == 0):
-                raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+            check_real(name, value, lo=0.0, lo_open=positive)
         out.append(value)
     return out[0], out[1]
 

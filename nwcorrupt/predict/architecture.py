@@ -25,7 +25,7 @@ import numpy as np
 
 from nwcorrupt import kernels as _kernels
 from nwcorrupt import precision as _precision
-from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_int
+from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_int, check_same_size
 from nwcorrupt.predict.base import (
     TILE_SIZE,
     Array,
@@ -61,14 +61,8 @@ def _validate_inputs(x_train: Any, y_train: Any, x_test: Any) -> tuple[Array, Ar
     check_array("y_train", y_train, ndim=2)
     if x_train.shape[0] < 1:
         raise ValueError("x_train must have at least one row")
-    if x_test.shape[1] != x_train.shape[1]:
-        raise ValueError(
-            f"x_test has {x_test.shape[1]} features but x_train has {x_train.shape[1]}; they must match"
-        )
-    if y_train.shape[0] != x_train.shape[0]:
-        raise ValueError(
-            f"y_train has {y_train.shape[0]} rows but x_train has {x_train.shape[0]}; they must match"
-        )
+    check_same_size("x_test", x_test.shape[1], "x_train", x_train.shape[1], "features")
+    check_same_size("y_train", y_train.shape[0], "x_train", x_train.shape[0], "rows")
     return as_float(x_train), as_float(y_train), as_float(x_test)
 
 
@@ -235,10 +229,7 @@ def tiled_predict(
     check_matrix("x_test", x_test)
     check_array("weights", weights, ndim=2)
     tile_size = check_positive_int("tile_size", tile_size)
-    if x_test.shape[1] != x_train.shape[1]:
-        raise ValueError(
-            f"x_test has {x_test.shape[1]} features but x_train has {x_train.shape[1]}; they must match"
-        )
+    check_same_size("x_test", x_test.shape[1], "x_train", x_train.shape[1], "features")
     if weights.shape[0] != x_train.shape[0]:
         raise ValueError(
             f"weights must have {x_train.shape[0]} rows (one per training point), got {tuple(weights.shape)}"

@@ -5,15 +5,14 @@ and the input checks used by several of its modules.
 * :func:`mm` / :func:`matmul`: matrix products in the working float with ``HIGHEST``
   precision (:data:`nwcorrupt.precision.MATMUL_PRECISION`); :func:`matmul` is the jitted one.
 * :func:`machine_eps`, :func:`dtype_key`, :func:`as_float`: dtype helpers.
-* :func:`check_nonneg_float`, :func:`check_learning_rate`, :func:`check_times`,
-  :func:`check_finite_out`, :func:`single_get`: argument and output checks whose messages
-  name the offending argument.
+* :func:`check_learning_rate`, :func:`check_times`, :func:`check_finite_out`,
+  :func:`single_get`: argument and output checks whose messages name the offending argument
+  (:func:`check_nonneg_float` is :func:`nwcorrupt._checks.check_nonneg_float`, re-exported).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from typing import Any
 
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nwcorrupt import precision as _precision
+from nwcorrupt._checks import check_nonneg_float, check_positive_float
 from nwcorrupt.arch import normalize_get
 
 __all__ = [
@@ -127,25 +127,9 @@ def check_finite_out(name: str, x: Array) -> Array:
     return x
 
 
-def check_nonneg_float(name: str, value: Any, *, allow_inf: bool = False) -> float:
-    """``value`` as a float >= 0 (finite unless ``allow_inf``); ``TypeError`` / ``ValueError`` naming ``name``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
 def check_learning_rate(learning_rate: Any) -> float:
     """The gradient-flow learning rate eta as a finite float > 0."""
-    lr = check_nonneg_float("learning_rate", learning_rate)
-    if lr == 0:
-        raise ValueError("learning_rate must be > 0, got 0")
-    return lr
+    return check_positive_float("learning_rate", learning_rate)
 
 
 def check_times(t: Any) -> tuple[np.ndarray, bool]:

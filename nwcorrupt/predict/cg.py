@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg
 
 from nwcorrupt import precision as _precision
-from nwcorrupt._checks import check_array, check_choice, check_positive_int
+from nwcorrupt._checks import check_array, check_choice, check_positive_float, check_positive_int
 from nwcorrupt.predict.base import (
     TILE_SIZE,
     Array,
@@ -384,9 +384,7 @@ def cg_solve(
     dt = b.dtype
     if tol is None:
         tol = CG_TOL[dtype_key(dt)]
-    tol = check_nonneg_float("tol", tol)
-    if tol == 0:
-        raise ValueError("tol must be > 0, got 0")
+    tol = check_positive_float("tol", tol)
     maxiter = 2 * n + 10 if maxiter is None else check_positive_int("maxiter", maxiter)
     check_positive_int("precond_rank", precond_rank, allow_zero=True)
     if diag is not None:

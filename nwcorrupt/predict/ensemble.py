@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nwcorrupt import precision as _precision
+from nwcorrupt._checks import check_array
 from nwcorrupt.arch import normalize_get
 from nwcorrupt.predict.base import Array, as_float, check_learning_rate, check_nonneg_float, check_times
 from nwcorrupt.predict.dense import eigen_decomposition
@@ -141,8 +142,7 @@ def gradient_descent_mse_ensemble(
             f"y_train must have shape (N, C) or (N,) with N = {x_train.shape[0]} rows of x_train, "
             f"got {tuple(np.shape(y_train))}"
         )
-    if not bool(jnp.all(jnp.isfinite(y_arr))):
-        raise ValueError("y_train contains NaN or inf values; expected finite numbers")
+    check_array("y_train", y_arr)
     lr = check_learning_rate(learning_rate)
     reg_value = check_nonneg_float("diag_reg", diag_reg)
     absolute = bool(diag_reg_absolute_scale)
@@ -245,8 +245,7 @@ def gradient_descent_mse_ensemble(
                 raise ValueError(
                     f"x_test must have shape (M, {x_train.shape[1]}) to match x_train, got {tuple(x_test.shape)}"
                 )
-            if not bool(jnp.all(jnp.isfinite(x_test))):
-                raise ValueError("x_test contains NaN or inf values; expected finite numbers")
+            check_array("x_test", x_test)
         results = tuple(one(g, t, x_test, bool(compute_cov)) for g in names)
         if isinstance(get, str):
             return results[0]

@@ -27,7 +27,7 @@ import scipy.linalg
 
 from nwcorrupt import kernels as _kernels
 from nwcorrupt import precision as _precision
-from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_int
+from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_float, check_positive_int
 from nwcorrupt.predict.base import (
     Array,
     ConvergenceError,
@@ -520,9 +520,7 @@ def stored_cg_solve(
         raise ValueError(f"k is {k.n} x {k.n} but rhs has {n} rows; they must match")
     shift = check_nonneg_float("shift", shift)
     key = dtype_key(k.dtype)
-    tol = STORED_TOL[key] if tol is None else check_nonneg_float("tol", tol)
-    if tol == 0:
-        raise ValueError("tol must be > 0, got 0")
+    tol = STORED_TOL[key] if tol is None else check_positive_float("tol", tol)
     maxiter = 2 * n + 10 if maxiter is None else check_positive_int("maxiter", maxiter)
     rank = check_positive_int("precond_rank", precond_rank, allow_zero=True)
     max_refinements = check_positive_int("max_refinements", max_refinements, allow_zero=True)

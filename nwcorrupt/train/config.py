@@ -16,7 +16,6 @@ functions); nothing is compiled or trained.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,14 @@ import numpy as np
 import optax
 
 from nwcorrupt import mlp as _mlp
-from nwcorrupt._checks import check_choice, check_positive_int
+from nwcorrupt._checks import (
+    check_choice,
+    check_nonneg_float,
+    check_positive_float,
+    check_positive_int,
+    check_real,
+    check_seed,
+)
 from nwcorrupt.arch import MLP, check_arch
 
 __all__ = [
@@ -53,17 +59,6 @@ class TrainingDivergedError(RuntimeError):
     """Raised when a training loss becomes non-finite or exceeds the divergence threshold."""
 
 
-def _finite_number(name: str, value: Any, *, lo: float | None = None, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if lo is not None and (v < lo or (strict and v == lo)):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {value!r}")
-    return v
-
-
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
     """A small, hashable description of an optax optimiser.
@@ -88,13 +83,11 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         check_choice("optimizer name", self.name, OPTIMIZERS)
-        _finite_number("learning_rate", self.learning_rate, lo=0.0, strict=True)
+        check_positive_float("learning_rate", self.learning_rate)
         for field in ("momentum", "b1", "b2"):
-            v = _finite_number(field, getattr(self, field), lo=0.0)
-            if v >= 1.0:
-                raise ValueError(f"{field} must be in [0, 1), got {v!r}")
-        _finite_number("eps", self.eps, lo=0.0)
-        _finite_number("weight_decay", self.weight_decay, lo=0.0)
+            check_real(field, getattr(self, field), lo=0.0, hi=1.0, hi_open=True)
+        check_nonneg_float("eps", self.eps)
+        check_nonneg_float("weight_decay", self.weight_decay)
 
     def build(self) -> optax.GradientTransformation:
         """The optax transformation."""
@@ -129,10 +122,8 @@ class EarlyStopping:
 
     def __post_init__(self) -> None:
         check_positive_int("patience", self.patience)
-        f = _finite_number("validation_fraction", self.validation_fraction, lo=0.0, strict=True)
-        if f >= 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {f!r}")
-        _finite_number("min_delta", self.min_delta, lo=0.0)
+        check_real("validation_fraction", self.validation_fraction, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        check_nonneg_float("min_delta", self.min_delta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,10 +185,9 @@ class TrainConfig:
             check_positive_int("steps", self.steps)
         if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
             raise TypeError(f"early_stopping must be an EarlyStopping or None, got {self.early_stopping!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_seed("seed", self.seed)
         if self.divergence_threshold is not None:
-            _finite_number("divergence_threshold", self.divergence_threshold, lo=0.0, strict=True)
+            check_positive_float("divergence_threshold", self.divergence_threshold)
         if not isinstance(self.tag, str):
             raise TypeError(f"tag must be a string, got {self.tag!r}")
 

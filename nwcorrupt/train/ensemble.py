@@ -44,7 +44,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nwcorrupt import _io
-from nwcorrupt._checks import check_array, check_labels, check_positive_int
+from nwcorrupt._checks import check_array, check_labels, check_positive_int, check_same_size
 from nwcorrupt.train.checkpoints import atomic_savez, fingerprint, load_finished, save_chunk
 from nwcorrupt.train.config import TrainConfig, TrainingDivergedError, member_keys
 from nwcorrupt.train.memory import choose_chunk_size, default_memory_budget, estimate_member_bytes
@@ -98,8 +98,7 @@ def _check_train_data(
         raise ValueError(f"x_train must have at least one row and one feature, got shape {x.shape}")
     y = check_labels("y_train", y_train, n=n, num_classes=config.num_classes, data_name="x_train")
     xt = np.asarray(check_array("x_test", x_test, ndim=2))
-    if xt.shape[1] != d:
-        raise ValueError(f"x_test has {xt.shape[1]} features but x_train has d={d}; they must match")
+    check_same_size("x_test", xt.shape[1], "x_train", d, "features")
     yt = None
     if y_test is not None:
         yt = check_labels("y_test", y_test, n=xt.shape[0], num_classes=config.num_classes, data_name="x_test")

@@ -1,4 +1,4 @@
-"""Accuracy vs corruption level of a small ReLU network (SCIENCE.md §8, "accuracy vs corruption (intro)").
+"""Accuracy vs corruption level of a small ReLU network (docs/science.md#accuracy-vs-corruption).
 
 For each data set and corruption level p, R networks (3 hidden layers × 128
 ReLU, softmax cross-entropy, Adam) are trained on raw-pixel training images
@@ -28,6 +28,19 @@ import numpy as np
 
 from nwcorrupt.experiments.studies import common, training_fit
 from nwcorrupt.experiments.studies import online_training as ot
+
+__all__ = [
+    "DESCRIPTION",
+    "SPLITS",
+    "HEADER",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "run_point",
+    "tables",
+    "figures",
+]
 
 DESCRIPTION = "ReLU MLP trained on corrupted images (noise redrawn every epoch): clean test and train accuracy vs p"
 
@@ -108,7 +121,7 @@ def tables(params: Params, records: list[dict]) -> dict:
         m = rec["metrics"]
         for split in SPLITS:
             vals = m["accuracy"][split]
-            rows.append([rec["point"]["dataset"], rec["point"]["p"], split, *ot.mean_std(vals), len(vals), m["chance"]])
+            rows.append([rec["point"]["dataset"], rec["point"]["p"], split, *common.mean_std(vals), len(vals), m["chance"]])
         p = rec["point"]["p"]
         fit_rows.append([rec["point"]["dataset"], p, *training_fit.columns(m, training_fit.online_threshold(p))])
     return {

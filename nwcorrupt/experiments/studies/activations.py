@@ -1,4 +1,6 @@
-"""Activations: does the leading-order centroid rule hold for erf, tanh, GELU, swish, …? (SCIENCE.md §5, §8)
+"""Activations: does the leading-order centroid rule hold for erf, tanh, GELU, swish, …?
+
+Theory: docs/science.md#first-order-and-the-prototype-rule; recipe: docs/science.md#activations.
 
 For each activation and corruption level p (one noise model, training set
 corrupted, clean test set), K noisy training sets (noise seeds seed .. seed + K − 1)
@@ -32,7 +34,23 @@ import dataclasses
 import types
 
 from nwcorrupt import data
+from nwcorrupt._checks import check_choice
 from nwcorrupt.experiments.studies import common, heavy_corruption, nested_predictors, training_fit
+
+__all__ = [
+    "DESCRIPTION",
+    "ACCURACY_HEADER",
+    "AGREEMENT_HEADER",
+    "SIGNS_HEADER",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "sign_check",
+    "run_point",
+    "tables",
+    "figures",
+]
 
 DESCRIPTION = "networks, exact NTK and mean-field predictor vs the leading-order rule, per activation, vs p"
 
@@ -85,8 +103,7 @@ class Params:
         for name in self.activations:
             if name not in activations.names():
                 raise ValueError(f"activations: unknown activation {name!r}; known: {list(activations.names())}")
-        if self.noise not in common.NOISE_SPECS:
-            raise ValueError(f"noise must be one of {list(common.NOISE_SPECS)}, got {self.noise!r}")
+        check_choice("noise", self.noise, common.NOISE_SPECS)
         common.check_ps("ps", self.ps)
         # the network recipe's checks are those of the other network studies (one activation at a time)
         recipe = types.SimpleNamespace(**dataclasses.asdict(self), activation=self.activations[0])
@@ -165,9 +182,9 @@ def tables(params: Params, records: list[dict]) -> dict:
         fit_rows.append([act, p, *training_fit.columns(m, training_fit.FIXED_SET_THRESHOLD)])
         for name in heavy_corruption.PREDICTORS:
             vals = m["accuracy"][name]
-            acc_rows.append([act, p, name, *nested_predictors.mean_std(vals), len(vals)])
+            acc_rows.append([act, p, name, *common.mean_std(vals), len(vals)])
         for name, vals in m["agreement"].items():
-            agree_rows.append([act, p, name, *nested_predictors.mean_std(vals), len(vals)])
+            agree_rows.append([act, p, name, *common.mean_std(vals), len(vals)])
         signs.setdefault(act, [m["signs"][h] for h in SIGNS_HEADER])
     return {
         "accuracy": (ACCURACY_HEADER, acc_rows),

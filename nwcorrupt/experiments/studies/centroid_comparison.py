@@ -1,6 +1,6 @@
 """Centroid comparison: finite networks, the exact NTK, the mean-field predictor, the leading rule and the centroid model.
 
-SCIENCE.md §8 "centroid comparison (main)" with the "logit fit (inset)", §7.
+Recipe: docs/science.md#centroid-comparison-and-logit-fit; model: docs/science.md#centroid-logit-model.
 For each data set, noise model and corruption level p (training set corrupted,
 clean test set) :func:`nested_predictors.run_predictors` gives, on K noisy
 training sets (noise seeds seed, ..., seed + K − 1):
@@ -14,7 +14,7 @@ The networks' training-set fit is recorded per point and the table ``training_fi
 flags points whose networks did not fit their noisy training sets
 (:mod:`~nwcorrupt.experiments.studies.training_fit`).
 
-**Centroid model** (SCIENCE.md §7), at p = p_ref for each (data set, noise):
+**Centroid model** (docs/science.md#centroid-logit-model), at p = p_ref for each (data set, noise):
 f_i(x*) = a s_i(x*) + b + c ξ_i, with s the centroid scores of the clean
 normalised training inputs (:func:`nwcorrupt.prototype.centroid_scores`).
 :func:`nwcorrupt.prototype.fit_centroid_model` on the (K, T, C) init-averaged
@@ -44,7 +44,28 @@ import math
 import numpy as np
 
 from nwcorrupt import data, prototype
+from nwcorrupt._checks import check_int, check_positive_int, check_real
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
+
+__all__ = [
+    "DESCRIPTION",
+    "PREDICTORS",
+    "PLOTTED",
+    "AGREEMENTS",
+    "ROUND",
+    "Params",
+    "preflight",
+    "points",
+    "is_ref",
+    "estimate",
+    "mean_score_gap",
+    "model_curves",
+    "run_point",
+    "refit",
+    "scatter_data",
+    "tables",
+    "figures",
+]
 
 DESCRIPTION = "networks vs NTK vs mean-field vs leading rule vs the centroid logit model, per data set and noise"
 
@@ -86,15 +107,13 @@ class Params:
             raise ValueError(f"datasets must be distinct, got {list(self.datasets)}")
         common.check_noises(self.noises)
         common.check_ps("ps", self.ps)
-        if not 0.0 <= self.p_ref < 1.0:
-            raise ValueError(f"p_ref must lie in [0, 1) so that A = a / (1 - p_ref) is defined, got {self.p_ref}")
+        why = "so that A = a / (1 - p_ref) is defined"
+        check_real("p_ref", self.p_ref, lo=0.0, hi=1.0, hi_open=True, note=why)
         if not any(math.isclose(p, self.p_ref, abs_tol=1e-12) for p in self.ps):
             raise ValueError(f"p_ref ({self.p_ref}) must be one of ps {list(self.ps)}")
         nested_predictors.check_recipe(self, ("n_train", "depth", "width", "epochs", "batch_size", "m", "n_draws"))
-        if self.k < 2:
-            raise ValueError(f"k must be >= 2 (the centroid model's c is a std across noisy sets), got {self.k}")
-        if self.n_fit_points < 0:
-            raise ValueError(f"n_fit_points must be >= 0, got {self.n_fit_points}")
+        check_int("k", self.k, lo=2, note="the centroid model's c is a std across noisy sets")
+        check_positive_int("n_fit_points", self.n_fit_points, allow_zero=True)
 
 
 def preflight(params: Params) -> None:
@@ -213,9 +232,9 @@ def tables(params: Params, records: list[dict]) -> dict:
         train_rows.append([ds, noise, p, *training_fit.columns(rec["metrics"], training_fit.FIXED_SET_THRESHOLD)])
         for name in PREDICTORS:
             vals = rec["metrics"]["accuracy"][name]
-            acc_rows.append([ds, noise, p, name, *nested_predictors.mean_std(vals), len(vals)])
+            acc_rows.append([ds, noise, p, name, *common.mean_std(vals), len(vals)])
         for name, vals in rec["metrics"]["agreement"].items():
-            agree_rows.append([ds, noise, p, name, *nested_predictors.mean_std(vals), len(vals)])
+            agree_rows.append([ds, noise, p, name, *common.mean_std(vals), len(vals)])
     for rec in _ref_records(records):
         ds, noise, p = rec["point"]["dataset"], rec["point"]["noise"], rec["point"]["p"]
         cm = rec["metrics"]["centroid_model"]

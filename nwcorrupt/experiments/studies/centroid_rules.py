@@ -11,7 +11,10 @@ import dataclasses
 
 
 from nwcorrupt import corruption, data, metrics, prototype
+from nwcorrupt._checks import check_choice, check_positive_int, check_seed
 from nwcorrupt.experiments.studies import common
+
+__all__ = ["DESCRIPTION", "Params", "preflight", "points", "estimate", "run_point", "tables", "figures"]
 
 DESCRIPTION = "prototype rules (overlap, centred, Euclidean) fitted on corrupted data: accuracy vs p"
 
@@ -31,13 +34,13 @@ class Params:
         common.check_dataset(self.dataset)
         common.check_noises(self.noises)
         common.check_ps("ps", self.ps)
-        if self.normalize not in data.NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {list(data.NORMALIZATIONS)}, got {self.normalize!r}")
+        check_choice("normalize", self.normalize, data.NORMALIZATIONS)
         bad = [r for r in self.rules if r not in prototype.RULES]
         if bad or not self.rules:
             raise ValueError(f"rules must be a non-empty list from {list(prototype.RULES)}, got {list(self.rules)}")
-        if self.n_train < 1 or self.k < 1 or self.seed < 0:
-            raise ValueError("n_train and k must be >= 1 and seed >= 0")
+        check_positive_int("n_train", self.n_train)
+        check_positive_int("k", self.k)
+        check_seed("seed", self.seed)
 
 
 def preflight(params: Params) -> None:

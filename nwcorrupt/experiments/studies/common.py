@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from nwcorrupt import corruption, data
+from nwcorrupt._checks import (
+    check_choice,
+    check_nonneg_float,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
 from nwcorrupt.experiments.errors import ConfigError
+from nwcorrupt.metrics import NO_STD, mean_std  # re-exported: the table cells of every study
+
+__all__ = [
+    "NOISE_SPECS",
+    "NO_STD",
+    "noise_model",
+    "check_ps",
+    "check_noises",
+    "check_dataset",
+    "preflight_dataset",
+    "check_recipe_numbers",
+    "mean_std",
+]
 
 NOISE_SPECS = (
     "replacement",
@@ -61,8 +79,19 @@ def check_noises(noises: tuple[str, ...]) -> None:
 
 
 def check_dataset(name: str) -> None:
-    if name not in data.names():
-        raise ValueError(f"dataset must be one of {list(data.names())}, got {name!r}")
+    check_choice("dataset", name, data.names())
+
+
+def check_recipe_numbers(params) -> None:
+    """The numbers every network study's ``Params`` shares: n_test >= 0 (0: all test points), seed
+    (a PRNG seed), learning_rate > 0, W_std > 0, b_std >= 0, and diag_reg >= 0 where it has one."""
+    check_positive_int("n_test", params.n_test, allow_zero=True)
+    check_seed("seed", params.seed)
+    check_positive_float("learning_rate", params.learning_rate)
+    check_positive_float("W_std", params.W_std)
+    check_nonneg_float("b_std", params.b_std)
+    if hasattr(params, "diag_reg"):
+        check_nonneg_float("diag_reg", params.diag_reg)
 
 
 def preflight_dataset(name: str) -> None:
@@ -73,23 +102,3 @@ def preflight_dataset(name: str) -> None:
         data.load_raw(name)
     except data.DatasetNotFoundError as err:
         raise ConfigError(str(err)) from None
-
-
-NO_STD = ""
-"""Table cell of a std that one sample cannot give: an empty cell in the CSV tables and in the
-printed tables (``nwcorrupt report``), never a misleading 0."""
-
-
-def mean_std(values) -> tuple[float, float | str]:
-    """Mean and sample std (ddof = 1) of a list of numbers, as table cells.
-
-    A single value has no sample std: its std cell is :data:`NO_STD` (empty), and figures draw
-    no band for it. The tables put the count n next to every std.
-
-    Raises:
-      ValueError: ``values`` is empty.
-    """
-    v = np.asarray(values, dtype=float).ravel()
-    if v.size == 0:
-        raise ValueError("mean_std needs at least one value, got none")
-    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else NO_STD)

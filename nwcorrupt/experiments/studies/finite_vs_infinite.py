@@ -1,6 +1,6 @@
 """Finite versus infinite width: trained ensembles against the exact NTK and NNGP predictors, vs p.
 
-SCIENCE.md §8 "finite vs infinite width". For each noise model and corruption
+docs/science.md#finite-vs-infinite-width. For each noise model and corruption
 level p (training set corrupted, clean test set) :func:`nwcorrupt.compare.compare_widths`
 draws K noisy training sets (noise seeds seed, ..., seed + K − 1), trains at
 every hidden width n an ensemble of M initialisations with the main recipe
@@ -30,7 +30,19 @@ import numpy as np
 
 from nwcorrupt import data
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
-from nwcorrupt.experiments.studies.nested_predictors import mean_std
+from nwcorrupt.experiments.studies.common import mean_std
+
+__all__ = [
+    "DESCRIPTION",
+    "PER_WIDTH",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "run_point",
+    "tables",
+    "figures",
+]
 
 DESCRIPTION = "trained ensembles of growing width vs the exact NTK and NNGP predictors on the same noisy sets, vs p"
 

@@ -24,11 +24,28 @@ networks did not fit their noisy training sets are flagged, see
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 
 import numpy as np
 
 from nwcorrupt import data
 from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
+
+__all__ = [
+    "DESCRIPTION",
+    "PREDICTORS",
+    "AGREEMENTS",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "run_point",
+    "tables",
+    "figures",
+    "SUMMARY_PREDICTORS",
+    "SUMMARY_PAIRS",
+    "summary_table",
+]
 
 DESCRIPTION = "finite ensembles vs exact NTK vs mean-field predictor vs leading-order centroid rule, vs p"
 
@@ -101,9 +118,6 @@ def run_point(params: Params, point: dict) -> dict:
     }
 
 
-_mean_std = nested_predictors.mean_std
-
-
 def tables(params: Params, records: list[dict]) -> dict:
     acc_rows, agree_rows, fit_rows = [], [], []
     for rec in records:
@@ -111,9 +125,9 @@ def tables(params: Params, records: list[dict]) -> dict:
         fit_rows.append([noise, p, *training_fit.columns(rec["metrics"], training_fit.FIXED_SET_THRESHOLD)])
         for name in PREDICTORS:
             vals = rec["metrics"]["accuracy"][name]
-            acc_rows.append([noise, p, name, *_mean_std(vals), len(vals)])
+            acc_rows.append([noise, p, name, *common.mean_std(vals), len(vals)])
         for name, vals in rec["metrics"]["agreement"].items():
-            agree_rows.append([noise, p, name, *_mean_std(vals), len(vals)])
+            agree_rows.append([noise, p, name, *common.mean_std(vals), len(vals)])
     return {
         "accuracy": (["noise", "p", "predictor", "mean", "std", "n"], acc_rows),
         "agreement": (["noise", "p", "pair", "mean", "std", "n"], agree_rows),
@@ -137,21 +151,53 @@ def figures(params: Params, records: list[dict]) -> dict:
     }
 
 
+#: The predictors and decision agreements :func:`summary_table` prints (internal keys).
+SUMMARY_PREDICTORS = ("network", "ntk", "meanfield", "rule_leading")
+SUMMARY_PAIRS = ("network~ntk", "ntk~meanfield", "meanfield~rule_leading")
+
+
 def summary_table(records: list[dict]) -> str:
     """A compact terminal table: accuracy per predictor and the key agreements, one row per (noise, p).
 
-    A point whose networks did not fit their noisy training sets (training accuracy below
-    :data:`training_fit.FIXED_SET_THRESHOLD`) ends with the flag of :func:`training_fit.flag`.
+    Column headers and noise names are the readable labels of the figures
+    (:func:`nwcorrupt.plots.label`: ``"mean-field"``, ``"network vs NTK"``, ...), wrapped onto
+    several header lines where they are long, under the group titles ``accuracy`` and
+    ``agreement of decisions``. A point whose networks did not fit their noisy training sets
+    (training accuracy below :data:`training_fit.FIXED_SET_THRESHOLD`) ends with the flag of
+    :func:`training_fit.flag`.
     """
-    cols = ["network", "ntk", "meanfield", "rule_leading"]
-    pairs = ["network~ntk", "ntk~meanfield", "meanfield~rule_leading"]
-    head = f"{'noise':<12}{'p':>6} " + "".join(f"{c:>13}" for c in cols) + "  | agree: " + "".join(f"{q:>24}" for q in pairs)
-    lines = [head, "-" * len(head)]
+    from nwcorrupt.plots import label  # plots imports matplotlib only inside its figure functions
+
+    heads = ["noise", "p"] + [label(c) for c in SUMMARY_PREDICTORS]
+    heads += [f"{label(a)} vs {label(b)}" for a, _, b in (q.partition("~") for q in SUMMARY_PAIRS)]
+    groups = (("", 2), ("accuracy", len(SUMMARY_PREDICTORS)), ("agreement of decisions", len(SUMMARY_PAIRS)))
+    rows = []
     for rec in records:
         m = rec["metrics"]
-        accs = "".join(f"{np.mean(m['accuracy'][c]):>13.4f}" for c in cols)
-        agr = "".join(f"{np.mean(m['agreement'][q]):>24.4f}" for q in pairs)
+        row = [label(rec["point"]["noise"]), f"{rec['point']['p']:.2f}"]
+        row += [f"{np.mean(m['accuracy'][c]):.4f}" for c in SUMMARY_PREDICTORS]
+        row += [f"{np.mean(m['agreement'][q]):.4f}" for q in SUMMARY_PAIRS]
         fit = training_fit.flag(m.get("train_accuracy_min"), training_fit.FIXED_SET_THRESHOLD)
-        note = f"  {fit}" if fit.startswith("UNDERFIT") else ""
-        lines.append(f"{rec['point']['noise']:<12}{rec['point']['p']:>6.2f} {accs}  |        {agr}{note}")
-    return "\n".join(lines)
+        rows.append((row, f"  {fit}" if fit.startswith("UNDERFIT") else ""))
+    wrapped = [textwrap.wrap(h, 13, break_on_hyphens=False) for h in heads]
+    widths = [max([len(w) for w in lines] + [len(r[i]) for r, _ in rows]) for i, lines in enumerate(wrapped)]
+
+    def line(cells: list[str]) -> str:  # noise left-aligned, numbers right-aligned, " | " between groups
+        out, i = [], 0
+        for _, n in groups:
+            out.append("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j])
+                                 for j, c in zip(range(i, i + n), cells[i:i + n])))
+            i += n
+        return " | ".join(out)
+
+    spans = []
+    i = 0
+    for _, n in groups:
+        spans.append(sum(widths[i:i + n]) + 2 * (n - 1))
+        i += n
+    title = " | ".join(t.center(w) for (t, _), w in zip(groups, spans)).rstrip()
+    depth = max(len(lines) for lines in wrapped)
+    head = [line([(lines[k] if (k := j - depth + len(lines)) >= 0 else "") for lines in wrapped]).rstrip()
+            for j in range(depth)]  # each label ends on the last header line
+    rule = "-" * len(line(rows[0][0] if rows else [""] * len(heads)))
+    return "\n".join([title, *head, rule, *(line(row) + note for row, note in rows)])

@@ -17,7 +17,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from nwcorrupt import data, metrics, precision, prototype
+from nwcorrupt._checks import check_positive_int
 from nwcorrupt.experiments.studies import common, training_fit
+
+__all__ = [
+    "NestedPredictions",
+    "run_predictors",
+    "accuracies",
+    "agreements",
+    "check_recipe",
+    "arch",
+    "load_dataset",
+    "estimate_seconds",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -169,27 +181,20 @@ def agreements(preds: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]) -
     return out
 
 
-mean_std = common.mean_std  # mean and sample std as table cells (empty std for one value)
-
-
 # --------------------------------------------------------------------------- shared pieces of the studies' Params
 
 
 def check_recipe(params, positive: Sequence[str]) -> None:
-    """Checks shared by the network studies' ``Params`` (fields activation, n_test, seed,
-    batch_size, n_train, learning_rate, W_std, b_std, diag_reg, and each name in ``positive``)."""
+    """Checks shared by the network studies' ``Params`` (fields activation, batch_size, n_train,
+    each name in ``positive`` (integers >= 1), and :func:`common.check_recipe_numbers`)."""
     from nwcorrupt import activations
 
     activations.get(params.activation)
     for name in positive:
-        if getattr(params, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(params, name)}")
-    if params.n_test < 0 or params.seed < 0:
-        raise ValueError("n_test and seed must be >= 0")
+        check_positive_int(name, getattr(params, name))
+    common.check_recipe_numbers(params)
     if params.batch_size > params.n_train:
         raise ValueError(f"batch_size ({params.batch_size}) must not exceed n_train ({params.n_train})")
-    if not (params.learning_rate > 0 and params.W_std > 0 and params.b_std >= 0 and params.diag_reg >= 0):
-        raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
 
 
 def arch(params):

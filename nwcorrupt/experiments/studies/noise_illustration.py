@@ -7,7 +7,10 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data
+from nwcorrupt._checks import check_choice, check_positive_int, check_seed
 from nwcorrupt.experiments.studies import common
+
+__all__ = ["DESCRIPTION", "Params", "preflight", "points", "estimate", "run_point", "tables", "figures"]
 
 DESCRIPTION = "what the noise models do to images: strips of corrupted examples at each p"
 
@@ -27,10 +30,9 @@ class Params:
             raise ValueError("dataset must hold images for noise_illustration, got 'gaussian_mixture'")
         common.check_noises(self.noises)
         common.check_ps("ps", self.ps)
-        if self.normalize not in data.NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {list(data.NORMALIZATIONS)}, got {self.normalize!r}")
-        if self.n_examples < 1:
-            raise ValueError(f"n_examples must be >= 1, got {self.n_examples}")
+        check_choice("normalize", self.normalize, data.NORMALIZATIONS)
+        check_positive_int("n_examples", self.n_examples)
+        check_seed("seed", self.seed)
 
 
 def preflight(params: Params) -> None:
@@ -45,16 +47,16 @@ def estimate(params: Params, point: dict) -> float:
     return 0.5
 
 
+def _num_classes(params: Params) -> int:
+    return data.load_raw(params.dataset).num_classes
+
+
 def run_point(params: Params, point: dict) -> dict:
-    ds = data.load(params.dataset, n_train=10 * ds_classes(params), seed=params.seed, normalize=params.normalize)
+    ds = data.load(params.dataset, n_train=10 * _num_classes(params), seed=params.seed, normalize=params.normalize)
     x = ds.x_train[: params.n_examples]
     model = common.noise_model(point["noise"], params.normalize, ds.x_train)
     images = [[np.asarray(model.apply(x, p, params.seed))[i].round(5).tolist() for p in params.ps] for i in range(len(x))]
     return {"images": images, "image_shape": list(ds.image_shape), "labels": ds.y_train[: params.n_examples].tolist()}
-
-
-def ds_classes(params: Params) -> int:
-    return data.load_raw(params.dataset).num_classes
 
 
 def tables(params: Params, records: list[dict]) -> dict:

@@ -1,10 +1,10 @@
 """Finite networks trained under per-epoch ("online") corruption, shared by two studies.
 
 Used by :mod:`~nwcorrupt.experiments.studies.accuracy_vs_corruption` and
-:mod:`~nwcorrupt.experiments.studies.ptrain_ptest` (SCIENCE.md §8, the ReLU
-network of the introduction): raw pixels in [0, 1], an MLP with 3 hidden
-layers of 128 ReLU units, softmax cross-entropy, Adam, and training inputs
-corrupted anew in every epoch.
+:mod:`~nwcorrupt.experiments.studies.ptrain_ptest` (the ReLU network of the
+introduction, docs/science.md#accuracy-vs-corruption): raw pixels in [0, 1], an
+MLP with 3 hidden layers of 128 ReLU units, softmax cross-entropy, Adam, and
+training inputs corrupted anew in every epoch.
 
 Seeds. Repeat r (r = 0 … R − 1) is ensemble member (k = r, m = 0) of
 :func:`nwcorrupt.train.train_ensemble`: its initialisation and minibatch order
@@ -19,14 +19,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import numpy as np
 
 from nwcorrupt import corruption, data
+from nwcorrupt._checks import check_choice, check_positive_int
+from nwcorrupt.arch import PARAMETERIZATIONS  # re-exported: the choices of NetParams.parameterization
 from nwcorrupt.experiments.studies import common, training_fit
 
-PARAMETERIZATIONS = ("ntk", "standard")
+__all__ = [
+    "PARAMETERIZATIONS",
+    "NetParams",
+    "check_image_dataset",
+    "load_dataset",
+    "noise_model",
+    "train_config",
+    "train_repeats",
+    "accuracies",
+    "num_params",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +76,14 @@ class NetParams:
         if self.noise == "replacement:marginal":
             raise ValueError("noise 'replacement:marginal' is not supported with per-epoch redraws; pick another law")
         for name in ("depth", "width", "epochs", "batch_size", "repeats"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_train", "n_test", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("n_train", self.n_train, allow_zero=True)
+        common.check_recipe_numbers(self)
+        check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         if self.seed + self.repeats >= 2**31:
             raise ValueError(f"seed + repeats must be < 2**31, got {self.seed + self.repeats}")
         if self.n_train and self.batch_size > self.n_train:
             raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {self.parameterization!r}")
-        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0):
-            raise ValueError(
-                f"learning_rate and W_std must be > 0 and b_std >= 0, got learning_rate={self.learning_rate}, "
-                f"W_std={self.W_std}, b_std={self.b_std}"
-            )
 
 
 def check_image_dataset(name: str, what: str = "dataset") -> None:
@@ -160,9 +163,6 @@ def train_repeats(
 def accuracies(logits: np.ndarray, y: np.ndarray) -> list[float]:
     """Accuracy of each of R networks: logits (R, T, C), labels (T,) -> R floats."""
     return [float(v) for v in (np.asarray(logits).argmax(-1) == np.asarray(y)[None]).mean(-1)]
-
-
-mean_std = common.mean_std  # mean and sample std as table cells (empty std for one value)
 
 
 def num_params(params: NetParams, d: int = 784, c: int = 10) -> int:

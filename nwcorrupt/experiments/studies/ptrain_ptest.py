@@ -1,4 +1,4 @@
-"""Train at one corruption level, test at another (SCIENCE.md §8, "p_train × p_test").
+"""Train at one corruption level, test at another (docs/science.md#train-and-test-corruption).
 
 For each training level p_train, R networks (the ReLU network of
 :mod:`~nwcorrupt.experiments.studies.online_training`, training corruption
@@ -27,8 +27,22 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import corruption, metrics
+from nwcorrupt._checks import check_seed
 from nwcorrupt.experiments.studies import common, training_fit
 from nwcorrupt.experiments.studies import online_training as ot
+
+__all__ = [
+    "DESCRIPTION",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "corrupted_test_sets",
+    "auc_per_network",
+    "run_point",
+    "tables",
+    "figures",
+]
 
 DESCRIPTION = "ReLU MLP trained at p_train, tested at p_test (same test noise for all): accuracy matrix and AUC"
 
@@ -66,8 +80,7 @@ class Params(ot.NetParams):
         common.check_ps("p_test", self.p_test)
         if len(self.p_test) < 2 or any(b <= a for a, b in zip(self.p_test, self.p_test[1:])):
             raise ValueError(f"p_test must be strictly increasing with at least 2 levels, got {list(self.p_test)}")
-        if not 0 <= self.test_seed < 2**32:
-            raise ValueError(f"test_seed must be in [0, 2**32), got {self.test_seed}")
+        check_seed("test_seed", self.test_seed)
 
 
 def preflight(params: Params) -> None:
@@ -133,9 +146,9 @@ def tables(params: Params, records: list[dict]) -> dict:
         fit_rows.append([pt, *training_fit.columns(m, training_fit.online_threshold(pt))])
         acc = np.asarray(m["accuracy"], dtype=float)  # (R, P_test)
         for j, q in enumerate(m["p_test"]):
-            acc_rows.append([pt, q, *ot.mean_std(acc[:, j]), acc.shape[0]])
+            acc_rows.append([pt, q, *common.mean_std(acc[:, j]), acc.shape[0]])
         span = m["p_test"][-1] - m["p_test"][0]
-        auc_rows.append([pt, *ot.mean_std(m["auc"]), len(m["auc"]), m["chance"] * span])
+        auc_rows.append([pt, *common.mean_std(m["auc"]), len(m["auc"]), m["chance"] * span])
     return {
         "accuracy": (["p_train", "p_test", "mean", "std", "n"], acc_rows),
         "auc": (["p_train", "auc_mean", "auc_std", "n", "auc_chance"], auc_rows),

@@ -1,4 +1,6 @@
-"""SNR sweep: how the fluctuations of a fixed noise realisation shrink with N and d (SCIENCE.md §6).
+"""SNR sweep: how the fluctuations of a fixed noise realisation shrink with N and d.
+
+Theory: docs/science.md#fluctuations-and-snr-at-finite-d; recipe: docs/science.md#snr-sweep.
 
 For each noise model, training-set size N and image side s (d = s² features,
 images bilinearly resized, then normalised per example), at one corruption
@@ -36,7 +38,25 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data, metrics, precision
-from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
+from nwcorrupt._checks import check_positive_int, check_real
+from nwcorrupt.experiments.studies import common, training_fit
+
+__all__ = [
+    "DESCRIPTION",
+    "PREDICTORS",
+    "STATISTICS",
+    "SLOPES_HEADER",
+    "POINTS_HEADER",
+    "Params",
+    "preflight",
+    "points",
+    "estimate",
+    "logit_statistics",
+    "run_point",
+    "fit_slopes",
+    "tables",
+    "figures",
+]
 
 DESCRIPTION = "per-test-point SNR of the true-class logit over noisy training sets vs N·d: networks and the exact NTK"
 
@@ -96,25 +116,20 @@ class Params:
             raise ValueError("dataset must be an image data set for snr_sweep (images are resized), "
                              "got 'gaussian_mixture'")
         common.check_noises(self.noises)
-        if not 0.0 < self.p <= 1.0:
-            raise ValueError(f"p must lie in (0, 1] (at p = 0 every noisy set is the clean set), got {self.p}")
+        check_real("p", self.p, lo=0.0, hi=1.0, lo_open=True, note="at p = 0 every noisy set is the clean set")
         for name in ("n_trains", "sizes"):
             vals = getattr(self, name)
             if not vals or any(v < 1 for v in vals) or len(set(vals)) != len(vals):
                 raise ValueError(f"{name} must be a non-empty list of distinct integers >= 1, got {list(vals)}")
         activations.get(self.activation)
         for name in ("depth", "width", "epochs", "batch_size", "m"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.k < 2:
+            check_positive_int(name, getattr(self, name))
+        if check_positive_int("k", self.k) < 2:
             raise ValueError(f"k must be >= 2 noisy training sets for an SNR (a variance across sets), got {self.k}")
-        if self.n_test < 0 or self.seed < 0:
-            raise ValueError(f"n_test and seed must be >= 0, got n_test={self.n_test}, seed={self.seed}")
+        common.check_recipe_numbers(self)
         if self.batch_size > min(self.n_trains):
             raise ValueError(f"batch_size ({self.batch_size}) must not exceed the smallest n_trains "
                              f"({min(self.n_trains)})")
-        if not (self.learning_rate > 0 and self.W_std > 0 and self.b_std >= 0 and self.diag_reg >= 0):
-            raise ValueError("learning_rate and W_std must be > 0, b_std and diag_reg >= 0")
 
 
 def preflight(params: Params) -> None:
@@ -269,7 +284,7 @@ def tables(params: Params, records: list[dict]) -> dict:
     for rec in records:
         m = rec["metrics"]
         for pred, s in m["predictors"].items():
-            mean, std = nested_predictors.mean_std(s["accuracy"])
+            mean, std = common.mean_std(s["accuracy"])
             point_rows.append([rec["point"]["noise"], m["n_train"], m["d"], m["nd"], pred, s["snr_median"], s["snr_mean"],
                                s["signal"], s["variance"], mean, std, len(s["accuracy"])])
     slope_rows = [[r[h] for h in SLOPES_HEADER] for r in fit_slopes(records)]
