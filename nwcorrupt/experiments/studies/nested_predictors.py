@@ -22,6 +22,7 @@ from nwcorrupt.experiments.studies import common, training_fit
 
 __all__ = [
     "NestedPredictions",
+    "kernel_predictors",
     "run_predictors",
     "accuracies",
     "agreements",
