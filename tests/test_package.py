@@ -279,3 +279,74 @@ def test_the_all_checks_see_missing_and_unlisted_names(tmp_path):
     assert _declared_all(f) is None and _defined_public(f) == ["f", "C"]
     f.write_text('__all__: list[str] = ["f", *()]\ndef f(): ...\nclass C: ...\n')
     assert _declared_all(f) == ["f"] and [n for n in _defined_public(f) if n not in _declared_all(f)] == ["C"]
+
+
+def private_uses(root: Path, package: str = "nwcorrupt") -> list[str]:
+    """Places where a module uses another nwcorrupt module's private (``_name``) attribute.
+
+    Counts ``from nwcorrupt.x import _name`` and ``alias._name`` where ``alias`` is bound by
+    ``import nwcorrupt.x as alias`` / ``from nwcorrupt import x as alias`` (module or function
+    level). ``nwcorrupt._checks`` and ``nwcorrupt._io`` are private *modules* shared on purpose;
+    their names are public within the package.
+    """
+    shared = {f"{package}._checks", f"{package}._io"}
+    files = module_files(root, package)
+    hits = []
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        aliases: dict[str, str] = {}
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:  # relative import: resolve against this module's package
+                    module = ".".join(here[: len(here) - node.level + 1] + ([module] if module else []))
+                if not module.startswith(package):
+                    continue
+                for a in node.names:
+                    target = f"{module}.{a.name}"
+                    if target in files:
+                        aliases[a.asname or a.name] = target
+                    elif a.name.startswith("_") and not a.name.startswith("__") and module != name and module not in shared:
+                        hits.append(f"{name}: from {module} import {a.name}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith(package) and a.asname:
+                        aliases[a.asname] = a.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_")
+                    and not node.attr.startswith("__") and node.value.id in aliases):
+                target = aliases[node.value.id]
+                if target != name and target not in shared:
+                    hits.append(f"{name}: {node.value.id}.{node.attr} ({target})")
+    return sorted(set(hits))
+
+
+def test_no_module_uses_another_modules_private_helpers():
+    assert private_uses(PACKAGE_ROOT) == []
+
+
+def test_the_private_use_finder_sees_both_forms(tmp_path):
+    _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "def _helper():\n    return 1\n",
+        "pkg/b.py": "from pkg import a as _a\n\ndef f():\n    return _a._helper()\n",
+        "pkg/c.py": "def g():\n    from pkg.a import _helper\n    return _helper()\n",
+        "pkg/d.py": "from .a import _helper\n",
+        "pkg/e.py": "from pkg import a\n\ndef h():\n    return a._helper\n",
+    })
+    found = private_uses(tmp_path, "pkg")
+    assert any("pkg.b" in h and "_a._helper" in h for h in found)
+    assert any("pkg.c" in h and "import _helper" in h for h in found)
+    assert any(h.startswith("pkg.d:") for h in found)
+    assert any(h.startswith("pkg.e:") for h in found)
+
+
+#: A module past this many lines is a package waiting to be split (house rule).
+MAX_MODULE_LINES = 800
+
+
+def test_no_module_is_past_the_size_limit():
+    long = {name: n for name, path in module_files(PACKAGE_ROOT).items()
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
