@@ -227,7 +227,7 @@ def test_kernel_input_validation():
         nt_backend.kernel(arch, x, np.full((2, 4), np.nan))
     with pytest.raises(ValueError, match="get must contain only"):
         nt_backend.kernel(arch, x, get=("nngp", "cov"))
-    with pytest.raises(ValueError, match="get must be"):
+    with pytest.raises(ValueError, match="get must name at least one"):
         nt_backend.kernel(arch, x, get=())
     with pytest.raises(TypeError, match="arch must be an nwcorrupt.arch.MLP"):
         nt_backend.kernel("relu", x)
@@ -251,13 +251,13 @@ def test_predict_input_validation():
         nt_backend.ntk_predict(arch, x, y[:2], x)
     with pytest.raises(ValueError, match="y_train must be 2-dimensional"):
         nt_backend.ntk_predict(arch, x, np.arange(3.0), x)
-    with pytest.raises(ValueError, match="x_test has d=5"):
+    with pytest.raises(ValueError, match="x_test has 5 features but x_train has 4"):
         nt_backend.nngp_predict(arch, x, y, np.ones((2, 5)))
     with pytest.raises(ValueError, match="diag_reg must be a finite number >= 0"):
         nt_backend.nngp_predict(arch, x, y, x, diag_reg=-1.0)
     with pytest.raises(ValueError, match="t must be a finite number >= 0"):
         nt_backend.ntk_predict(arch, x, y, x, t=-2.0)
-    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
         nt_backend.ntk_predict(arch, x, y, x, t=1.0, learning_rate=0.0)
     with pytest.raises(ValueError, match="x_test contains NaN"):
         nt_backend.ntk_predict(arch, x, y, np.full((1, 4), np.inf))
