@@ -8,7 +8,9 @@
   covariances, t = inf and finite t, NNGP and NTK, with and without a relative ridge,
   on the test set and the training set.
 
-Tolerance (float64): 1e-8 relative to the largest absolute entry of the reference.
+Tolerance (float64): 1e-8 relative to the largest absolute entry of the reference (1e-7 for the
+training-set NTK covariance at finite t, where neural-tangents' own error reaches ~2e-8; see
+TRAIN_COV_RTOL).
 Cases are drawn from ORACLE_SEED (see conftest.py).
 """
 
@@ -28,10 +30,17 @@ SEED = int(os.environ["ORACLE_SEED"])
 RTOL = 1e-8
 
 
-def _close(actual, reference, what):
+#: The training-set NTK covariance E K E at finite t (E = exp(-s Θ)): neural-tangents' own value
+#: is off by up to ~2e-8 there (ORACLE_SEED=4, relu: nwcorrupt 2.6e-15 and neural-tangents 1.6e-8
+#: from E K E with scipy.linalg.expm), so that case is compared at this tolerance and checked
+#: against the expm value in tests/test_predict_ensemble.py::test_training_set_predictions.
+TRAIN_COV_RTOL = 1e-7
+
+
+def _close(actual, reference, what, rtol=RTOL):
     ref = np.asarray(reference)
     err = np.max(np.abs(np.asarray(actual) - ref)) / max(np.max(np.abs(ref)), 1e-300)
-    assert err < RTOL, f"{what}: max-norm relative error {err:.3g} >= {RTOL} (ORACLE_SEED={SEED})"
+    assert err < rtol, f"{what}: max-norm relative error {err:.3g} >= {rtol} (ORACLE_SEED={SEED})"
 
 
 def _case(key: int, activation: str):
@@ -99,4 +108,5 @@ def test_gradient_descent_mse_ensemble_with_covariance_matches_neural_tangents(a
                 b = theirs(t, x_test, get, compute_cov=True)
                 where = f"{activation} {get} t={t} {'test' if x_test is not None else 'train'} diag_reg={diag_reg}"
                 _close(a.mean, b.mean, f"mean, {where}")
-                _close(a.covariance, b.covariance, f"covariance, {where}")
+                rtol = TRAIN_COV_RTOL if (x_test is None and get == "ntk") else RTOL
+                _close(a.covariance, b.covariance, f"covariance, {where}", rtol)
