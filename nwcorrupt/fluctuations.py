@@ -225,7 +225,7 @@ def _prepare(arch, noise, p, x_train, y_train, x_test, get, num_classes, centre,
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "get", "quad_order"))
-def _linear_sensitivities(g, tt, td, *, arch, get, quad_order):
+def _linear_sensitivities(g, tt, td, hyper, *, arch, get, quad_order):
     """Train and test-train kernels at the mean-field overlaps and their entrywise first derivatives.
 
     Returns K_train (N, N), F1 = ∂K_αβ/∂G_αα and F12 = ∂K_αβ/∂G_αβ (zero diagonals), S^d (N,),
@@ -234,7 +234,7 @@ def _linear_sensitivities(g, tt, td, *, arch, get, quad_order):
     n = g.shape[0]
     gd = jnp.diagonal(g)
     eye = jnp.eye(n, dtype=bool)
-    kw = dict(get=get, quad_order=quad_order)
+    kw = dict(get=get, quad_order=quad_order, hyper=hyper)
     # diagonal pairs are evaluated at g12 = 0 (finite derivatives) and replaced by the single-point kernel
     off, f1, f12, _ = _th.pair_kernel_partials(arch, gd[:, None], jnp.where(eye, 0.0, g), gd[None, :], **kw)
     kd, sd = jax.jvp(lambda q: _th.diag_kernel(arch, q, **kw), (gd,), (jnp.ones_like(gd),))
@@ -263,10 +263,11 @@ def _linear_point(xs, kst, tstar, sstar, a_mat, ktt_inv_kst, f1, f12, sd, p_cls,
 
 def _linear_variance(arch, noise, p, x, xt, y, reg, get, quad_order):
     ov = _th.meanfield_overlaps(noise, p, x, xt)
+    canonical, hyper = _th.split_hyper(arch)
     dt = jnp.result_type(float)
     ktt, f1, f12, sd, kst, tstar, sstar = _linear_sensitivities(
-        jnp.asarray(ov.train, dt), jnp.asarray(ov.test_train, dt), jnp.asarray(ov.test_diag, dt),
-        arch=arch, get=get, quad_order=quad_order,
+        jnp.asarray(ov.train, dt), jnp.asarray(ov.test_train, dt), jnp.asarray(ov.test_diag, dt), hyper,
+        arch=canonical, get=get, quad_order=quad_order,
     )
     import scipy.linalg
 
@@ -479,25 +480,27 @@ def sample_outputs(arch, noise, p: float, x_train, y_train, x_test, *, k: int, s
     dt = jnp.result_type(float)
     xj, xtj, yj = jnp.asarray(x, dt), jnp.asarray(xt, dt), jnp.asarray(y, dt)
     chunk = min(chunk, k)
+    canonical, hyper = _th.split_hyper(arch)
     out = []
     for s0 in range(seed, seed + k, chunk):
         seeds = [min(s, seed + k - 1) for s in range(s0, s0 + chunk)]  # pad the last chunk: one compiled shape
         xn = jnp.stack([noise.apply(xj, p, s) for s in seeds])
-        res = np.asarray(_sample_jit(xn, xtj, yj, reg, arch=arch, get=get, quad_order=quad_order), dtype=np.float64)
+        res = np.asarray(_sample_jit(xn, xtj, yj, reg, hyper, arch=canonical, get=get, quad_order=quad_order),
+                         dtype=np.float64)
         out.append(res[: min(chunk, seed + k - s0)])
     return np.concatenate(out)
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "get", "quad_order"))
-def _sample_jit(xn, xt, y, reg, *, arch, get, quad_order):
+def _sample_jit(xn, xt, y, reg, hyper, *, arch, get, quad_order):
     d = xn.shape[-1]
     td = jnp.sum(xt * xt, axis=1) / d
 
     def one(xk):
         g = jnp.matmul(xk, xk.T, precision=jax.lax.Precision.HIGHEST) / d
         tt = jnp.matmul(xt, xk.T, precision=jax.lax.Precision.HIGHEST) / d
-        ktt, kst = _th.kernels_from_overlaps(arch, _th.Overlaps(train=g, test_train=tt, test_diag=td), get=get,
-                                             quad_order=quad_order)
+        ov = _th.Overlaps(train=g, test_train=tt, test_diag=td)
+        ktt, kst = _th.kernels_from_overlaps(arch, ov, get=get, quad_order=quad_order, hyper=hyper)
         ktt = ktt + reg * jnp.eye(ktt.shape[0], dtype=ktt.dtype)
         chol = jnp.linalg.cholesky(ktt)
         sol = jax.scipy.linalg.cho_solve((chol, True), y)

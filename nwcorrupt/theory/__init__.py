@@ -67,6 +67,7 @@ from nwcorrupt.theory.recursion import (
     kernels_from_overlaps,
     pair_kernel,
     pair_kernel_partials,
+    split_hyper,
 )
 from nwcorrupt.theory.series import (
     KernelSeries,
@@ -98,6 +99,7 @@ __all__ = [
     "kernels_from_overlaps",
     "pair_kernel",
     "pair_kernel_partials",
+    "split_hyper",
     # mean-field predictor
     "as_targets",
     "check_ridge",

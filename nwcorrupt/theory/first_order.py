@@ -28,6 +28,7 @@ from nwcorrupt.theory.recursion import (
     check_quad_order,
     diag_kernel,
     pair_kernel_partials,
+    split_hyper,
 )
 from nwcorrupt.theory.transfer import transfer, transfer_diag
 
@@ -200,14 +201,14 @@ def _transfer_sensitivities(arch, t: FirstOrderInputs, reg: float, get: str, qua
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "get", "quad_order"))
-def _autodiff_grads(moments, test_sq, test_xbar, *, arch, get, quad_order):
+def _autodiff_grads(moments, test_sq, test_xbar, hyper, *, arch, get, quad_order):
     """F and its partials at the off-diagonal pure-noise point (entry 0) and the test points (entries 1..M),
     in one evaluation (one compilation); F_diag(μ₂) and its derivative."""
     mu, mu2 = moments[0], moments[1]
     g11 = jnp.concatenate([mu2[None], test_sq])
     g12 = jnp.concatenate([(mu * mu)[None], mu * test_xbar])
-    parts = pair_kernel_partials(arch, g11, g12, jnp.full_like(g11, mu2), get=get, quad_order=quad_order)
-    fd, sd = jax.jvp(lambda g: diag_kernel(arch, g, get=get, quad_order=quad_order), (mu2,), (jnp.ones_like(mu2),))
+    parts = pair_kernel_partials(arch, g11, g12, jnp.full_like(g11, mu2), get=get, quad_order=quad_order, hyper=hyper)
+    fd, sd = jax.jvp(lambda g: diag_kernel(arch, g, get=get, quad_order=quad_order, hyper=hyper), (mu2,), (jnp.ones_like(mu2),))
     return parts, fd, sd
 
 
@@ -215,8 +216,10 @@ def _autodiff_sensitivities(arch, t: FirstOrderInputs, reg: float, get: str, qua
                             test_chunk: int = 1024) -> Sensitivities:
     dt = jnp.result_type(float)
     moments = jnp.asarray([t.mu, t.mu2], dt)
+    canonical, hyper = split_hyper(arch)
     outs = [_autodiff_grads(moments, jnp.asarray(t.test_sq[i:i + test_chunk], dt),
-                            jnp.asarray(t.test_xbar[i:i + test_chunk], dt), arch=arch, get=get, quad_order=quad_order)
+                            jnp.asarray(t.test_xbar[i:i + test_chunk], dt), hyper,
+                            arch=canonical, get=get, quad_order=quad_order)
             for i in range(0, t.test_sq.shape[0], test_chunk)]
     (val, d11, d12, d22), fd, sd = outs[0]
     th_s, t_s, s_s = (np.concatenate([np.asarray(o[0][j][1:], np.float64) for o in outs]) for j in (0, 2, 3))

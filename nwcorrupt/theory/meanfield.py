@@ -27,7 +27,7 @@ import numpy as np
 
 from nwcorrupt._checks import check_array, check_labels, check_matrix, check_probability
 from nwcorrupt.theory.overlaps import meanfield_overlaps, meanfield_self_overlaps
-from nwcorrupt.theory.recursion import QUAD_ORDER, check_arch_get, check_quad_order, diag_kernel
+from nwcorrupt.theory.recursion import QUAD_ORDER, check_arch_get, check_quad_order, diag_kernel, split_hyper
 
 __all__ = ["as_targets", "check_ridge", "meanfield_predict", "meanfield_ridge", "meanfield_train_diag"]
 
@@ -65,8 +65,8 @@ def check_ridge(ridge) -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "get", "quad_order"))
-def _diag_jit(g, *, arch, get, quad_order):
-    return diag_kernel(arch, g, get=get, quad_order=quad_order)
+def _diag_jit(g, hyper, *, arch, get, quad_order):
+    return diag_kernel(arch, g, get=get, quad_order=quad_order, hyper=hyper)
 
 
 def meanfield_train_diag(arch, noise, p: float, x_train, *, get: str = "ntk", quad_order: int = QUAD_ORDER) -> np.ndarray:
@@ -79,7 +79,9 @@ def meanfield_train_diag(arch, noise, p: float, x_train, *, get: str = "ntk", qu
     check_arch_get(arch, get)
     quad_order = check_quad_order(quad_order)
     gd = meanfield_self_overlaps(noise, p, x_train)  # (N,) E⟨x̃_α, x̃_α⟩
-    return np.asarray(_diag_jit(jnp.asarray(gd, jnp.result_type(float)), arch=arch, get=get, quad_order=quad_order),
+    canonical, hyper = split_hyper(arch)
+    return np.asarray(_diag_jit(jnp.asarray(gd, jnp.result_type(float)), hyper, arch=canonical, get=get,
+                                quad_order=quad_order),
                       dtype=np.float64)
 
 

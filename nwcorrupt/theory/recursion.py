@@ -17,6 +17,7 @@ Only the NTK parameterisation is covered (:func:`check_arch_get`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -35,6 +36,7 @@ __all__ = [
     "kernels_from_overlaps",
     "pair_kernel",
     "pair_kernel_partials",
+    "split_hyper",
 ]
 
 #: Gauss–Hermite nodes per dimension for activations without a closed-form dual, used for
@@ -80,7 +82,22 @@ def _last(layers, get: str):
     return getattr(layers[-1], get)
 
 
-def pair_kernel(arch, g11, g12, g22, *, get: str = "ntk", quad_order: int = QUAD_ORDER) -> jax.Array:
+def split_hyper(arch):
+    """(``arch`` with W_std = 1 and b_std = 0, its (W_std, b_std) as a (2,) float array).
+
+    Jitted theory code takes the first as a static argument and passes the second, traced,
+    as ``hyper=`` to the functions below: one compilation then serves every W_std and b_std
+    of an activation and depth.
+    """
+    canonical = dataclasses.replace(arch, W_std=1.0, b_std=0.0)
+    return canonical, jnp.asarray([arch.W_std, arch.b_std], jnp.result_type(float))
+
+
+def _hyper_kw(hyper) -> dict:
+    return {} if hyper is None else {"W_std": hyper[0], "b_std": hyper[1]}
+
+
+def pair_kernel(arch, g11, g12, g22, *, get: str = "ntk", quad_order: int = QUAD_ORDER, hyper=None) -> jax.Array:
     """Output kernel F(g11, g12, g22) of pairs of points, elementwise over broadcast arrays.
 
     Args:
@@ -89,6 +106,7 @@ def pair_kernel(arch, g11, g12, g22, *, get: str = "ntk", quad_order: int = QUAD
         broadcastable, |g12| ≤ √(g11 g22).
       get: ``"ntk"`` (Θ^L) or ``"nngp"`` (K^L).
       quad_order: Gauss–Hermite nodes for activations without closed-form duals.
+      hyper: optional (W_std, b_std) array replacing the spec's values (see :func:`split_hyper`).
 
     Returns:
       array of the broadcast shape, JAX's default float type. Each entry is
@@ -98,12 +116,12 @@ def pair_kernel(arch, g11, g12, g22, *, get: str = "ntk", quad_order: int = QUAD
     g11, g12, g22 = jnp.broadcast_arrays(*(jnp.asarray(g, dt) for g in (g11, g12, g22)))
 
     def one(a, b, c):
-        return _last(kernel_layers(arch, b[None, None], a[None], c[None], get=get, quad_order=quad_order), get)[0, 0]
+        return _last(kernel_layers(arch, b[None, None], a[None], c[None], get=get, quad_order=quad_order, **_hyper_kw(hyper)), get)[0, 0]
 
     return jax.vmap(one)(g11.ravel(), g12.ravel(), g22.ravel()).reshape(g12.shape)
 
 
-def diag_kernel(arch, g, *, get: str = "ntk", quad_order: int = QUAD_ORDER) -> jax.Array:
+def diag_kernel(arch, g, *, get: str = "ntk", quad_order: int = QUAD_ORDER, hyper=None) -> jax.Array:
     """Output kernel F_diag(g) of a point with itself (first-layer overlap g = ⟨x, x⟩), elementwise.
 
     The diagonal recursion of :mod:`nwcorrupt.kernels` (exact ρ = 1), as on the diagonal of
@@ -112,40 +130,41 @@ def diag_kernel(arch, g, *, get: str = "ntk", quad_order: int = QUAD_ORDER) -> j
     g = jnp.asarray(g, jnp.result_type(float))
 
     def one(q):
-        return _last(kernel_layers(arch, q[None, None], q[None], get=get, symmetric=True, quad_order=quad_order), get)[0, 0]
+        return _last(kernel_layers(arch, q[None, None], q[None], get=get, symmetric=True, quad_order=quad_order, **_hyper_kw(hyper)), get)[0, 0]
 
     return jax.vmap(one)(g.ravel()).reshape(g.shape)
 
 
-def pair_kernel_partials(arch, g11, g12, g22, *, get: str = "ntk", quad_order: int = QUAD_ORDER):
+def pair_kernel_partials(arch, g11, g12, g22, *, get: str = "ntk", quad_order: int = QUAD_ORDER, hyper=None):
     """F and its partial derivatives (∂F/∂g11, ∂F/∂g12, ∂F/∂g22), elementwise (forward-mode autodiff).
 
     Arguments as in :func:`pair_kernel`. Returns four arrays of the broadcast shape.
     """
     dt = jnp.result_type(float)
     args = jnp.broadcast_arrays(*(jnp.asarray(g, dt) for g in (g11, g12, g22)))
-    value, lin = jax.linearize(lambda a, b, c: pair_kernel(arch, a, b, c, get=get, quad_order=quad_order), *args)
+    value, lin = jax.linearize(lambda a, b, c: pair_kernel(arch, a, b, c, get=get, quad_order=quad_order, hyper=hyper), *args)
     zero, one = jnp.zeros_like(args[0]), jnp.ones_like(args[0])
     return value, lin(one, zero, zero), lin(zero, one, zero), lin(zero, zero, one)
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "get", "quad_order"))
-def _overlap_kernels(train, test_train, test_diag, *, arch, get, quad_order):
+def _overlap_kernels(train, test_train, test_diag, hyper, *, arch, get, quad_order):
     gd = jnp.diagonal(train)
-    ktt = _last(kernel_layers(arch, train, gd, get=get, symmetric=True, quad_order=quad_order), get)
+    hk = _hyper_kw(hyper)
+    ktt = _last(kernel_layers(arch, train, gd, get=get, symmetric=True, quad_order=quad_order, **hk), get)
     if test_train.shape[0] == 0:
         return ktt, jnp.zeros(test_train.shape, ktt.dtype)
-    kst = _last(kernel_layers(arch, test_train, test_diag, gd, get=get, quad_order=quad_order), get)
+    kst = _last(kernel_layers(arch, test_train, test_diag, gd, get=get, quad_order=quad_order, **hk), get)
     return ktt, kst
 
 
-def kernels_from_overlaps(arch, overlaps, *, get: str = "ntk", quad_order: int = QUAD_ORDER):
+def kernels_from_overlaps(arch, overlaps, *, get: str = "ntk", quad_order: int = QUAD_ORDER, hyper=None):
     """Output kernels from first-layer overlaps: (K_train (N, N), K_test_train (M, N)), jnp arrays.
 
     The train-train kernel is ``kernel_layers(..., symmetric=True)`` of ``overlaps.train`` (its
     diagonal by the single-point recursion), the test-train kernel that of ``overlaps.test_train``
     with diag1 = ``test_diag`` and diag2 = the train diagonal. Jitted (one compilation per
-    ``arch``, ``get`` and shapes); traceable and forward-mode differentiable in the overlaps, so
+    activation, depth, ``get`` and shapes; W_std and b_std are traced); traceable and forward-mode differentiable in the overlaps, so
     ``overlaps`` may hold jnp arrays or tracers. Untiled: memory is a few (N + M) × N arrays
     (:func:`nwcorrupt.theory.meanfield_predict` uses the tiled ``kernel_from_gram`` instead).
 
@@ -153,11 +172,16 @@ def kernels_from_overlaps(arch, overlaps, *, get: str = "ntk", quad_order: int =
       arch: MLP (NTK parameterisation).
       overlaps: an :class:`~nwcorrupt.theory.Overlaps` (fields ``train``, ``test_train``, ``test_diag``).
       get: ``"ntk"`` or ``"nngp"``; quad_order: Gauss–Hermite nodes (≤ activations.MAX_ORDER).
+      hyper: optional (W_std, b_std) array replacing the spec's values (see :func:`split_hyper`);
+        None splits them off ``arch`` here.
     """
     check_arch_get(arch, get)
     quad_order = check_quad_order(quad_order)
     dt = jnp.result_type(float)
+    canonical = arch
+    if hyper is None:
+        canonical, hyper = split_hyper(arch)
     return _overlap_kernels(
         jnp.asarray(overlaps.train, dt), jnp.asarray(overlaps.test_train, dt), jnp.asarray(overlaps.test_diag, dt),
-        arch=arch, get=get, quad_order=quad_order,
+        hyper, arch=canonical, get=get, quad_order=quad_order,
     )

@@ -24,7 +24,14 @@ from nwcorrupt._checks import check_choice, check_positive_int
 from nwcorrupt.theory.first_order import PureNoise, first_order
 from nwcorrupt.theory.meanfield import as_targets, check_ridge
 from nwcorrupt.theory.overlaps import overlap_poly
-from nwcorrupt.theory.recursion import SERIES_QUAD_ORDER, check_arch_get, check_quad_order, diag_kernel, pair_kernel
+from nwcorrupt.theory.recursion import (
+    SERIES_QUAD_ORDER,
+    check_arch_get,
+    check_quad_order,
+    diag_kernel,
+    pair_kernel,
+    split_hyper,
+)
 
 __all__ = [
     "KernelSeries",
@@ -109,34 +116,35 @@ def kernel_series(arch, noise, x_train, x_test, *, order: int = 1, get: str = "n
     poly = overlap_poly(noise, x_train, x_test)
     dt = jnp.result_type(float)
     moments = jnp.asarray([poly.mu, poly.mu2], dt)
-    kw = dict(arch=arch, get=get, order=order, quad_order=quad_order)
+    canonical, hyper = split_hyper(arch)
+    kw = dict(arch=canonical, get=get, order=order, quad_order=quad_order)
     pd = jnp.asarray(poly.train_diag, dt)
-    train = _train_series_jit(moments, jnp.asarray(poly.train, dt), pd, **kw)
+    train = _train_series_jit(moments, jnp.asarray(poly.train, dt), pd, hyper, **kw)
     m = poly.test_train.shape[1]
     parts = [
         _test_series_jit(moments, pd, jnp.asarray(poly.test_train[:, i:i + chunk], dt),
-                         jnp.asarray(poly.test_diag[i:i + chunk], dt), **kw)
+                         jnp.asarray(poly.test_diag[i:i + chunk], dt), hyper, **kw)
         for i in range(0, m, chunk)
     ]
     return KernelSeries(train=train, test_train=jnp.concatenate(parts, axis=1))
 
 
-def _pair_fn(arch, get, quad_order):
-    return lambda gvec: pair_kernel(arch, gvec[0], gvec[1], gvec[2], get=get, quad_order=quad_order)
+def _pair_fn(arch, get, quad_order, hyper):
+    return lambda gvec: pair_kernel(arch, gvec[0], gvec[1], gvec[2], get=get, quad_order=quad_order, hyper=hyper)
 
 
 _STATIC = ("arch", "get", "order", "quad_order")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _train_series_jit(moments, pt, pd, *, arch, get, order, quad_order):
+def _train_series_jit(moments, pt, pd, hyper, *, arch, get, order, quad_order):
     dt = pt.dtype
     mu, mu2 = moments[0], moments[1]
     n = pt.shape[1]
-    pair = _pair_fn(arch, get, quad_order)
+    pair = _pair_fn(arch, get, quad_order, hyper)
 
     def diag(gvec):
-        return diag_kernel(arch, gvec[0], get=get, quad_order=quad_order)
+        return diag_kernel(arch, gvec[0], get=get, quad_order=quad_order, hyper=hyper)
 
     base_off = jnp.stack([mu2, mu * mu, mu2])
     tens = _derivative_tensors(pair, base_off, order)
@@ -158,11 +166,11 @@ def _train_series_jit(moments, pt, pd, *, arch, get, order, quad_order):
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _test_series_jit(moments, pd, ptt, ptd, *, arch, get, order, quad_order):
+def _test_series_jit(moments, pd, ptt, ptd, hyper, *, arch, get, order, quad_order):
     dt = pd.dtype
     mu2 = moments[1]
     n = pd.shape[1]
-    pair = _pair_fn(arch, get, quad_order)
+    pair = _pair_fn(arch, get, quad_order, hyper)
     m = ptt.shape[1]
     bases = jnp.stack([ptd, ptt[0][:, 0], jnp.full((m,), mu2, dt)], axis=1)  # (M, 3)
     tens_t = jax.vmap(lambda b: _derivative_tensors(pair, b, order))(bases)
