@@ -15,13 +15,7 @@ from nwcorrupt import activations as _act
 from nwcorrupt._checks import check_matrix, is_traced
 from nwcorrupt.arch import GET_NAMES, MLP, Kernels, check_arch, normalize_get
 from nwcorrupt.kernels.matrices import kernel
-from nwcorrupt.kernels.recursion import (
-    check_quad_order,
-    check_standard_width,
-    diag_recursion,
-    hyper_override,
-    layer_recursion,
-)
+from nwcorrupt.kernels.recursion import check_quad_order, check_standard_width, hyper_override, overlap_recursion
 from nwcorrupt.kernels.tiled import check_devices, check_tiling
 from nwcorrupt.precision import MATMUL_PRECISION, default_float
 
@@ -39,20 +33,12 @@ def _traced_kernels(
     x1 = jnp.asarray(x1, dtype)
     d = x1.shape[1]
     q0_1 = jnp.sum(x1 * x1, axis=1) / d
-    d1 = diag_recursion(arch, want_ntk, order, q0_1, d, hyper)
     if x2 is None:
-        g = jnp.matmul(x1, x1.T, precision=MATMUL_PRECISION) / d
-        d2 = d1
-        mask = jnp.eye(x1.shape[0], dtype=bool)
-        rows_diag = {"g": q0_1[:, None], "ss": d1["ss"][:, :, None], "dd": d1["dd"][:, :, None]}
+        g, q0_2 = jnp.matmul(x1, x1.T, precision=MATMUL_PRECISION) / d, None
     else:
         x2 = jnp.asarray(x2, dtype)
-        g = jnp.matmul(x1, x2.T, precision=MATMUL_PRECISION) / d
-        d2 = diag_recursion(arch, want_ntk, order, jnp.sum(x2 * x2, axis=1) / d, d, hyper)
-        mask = rows_diag = None
-    rows_q = d1["q"][: arch.depth - 1, :, None]
-    cols_q = d2["q"][: arch.depth - 1, None, :]
-    ((K, theta),) = layer_recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, hyper=hyper)
+        g, q0_2 = jnp.matmul(x1, x2.T, precision=MATMUL_PRECISION) / d, jnp.sum(x2 * x2, axis=1) / d
+    ((K, theta),) = overlap_recursion(arch, want_ntk, order, g, q0_1, q0_2, d, hyper=hyper)
     return Kernels(nngp=K if "nngp" in want else None, ntk=theta if want_ntk else None)
 
 
@@ -119,7 +105,8 @@ def kernel_fn(
             x2 = check_matrix("x2", x2)
             if x2.shape[1] != x1.shape[1]:
                 raise ValueError(
-                    f"x1 and x2 must have the same number of features, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}"
+                    "x1 and x2 must have the same number of features, "
+                    f"got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}"
                 )
         hyper = hyper_override(arch, W_std, b_std)
         traced = any(is_traced(v) for v in (x1, x2, W_std, b_std) if v is not None)
@@ -133,5 +120,8 @@ def kernel_fn(
             )  # fmt: skip
         return _select(out, get, want)
 
-    fn.__doc__ = f"kernel_fn of {arch!r}: fn(x1, x2=None, get=None, *, W_std=None, b_std=None) (see nwcorrupt.kernels.kernel_fn)."
+    fn.__doc__ = (
+        f"kernel_fn of {arch!r}: fn(x1, x2=None, get=None, *, W_std=None, b_std=None) "
+        "(see nwcorrupt.kernels.kernel_fn)."
+    )
     return fn

@@ -22,9 +22,8 @@ from nwcorrupt.kernels.recursion import (
     check_quad_order,
     check_standard_width,
     diag_jit,
-    diag_recursion,
     hyper_override,
-    layer_recursion,
+    overlap_recursion,
 )
 from nwcorrupt.kernels.tiled import check_devices, check_tiling, run_tiled
 from nwcorrupt.precision import default_float
@@ -274,17 +273,9 @@ def kernel_layers(
     dtype = default_float()
     g = jnp.asarray(gram12, dtype)
     q0_1 = jnp.asarray(diag1, dtype)
-    q0_2 = q0_1 if symmetric else jnp.asarray(diag2, dtype)
+    q0_2 = None if symmetric else jnp.asarray(diag2, dtype)
     hyper = hyper_override(arch, W_std, b_std)
-    d1 = diag_recursion(arch, want_ntk, order, q0_1, d, hyper)
-    d2 = d1 if symmetric else diag_recursion(arch, want_ntk, order, q0_2, d, hyper)
-    rows_q = d1["q"][: arch.depth - 1, :, None]
-    cols_q = d2["q"][: arch.depth - 1, None, :]
-    mask = rows_diag = None
-    if symmetric:
-        mask = jnp.eye(g.shape[0], dtype=bool)
-        rows_diag = {"g": q0_1[:, None], "ss": d1["ss"][:, :, None], "dd": d1["dd"][:, :, None]}
-    layers = layer_recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, keep_layers=True, hyper=hyper)
+    layers = overlap_recursion(arch, want_ntk, order, g, q0_1, q0_2, d, hyper=hyper, keep_layers=True)
     return tuple(
         Kernels(nngp=K if "nngp" in want else None, ntk=theta if want_ntk else None) for K, theta in layers
     )

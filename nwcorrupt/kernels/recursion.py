@@ -36,6 +36,7 @@ __all__ = [
     "diag_recursion",
     "hyper_override",
     "layer_recursion",
+    "overlap_recursion",
 ]
 
 
@@ -270,3 +271,33 @@ def hyper_override(arch: MLP, W_std: Any, b_std: Any) -> tuple[Any, Any] | None:
     return out[0], out[1]
 
 
+def overlap_recursion(
+    arch: MLP,
+    want_ntk: bool,
+    order: int,
+    g: Array,
+    q0_1: Array,
+    q0_2: Array | None,
+    d: int,
+    *,
+    hyper: tuple[Any, Any] | None = None,
+    keep_layers: bool = False,
+) -> list[tuple[Array, Array | None]]:
+    """(K^ℓ, Θ^ℓ) of an untiled (N1, N2) block from its first-layer overlaps, as one jnp expression.
+
+    ``g`` (N1, N2) holds ⟨x1_a, x2_b⟩, ``q0_1`` (N1,) and ``q0_2`` (N2,) the squared norms; with
+    ``q0_2=None`` the block is the symmetric Gram matrix of one set, whose diagonal then comes
+    from the single-point recursion (exact ρ = 1). Returns the last layer, or every layer if
+    ``keep_layers``; the shared core of :func:`~nwcorrupt.kernels.kernel_layers` and the traced
+    path of :func:`~nwcorrupt.kernels.kernel_fn`.
+    """
+    d1 = diag_recursion(arch, want_ntk, order, q0_1, d, hyper)
+    d2 = d1 if q0_2 is None else diag_recursion(arch, want_ntk, order, q0_2, d, hyper)
+    rows_q = d1["q"][: arch.depth - 1, :, None]
+    cols_q = d2["q"][: arch.depth - 1, None, :]
+    mask = rows_diag = None
+    if q0_2 is None:
+        mask = jnp.eye(g.shape[0], dtype=bool)
+        rows_diag = {"g": q0_1[:, None], "ss": d1["ss"][:, :, None], "dd": d1["dd"][:, :, None]}
+    return layer_recursion(arch, want_ntk, order, g, d, rows_q, cols_q, mask, rows_diag, keep_layers=keep_layers,
+                           hyper=hyper)

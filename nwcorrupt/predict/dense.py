@@ -39,7 +39,15 @@ import numpy as np
 from nwcorrupt import precision as _precision
 from nwcorrupt.predict.base import Array, SolveInfo, check_nonneg_float, dtype_key, machine_eps, mm
 
-__all__ = ["JITTER_START", "JITTER_GROWTH", "JITTER_MAX", "eigen_decomposition", "solve_cholesky", "solve_eigh"]
+__all__ = [
+    "JITTER_START",
+    "JITTER_GROWTH",
+    "JITTER_MAX",
+    "eigen_decomposition",
+    "flow_coefficients",
+    "solve_cholesky",
+    "solve_eigh",
+]
 
 _HI = _precision.MATMUL_PRECISION
 
@@ -180,8 +188,8 @@ def eigen_decomposition(k: Array, reg: float, rcond: float | None) -> tuple[Arra
 
 
 @jax.jit
-def _flow_coefficients(lam: Array, vec: Array, keep: Array, y: Array, scaled_t: Array) -> Array:
-    """V diag(phi(lam, t)) V^T Y for each time; scaled_t = eta * t / Y.size, shape (T,).
+def flow_coefficients(lam: Array, vec: Array, keep: Array, y: Array, scaled_t: Array) -> Array:
+    """V diag(phi(lam, s)) V^T Y (T, N, C) for scaled times s (T,) = eta * t / Y.size; Y: (N, C) right-hand sides.
 
     phi = -expm1(-lam s) / lam (1/lam at s = inf) on kept directions, 0 on dropped ones.
     """
@@ -225,7 +233,7 @@ def solve_eigh(
     """
     lam, vec, keep, dropped, cond = eigen_decomposition(k, reg, rcond)
     st = jnp.asarray(scaled_t, dtype=k.dtype)
-    coef = _flow_coefficients(lam, vec, keep, y, st)  # (T, N, C)
+    coef = flow_coefficients(lam, vec, keep, y, st)  # (T, N, C)
     targets = _flow_targets(lam, vec, y, st)
     y_norm = jnp.maximum(jnp.linalg.norm(y), jnp.finfo(k.dtype).tiny)
     res = max(

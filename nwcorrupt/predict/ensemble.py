@@ -50,8 +50,8 @@ import numpy as np
 from nwcorrupt import precision as _precision
 from nwcorrupt._checks import check_array
 from nwcorrupt.arch import normalize_get
-from nwcorrupt.predict.base import Array, as_float, check_learning_rate, check_nonneg_float, check_times
-from nwcorrupt.predict.dense import eigen_decomposition
+from nwcorrupt.predict.base import Array, as_float, mm, check_learning_rate, check_nonneg_float, check_times
+from nwcorrupt.predict.dense import eigen_decomposition, flow_coefficients
 from nwcorrupt.predict.matrix import absolute_regularizer, kernel_solve
 
 __all__ = ["Gaussian", "gradient_descent_mse_ensemble"]
@@ -66,27 +66,13 @@ class Gaussian(NamedTuple):
     covariance: Array
 
 
-def _mm(a: Array, b: Array) -> Array:
-    return jnp.matmul(a, b, precision=_HI)
-
-
-@jax.jit
-def _apply_phi(lam: Array, vec: Array, keep: Array, rhs: Array, scaled_t: Array) -> Array:
-    """V diag(φ_s(λ)) Vᵀ rhs for each scaled time s (T,): φ = −expm1(−λ s)/λ, 1/λ at s = ∞, 0 if dropped."""
-    safe = jnp.where(keep, lam, 1.0)
-    s = scaled_t[:, None]
-    phi = jnp.where(jnp.isinf(s), 1.0 / safe, -jnp.expm1(-safe * s) / safe)
-    phi = jnp.where(keep[None, :], phi, 0.0)
-    return jnp.einsum("ij,tj,jk->tik", vec, phi, _mm(vec.T, rhs), precision=_HI)
-
-
 @jax.jit
 def _apply_exp(lam: Array, vec: Array, rhs: Array, scaled_t: Array, power: Array) -> Array:
     """V diag(λ₊^power · exp(−λ₊ s)) Vᵀ rhs for each s (T,), λ₊ = max(λ, 0)."""
     lam0 = jnp.maximum(lam, 0.0)
     s = scaled_t[:, None]
     g = jnp.where(jnp.isinf(s), 0.0, jnp.exp(-lam0 * s)) * lam0**power
-    return jnp.einsum("ij,tj,jk->tik", vec, g, _mm(vec.T, rhs), precision=_HI)
+    return jnp.einsum("ij,tj,jk->tik", vec, g, mm(vec.T, rhs), precision=_HI)
 
 
 def gradient_descent_mse_ensemble(
@@ -210,9 +196,9 @@ def gradient_descent_mse_ensemble(
         k_td = as_float(kernel_fn(xt, x_train, g))
         if finite:
             lam, vec, keep = eig(g)
-            mean = _mm(k_td, _apply_phi(lam, vec, keep, y, s))  # (T, M, C)
+            mean = mm(k_td, flow_coefficients(lam, vec, keep, y, s))  # (T, M, C)
         else:
-            mean = _mm(k_td, solve(g, y))
+            mean = mm(k_td, solve(g, y))
         if not compute_cov:
             return mean, None
         nngp_td = k_td if g == "nngp" else as_float(kernel_fn(xt, x_train, "nngp"))
@@ -220,14 +206,14 @@ def gradient_descent_mse_ensemble(
         if g == "nngp":
             if finite:
                 lam, vec, keep = eig(g)
-                w = _apply_phi(lam, vec, keep, k_td.T, 2 * s)  # (T, N, M)
+                w = flow_coefficients(lam, vec, keep, k_td.T, 2 * s)  # (T, N, M)
             else:
                 w = solve(g, k_td.T)
-            cov = nngp_tt - _mm(k_td, w)
+            cov = nngp_tt - mm(k_td, w)
         else:
             if finite:
                 lam, vec, keep = eig(g)
-                b = _apply_phi(lam, vec, keep, k_td.T, s)  # (T, N, M) = φ_s(Θ_r) Θ_n*
+                b = flow_coefficients(lam, vec, keep, k_td.T, s)  # (T, N, M) = φ_s(Θ_r) Θ_n*
             else:
                 b = solve(g, k_td.T)
             cross = jnp.einsum("...nm,ln->...ml", b, nngp_td, precision=_HI)  # Θ_*n φ K_n*
