@@ -42,6 +42,7 @@ from nwcorrupt._checks import (
     check_same_size,
     check_seed,
 )
+from nwcorrupt.arch import check_arch
 from nwcorrupt.metrics import mean_std
 
 __all__ = ["WidthComparison", "compare_widths", "matching_ntk_time"]
@@ -212,12 +213,14 @@ def compare_widths(
     t: float | str | None = None,
     ntk_learning_rate: float | None = None,
     quiet: bool = True,
+    kernel_arch: Any = None,
     **train_config_kwargs: Any,
 ) -> WidthComparison:
     """Train width-n ensembles on K noisy sets and compare them with the exact NTK/NNGP predictors.
 
     Args:
-      arch: :class:`nwcorrupt.arch.MLP` spec (shared by the networks and the kernels).
+      arch: :class:`nwcorrupt.arch.MLP` spec of the networks (and of the kernels unless
+        ``kernel_arch`` is given).
       x_train: (N, d) clean training inputs; y_train: (N,) integer labels.
       x_test: (T, d) clean test inputs; y_test: (T,) integer labels.
       noise: corruption model with ``apply(x, p, seed)`` (``Replacement``,
@@ -235,6 +238,10 @@ def compare_widths(
       ntk_learning_rate: learning rate of ``ntk_predict`` for a numeric t (default:
         2η of an ``Optimizer("sgd", η)`` recipe, else required).
       quiet: no progress bars while training.
+      kernel_arch: the :class:`~nwcorrupt.arch.MLP` of the NTK and NNGP predictors (default
+        ``arch``). Networks trained in the standard parameterisation with Adam are compared
+        with the NTK-parameterised kernels of the same depth, activation, W_std and b_std
+        (docs/science.md#which-kernel-do-the-study-networks-approach).
       **train_config_kwargs: the recipe, passed to :class:`nwcorrupt.train.TrainConfig`
         (optimizer, loss, batch_size, epochs or steps, ...; not arch, width,
         num_classes or seed).
@@ -268,6 +275,9 @@ def compare_widths(
     if bad:
         raise ValueError(f"{bad} are set by compare_widths; do not pass them as train_config_kwargs")
     model = _check_noise(noise)
+    if kernel_arch is None:
+        kernel_arch = arch
+    check_arch(kernel_arch)
 
     configs = [train.TrainConfig(arch=arch, width=w, num_classes=c, seed=int(seed), **train_config_kwargs) for w in ws]
     t_ntk: float | None
@@ -296,12 +306,12 @@ def compare_widths(
     with precision.x64():
         kw: dict[str, Any] = {"diag_reg": diag_reg}
         ntk = np.stack([
-            np.asarray(predict.ntk_predict(arch, noisy[k].astype(np.float64), onehot, xte.astype(np.float64),
+            np.asarray(predict.ntk_predict(kernel_arch, noisy[k].astype(np.float64), onehot, xte.astype(np.float64),
                                            t=t_ntk, learning_rate=lr_ntk, **kw))
             for k in range(k_count)
         ])
         nngp = np.stack([
-            np.asarray(predict.nngp_predict(arch, noisy[k].astype(np.float64), onehot, xte.astype(np.float64), **kw))
+            np.asarray(predict.nngp_predict(kernel_arch, noisy[k].astype(np.float64), onehot, xte.astype(np.float64), **kw))
             for k in range(k_count)
         ])
 

@@ -25,6 +25,17 @@ infinite-width limit of these networks is the kernel that
     gradient of a layer contributes fan_in / s_in times its input kernel), so
     the analytic kernel must be evaluated with the same base width.
 
+Initialisation laws (``init(..., law=...)``, :data:`INIT_LAWS`):
+
+``"gaussian"`` (default)
+    the Gaussian draws above.
+``"torch_default"``
+    PyTorch's default ``nn.Linear`` initialisation, for the standard
+    parameterisation with ``width_scale = 1``: every weight and every bias of a
+    layer with fan-in f is drawn from U(−1/√f, 1/√f) (variance 1/(3f); PyTorch's
+    Kaiming-uniform with a = √5 gives the same bound). ``arch.W_std`` and
+    ``arch.b_std`` are not used by this law.
+
 Activations come from ``arch.act.fn``. Matrix products use
 :data:`nwcorrupt.precision.MATMUL_PRECISION` unless ``precision`` is given.
 Parameters are created in :func:`nwcorrupt.precision.default_float` (float32, or
@@ -40,12 +51,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nwcorrupt._checks import check_array, check_positive_int
+from nwcorrupt._checks import check_array, check_choice, check_positive_int
 from nwcorrupt.arch import MLP, check_arch
 from nwcorrupt.precision import MATMUL_PRECISION, default_float
 
 __all__ = [
+    "INIT_LAWS",
     "Params",
+    "check_init_law",
     "check_width_scale",
     "resolve_width",
     "layer_shapes",
@@ -61,6 +74,21 @@ __all__ = [
 
 Array = jax.Array
 Params = list  # list[dict[str, Array]], one dict {"W", "b"} per dense layer
+
+#: Initialisation laws of :func:`init` (see the module docstring).
+INIT_LAWS = ("gaussian", "torch_default")
+
+
+def check_init_law(arch: MLP, law: Any, width_scale: int = 1) -> str:
+    """``law`` if it is one of :data:`INIT_LAWS` and fits the network; ``"torch_default"`` needs the
+    standard parameterisation and ``width_scale = 1``."""
+    check_choice("init", law, INIT_LAWS)
+    if law == "torch_default" and (arch.parameterization != "standard" or width_scale != 1):
+        raise ValueError(
+            "init='torch_default' (PyTorch's nn.Linear initialisation) needs parameterization='standard' and "
+            f"width_scale=1, got parameterization={arch.parameterization!r}, width_scale={width_scale}"
+        )
+    return law
 
 
 def check_width_scale(arch: MLP, width_scale: Any) -> int:
@@ -118,6 +146,7 @@ def init(
     *,
     width_scale: int = 1,
     dtype: Any = None,
+    law: str = "gaussian",
 ) -> Params:
     """Draw the parameters of a finite-width MLP.
 
@@ -133,20 +162,34 @@ def init(
       width_scale: neural-tangents' width scale s (standard parameterisation only):
         hidden layers get ``width * width_scale`` units.
       dtype: parameter dtype; default :func:`~nwcorrupt.precision.default_float`.
+      law: initialisation law, one of :data:`INIT_LAWS` (``"torch_default"``: PyTorch's
+        ``nn.Linear`` default, U(−1/√fan_in, 1/√fan_in) for weights and biases).
 
     Returns:
       list of ``arch.depth`` dicts ``{"W": (fan_in, fan_out), "b": (fan_out,)}``.
     """
     shapes = layer_shapes(arch, width, d_in, num_outputs, width_scale=width_scale)
+    check_init_law(arch, law, width_scale)
     dtype = np.dtype(default_float() if dtype is None else dtype)
-    return _init(key, arch, tuple(shapes), width_scale, dtype)
+    return _init(key, arch, tuple(shapes), width_scale, dtype, law)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _init(key: Array, arch: MLP, shapes: tuple, s: int, dtype: Any) -> Params:
-    # one standard-normal draw for all parameters (one random-bit kernel compiles
-    # much faster than one per tensor), cut in layer order: W then b of each layer
-    z = jax.random.normal(key, (sum(a * b + b for a, b in shapes),), dtype)
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _init(key: Array, arch: MLP, shapes: tuple, s: int, dtype: Any, law: str) -> Params:
+    # one draw for all parameters (one random-bit kernel compiles much faster than
+    # one per tensor), cut in layer order: W then b of each layer
+    total = sum(a * b + b for a, b in shapes)
+    if law == "torch_default":
+        u = jax.random.uniform(key, (total,), dtype, minval=-1.0, maxval=1.0)
+        params, start = [], 0
+        for fan_in, fan_out in shapes:
+            bound = 1.0 / np.sqrt(fan_in)
+            w = u[start : start + fan_in * fan_out].reshape(fan_in, fan_out) * bound
+            start += fan_in * fan_out
+            params.append({"W": w, "b": u[start : start + fan_out] * bound})
+            start += fan_out
+        return params
+    z = jax.random.normal(key, (total,), dtype)
     params = []
     start = 0
     for layer, (fan_in, fan_out) in enumerate(shapes):

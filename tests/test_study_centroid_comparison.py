@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from nwcorrupt.arch import MLP
 from nwcorrupt import data, precision, predict, prototype, theory, train
 from nwcorrupt.experiments import runner
 from nwcorrupt.experiments.schema import ConfigError, parse_config
@@ -35,9 +36,12 @@ def test_record_accuracies_equal_library_recomputation(ref_run):
     ds = cc._dataset(params, "digits")
     model = common.noise_model("additive", "example", ds.x_train)
     noisy = np.stack([np.asarray(model.apply(ds.x_train, 0.97, s)) for s in (0, 1)])
-    arch = cc._arch(params)
-    cfg = train.TrainConfig(arch=arch, width=32, num_classes=10, optimizer=train.Optimizer("adam", 1e-3), loss="mse",
-                            batch_size=50, epochs=3, seed=0)
+    # the study's recipe written out: networks in the standard parameterisation, every row once per epoch;
+    # the kernels of the same MLP in the NTK parameterisation
+    net_arch = MLP(3, "erf", W_std=1.0, b_std=0.0, parameterization="standard")
+    arch = MLP(3, "erf", W_std=1.0, b_std=0.0)
+    cfg = train.TrainConfig(arch=net_arch, width=32, num_classes=10, optimizer=train.Optimizer("adam", 1e-3),
+                            loss="mse", batch_size=50, epochs=3, drop_last=False, seed=0)
     logits = np.asarray(train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, num_inits=2, quiet=True).test_logits)
     net = [float(np.mean(logits[k].mean(0).argmax(-1) == ds.y_test)) for k in range(2)]
     assert rec["accuracy"]["network"] == net

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from nwcorrupt.arch import MLP
 from nwcorrupt import metrics, precision, predict, train
 from nwcorrupt.experiments.schema import ConfigError, parse_config
 from nwcorrupt.experiments.studies import common
@@ -32,7 +33,7 @@ def test_record_equals_library_recomputation(run):
     model = common.noise_model("replacement", "example", ds.x_train)
     noisy = np.stack([np.asarray(model.apply(ds.x_train, 0.8, s), dtype=np.float32) for s in (0, 1)])
     onehot = np.eye(10)[ds.y_train]
-    arch = fi._arch(params)
+    arch = MLP(3, "erf", W_std=1.0, b_std=0.0)  # the kernels: NTK parameterisation
     with precision.x64():
         ntk = [np.asarray(predict.ntk_predict(arch, noisy[k].astype(np.float64), onehot, ds.x_test.astype(np.float64),
                                               diag_reg=1e-6)) for k in range(2)]
@@ -42,8 +43,9 @@ def test_record_equals_library_recomputation(run):
     assert rec["nngp_accuracy"] == pytest.approx([metrics.accuracy(f, ds.y_test) for f in nngp], abs=1e-12)
     assert rec["ntk~nngp"] == pytest.approx([metrics.agreement(a, b) for a, b in zip(ntk, nngp)], abs=1e-12)
     # width 32, retrained with the same recipe and seeds
-    cfg = train.TrainConfig(arch=arch, width=32, num_classes=10, optimizer=train.Optimizer("adam", 1e-3), loss="mse",
-                            batch_size=50, epochs=2, seed=0)
+    net_arch = MLP(3, "erf", W_std=1.0, b_std=0.0, parameterization="standard")  # the networks: the study's
+    cfg = train.TrainConfig(arch=net_arch, width=32, num_classes=10, optimizer=train.Optimizer("adam", 1e-3),
+                            loss="mse", batch_size=50, epochs=2, drop_last=False, seed=0)
     net = np.asarray(train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, num_inits=2, quiet=True).test_logits).mean(1)
     assert rec["accuracy"][1] == pytest.approx([float(np.mean(net[k].argmax(-1) == ds.y_test)) for k in range(2)])
     assert rec["agreement_ntk"][1] == pytest.approx([float(np.mean(net[k].argmax(-1) == ntk[k].argmax(-1))) for k in range(2)])

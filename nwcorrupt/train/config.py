@@ -142,6 +142,14 @@ class TrainConfig:
       steps: total number of optimisation steps.
       early_stopping: optional :class:`EarlyStopping`.
       width_scale: neural-tangents' width scale s (standard parameterisation).
+      init: initialisation law of the parameters, one of :data:`nwcorrupt.mlp.INIT_LAWS`:
+        ``"gaussian"`` (W ~ N(0, W_std²/fan_in), b ~ N(0, b_std²), as ``arch`` says) or
+        ``"torch_default"`` (PyTorch's ``nn.Linear`` default, U(±1/√fan_in) for W and b;
+        standard parameterisation only).
+      drop_last: with N_train not a multiple of ``batch_size``, whether each epoch drops
+        the N_train mod B rows its shuffled order leaves after the last full batch (True)
+        or trains on them as one smaller last batch (False, PyTorch's ``DataLoader``
+        default: an epoch then visits every training row once).
       seed: run seed; all member keys derive from it.
       divergence_threshold: a loss above this (or non-finite) aborts the run; None
         checks finiteness only.
@@ -159,6 +167,8 @@ class TrainConfig:
     steps: int | None = None
     early_stopping: EarlyStopping | None = None
     width_scale: int = 1
+    init: str = "gaussian"
+    drop_last: bool = True
     seed: int = 0
     divergence_threshold: float | None = 1e8
     tag: str = ""
@@ -169,6 +179,9 @@ class TrainConfig:
         check_positive_int("num_classes", self.num_classes)
         check_positive_int("batch_size", self.batch_size)
         _mlp.check_width_scale(self.arch, self.width_scale)
+        _mlp.check_init_law(self.arch, self.init, self.width_scale)
+        if not isinstance(self.drop_last, bool):
+            raise TypeError(f"drop_last must be True or False, got {self.drop_last!r}")
         check_choice("loss", self.loss, LOSSES)
         if not isinstance(self.optimizer, (Optimizer, optax.GradientTransformation)):
             raise TypeError(
@@ -222,6 +235,8 @@ class TrainConfig:
             "steps": self.steps,
             "early_stopping": None if self.early_stopping is None else dataclasses.asdict(self.early_stopping),
             "width_scale": self.width_scale,
+            "init": self.init,
+            "drop_last": self.drop_last,
             "seed": int(self.seed),
             "divergence_threshold": self.divergence_threshold,
             "tag": self.tag,
@@ -262,7 +277,8 @@ def member_init(config: TrainConfig, d_in: int, *, k: int = 0, m: int = 0) -> An
     """Initial parameters of member (k, m) (as used by the training functions)."""
     init_key, _ = member_keys(config.seed, k, m)
     return _mlp.init(
-        init_key, config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale
+        init_key, config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale,
+        law=config.init,
     )
 
 

@@ -313,7 +313,8 @@ class EnsembleResult:
     member_batching: str = "vmap"
 
     def epoch_losses(self, steps_per_epoch: int) -> np.ndarray:
-        """(K, M, E) mean step loss per epoch, for ``steps_per_epoch`` = N_train // batch."""
+        """(K, M, E) mean step loss per epoch, for the run's ``steps_per_epoch`` (N_train // B with
+        ``drop_last``, ceil(N_train / B) without; :class:`~nwcorrupt.train.programs.ProgramSpec`)."""
         s = self.step_losses
         e = math.ceil(s.shape[-1] / steps_per_epoch)
         pad = np.full(s.shape[:-1] + (e * steps_per_epoch - s.shape[-1],), np.nan)

@@ -3,8 +3,11 @@
 Per member the recipe is deterministic (keys and losses: :mod:`nwcorrupt.train.config`):
 
 * every epoch the training rows are shuffled with
-  ``permutation(fold_in(shuffle_key, epoch))`` and cut into ``N_train // batch``
-  minibatches (the remainder is dropped); a step budget may end mid-epoch;
+  ``permutation(fold_in(shuffle_key, epoch))`` and cut into minibatches of B rows in
+  that order: ``N_train // B`` of them with ``drop_last`` (the remainder is dropped),
+  ``ceil(N_train / B)`` without it, the last one holding the N_train mod B rows left
+  (its loss is the mean over those rows, as in a PyTorch ``DataLoader``); a step
+  budget may end mid-epoch;
 * online corruption: a pure ``corrupt(x_clean, k, epoch) -> (N, d)`` redraws the
   training inputs of data set k at every epoch (k and epoch are traced int32);
 * optional early stopping on a held-out split (same rows for every member), which
@@ -65,7 +68,8 @@ class ProgramSpec:
       n_train: rows trained on (N, or N minus the held-out rows under early stopping).
       n_val: held-out validation rows (0 without early stopping).
       d: input features.
-      steps_per_epoch: ``n_train // batch_size``.
+      steps_per_epoch: ``n_train // batch_size`` with ``drop_last``, else ``ceil(n_train / batch_size)``.
+      last_batch: rows of the last minibatch of an epoch (``batch_size`` unless it is partial).
       total_steps: optimisation steps in all (the step budget).
       num_epochs: epochs needed for ``total_steps`` (the last one may be partial).
       corrupt: the online corruption callable, or None for fixed training sets.
@@ -79,6 +83,7 @@ class ProgramSpec:
     n_val: int
     d: int
     steps_per_epoch: int
+    last_batch: int
     total_steps: int
     num_epochs: int
     corrupt: Callable | None
@@ -108,6 +113,10 @@ def make_spec(config: TrainConfig, n: int, d: int, corrupt: Callable | None) -> 
             f"batch_size={config.batch_size} is larger than the number of {what}: N={n_train}"
         )
     spe = n_train // config.batch_size
+    last = config.batch_size
+    if not config.drop_last and n_train % config.batch_size:
+        spe += 1
+        last = n_train % config.batch_size
     total = config.steps if config.steps is not None else config.epochs * spe
     num_epochs = int(math.ceil(total / spe))
     return ProgramSpec(
@@ -116,6 +125,7 @@ def make_spec(config: TrainConfig, n: int, d: int, corrupt: Callable | None) -> 
         n_val=n_val,
         d=d,
         steps_per_epoch=spe,
+        last_batch=last,
         total_steps=int(total),
         num_epochs=num_epochs,
         corrupt=corrupt,
@@ -178,6 +188,16 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
     def loss(params: Any, x: Array, y: Array) -> Array:
         return loss_of(net(params, x), y, cfg.num_classes)
 
+    def row_loss(logits: Array, y: Array) -> Array:
+        # the recipe's loss of each row on its own: MSE's mean over N·C is the mean over rows of
+        # the per-row mean over C; cross-entropy is a mean over rows already
+        return jax.vmap(lambda z, t: loss_of(z[None], t[None], cfg.num_classes))(logits, y)
+
+    def masked_loss(params: Any, x: Array, y: Array, keep: Array) -> Array:
+        # the loss over the rows with keep = True only (a padded, partial last batch)
+        per_row = row_loss(net(params, x), y)
+        return jnp.sum(jnp.where(keep, per_row, 0)) / jnp.sum(keep)
+
     def rows_of(member: dict, shared: dict, epoch_idx: Array) -> Callable[[Array], Array]:
         """take(idx): the member's training inputs at rows idx, in epoch ``epoch_idx``."""
         if spec.corrupt is not None:
@@ -200,7 +220,9 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
         return take
 
     def init_state(init_key: Array) -> dict:
-        params = _mlp.init(init_key, arch, cfg.width, spec.d, cfg.num_classes, width_scale=cfg.width_scale, dtype=dtype)
+        params = _mlp.init(
+            init_key, arch, cfg.width, spec.d, cfg.num_classes, width_scale=cfg.width_scale, dtype=dtype, law=cfg.init
+        )
         state = {"params": params, "opt": opt.init(params)}
         if es is not None:
             state["best"] = params
@@ -215,14 +237,23 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
         total = shared["total_steps"]
         stopped = state["stopped"] if es is not None else jnp.asarray(False)
         perm = jax.random.permutation(jax.random.fold_in(member["shuffle_key"], epoch_idx), spec.n_train)
+        partial = spec.last_batch != bsz
+        if partial:  # pad the last, partial batch with row 0 and mask the padding out of its loss
+            perm = jnp.concatenate([perm, jnp.zeros(spe * bsz - spec.n_train, perm.dtype)])
+            keep_all = (jnp.arange(spe * bsz) < spec.n_train).reshape(spe, bsz)
+        else:
+            keep_all = jnp.ones((spe, 1), bool)  # unused
         batches = perm[: spe * bsz].reshape(spe, bsz)
 
         def step(carry: tuple, inp: tuple) -> tuple:
             params, opt_state = carry
-            j, rows = inp
+            j, rows, keep = inp
             if es is not None:
                 rows = shared["train_rows"][rows]
-            value, grads = jax.value_and_grad(loss)(params, take(rows), y_all[rows])
+            if partial:
+                value, grads = jax.value_and_grad(masked_loss)(params, take(rows), y_all[rows], keep)
+            else:
+                value, grads = jax.value_and_grad(loss)(params, take(rows), y_all[rows])
             updates, new_opt = opt.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             active = jnp.logical_and(epoch_idx * spe + j < total, jnp.logical_not(stopped))
@@ -232,7 +263,7 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
             return (new_params, new_opt), (value, active)
 
         (params, opt_state), (losses, active) = jax.lax.scan(
-            step, (state["params"], state["opt"]), (jnp.arange(spe), batches)
+            step, (state["params"], state["opt"]), (jnp.arange(spe), batches, keep_all)
         )
         new_state = dict(state, params=params, opt=opt_state)
         if es is not None:
@@ -255,11 +286,6 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
         if es is not None and es.restore_best:
             return state["best"]
         return state["params"]
-
-    def row_loss(logits: Array, y: Array) -> Array:
-        # the recipe's loss of each row on its own: MSE's mean over N·C is the mean over rows of
-        # the per-row mean over C; cross-entropy is a mean over rows already
-        return jax.vmap(lambda z, t: loss_of(z[None], t[None], cfg.num_classes))(logits, y)
 
     def fit(state: dict, member: dict, shared: dict, last_epoch: Array, block: int) -> tuple[Array, Array]:
         params = final_params(state)

@@ -68,7 +68,8 @@ class Params:
       noise: one noise spec (``"additive[:law]"`` or ``"replacement[:law]"``).
       ps: corruption levels.
       activations: registered activation names (:func:`nwcorrupt.activations.names`).
-      depth, W_std, b_std: the MLP (NTK parameterisation).
+      depth, W_std, b_std: the MLP.
+      parameterization: the networks' (``"standard"``, the study's); the kernels use ``"ntk"``.
       width, epochs, batch_size, learning_rate: the finite networks (Adam, MSE on one-hot targets).
       k, m: K noisy training sets × M initialisations.
       diag_reg: relative ridge of the NTK and mean-field solves (r = diag_reg × the mean train-kernel
@@ -85,6 +86,7 @@ class Params:
     depth: int = 3
     W_std: float = 1.0
     b_std: float = 0.0
+    parameterization: str = "standard"
     width: int = 512
     epochs: int = 10
     batch_size: int = 250
@@ -155,15 +157,13 @@ def _dataset(params: Params) -> data.Dataset:
 
 
 def run_point(params: Params, point: dict) -> dict:
-    from nwcorrupt.arch import MLP
-
     act, p = point["activation"], float(point["p"])
     ds = _dataset(params)
-    arch = MLP(params.depth, act, W_std=params.W_std, b_std=params.b_std)
     model = common.noise_model(params.noise, "example", ds.x_train)
+    config = nested_predictors.network_config(params, nested_predictors.network_arch(params, act), ds.num_classes)
     res = nested_predictors.run_predictors(
-        ds, arch, model, p, k=params.k, m=params.m, width=params.width, epochs=params.epochs,
-        batch_size=params.batch_size, learning_rate=params.learning_rate, diag_reg=params.diag_reg, seed=params.seed)
+        ds, config, nested_predictors.kernel_arch(params, act), model, p, k=params.k, m=params.m,
+        diag_reg=params.diag_reg, seed=params.seed)
     return {
         "accuracy": nested_predictors.accuracies(res.preds, ds.y_test),
         "agreement": nested_predictors.agreements(res.preds, heavy_corruption.AGREEMENTS),

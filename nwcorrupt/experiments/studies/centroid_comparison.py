@@ -87,6 +87,7 @@ class Params:
     depth: int = 3
     W_std: float = 1.0
     b_std: float = 0.0
+    parameterization: str = "standard"  # the networks' (the studies' PyTorch layers); the kernels use "ntk"
     width: int = 2048
     epochs: int = 30
     batch_size: int = 250
@@ -132,10 +133,6 @@ def is_ref(params: Params, point: dict) -> bool:
 
 def estimate(params: Params, point: dict) -> float:
     return nested_predictors.estimate_seconds(params, (params.width,))
-
-
-def _arch(params: Params):
-    return nested_predictors.arch(params)
 
 
 def _dataset(params: Params, name: str) -> data.Dataset:
@@ -185,9 +182,9 @@ def _fit_record(params: Params, ds: data.Dataset, logits: np.ndarray) -> dict:
 def run_point(params: Params, point: dict) -> dict:
     ds = _dataset(params, point["dataset"])
     model = common.noise_model(point["noise"], "example", ds.x_train)
+    config = nested_predictors.network_config(params, nested_predictors.network_arch(params), ds.num_classes)
     res = nested_predictors.run_predictors(
-        ds, _arch(params), model, float(point["p"]), k=params.k, m=params.m, width=params.width,
-        epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
+        ds, config, nested_predictors.kernel_arch(params), model, float(point["p"]), k=params.k, m=params.m,
         diag_reg=params.diag_reg, seed=params.seed,
     )
     out = {

@@ -61,6 +61,7 @@ class Params:
     depth: int = 3
     W_std: float = 1.0
     b_std: float = 0.0
+    parameterization: str = "standard"  # the networks' (the study's PyTorch layers); the kernels use "ntk"
     epochs: int = 30
     batch_size: int = 250
     learning_rate: float = 1e-4
@@ -92,10 +93,6 @@ def estimate(params: Params, point: dict) -> float:
     return nested_predictors.estimate_seconds(params, params.widths, kernels=2)
 
 
-def _arch(params: Params):
-    return nested_predictors.arch(params)
-
-
 def _dataset(params: Params) -> data.Dataset:
     return nested_predictors.load_dataset(params.dataset, params)
 
@@ -106,11 +103,12 @@ def run_point(params: Params, point: dict) -> dict:
     ds = _dataset(params)
     model = common.noise_model(point["noise"], "example", ds.x_train)
     res = compare.compare_widths(
-        _arch(params), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+        nested_predictors.network_arch(params), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+        kernel_arch=nested_predictors.kernel_arch(params),
         noise=model, p=float(point["p"]), widths=params.widths, num_datasets=params.k, num_inits=params.m,
         num_classes=ds.num_classes, seed=params.seed, diag_reg=params.diag_reg,
         optimizer=train.Optimizer("adam", params.learning_rate), loss="mse",
-        batch_size=params.batch_size, epochs=params.epochs,
+        batch_size=params.batch_size, epochs=params.epochs, drop_last=False,
     )
     return {
         "widths": [int(w) for w in res.widths],

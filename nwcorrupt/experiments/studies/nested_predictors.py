@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nwcorrupt import data, metrics, precision, prototype
-from nwcorrupt._checks import check_positive_int
+from nwcorrupt._checks import check_choice, check_positive_int
 from nwcorrupt.experiments.studies import common, training_fit
 
 __all__ = [
@@ -27,7 +27,9 @@ __all__ = [
     "accuracies",
     "agreements",
     "check_recipe",
-    "arch",
+    "network_arch",
+    "kernel_arch",
+    "network_config",
     "load_dataset",
     "estimate_seconds",
 ]
@@ -65,16 +67,13 @@ class NestedPredictions:
 
 def run_predictors(
     ds: data.Dataset,
-    arch,
+    config,
+    kernel_arch,
     model,
     p: float,
     *,
     k: int,
     m: int,
-    width: int,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
     diag_reg: float,
     seed: int,
 ) -> NestedPredictions:
@@ -82,34 +81,24 @@ def run_predictors(
 
     Args:
       ds: the data set (per-example normalised; x_train (N, d) clean, x_test (T, d)).
-      arch: :class:`nwcorrupt.arch.MLP` shared by the networks and the kernels.
+      config: the networks' :class:`nwcorrupt.train.TrainConfig` (:func:`network_config`).
+      kernel_arch: :class:`nwcorrupt.arch.MLP` of the infinite-width predictors (:func:`kernel_arch`).
       model: corruption model with ``apply(x, p, seed)`` (training set only).
       p: corruption level in [0, 1].
       k, m: K noisy training sets × M initialisations.
-      width, epochs, batch_size, learning_rate: the training recipe (Adam, MSE on one-hot).
       diag_reg: relative ridge of the NTK and mean-field solves (see :func:`kernel_predictors`).
-      seed: first noise seed and the training run seed.
+      seed: first noise seed (the training run seed is ``config.seed``).
     """
     from nwcorrupt import train
 
     seeds = [seed + j for j in range(k)]
     noisy = np.stack([np.asarray(model.apply(ds.x_train, p, s)) for s in seeds])  # (K, N, d)
 
-    cfg = train.TrainConfig(
-        arch=arch,
-        width=width,
-        num_classes=ds.num_classes,
-        optimizer=train.Optimizer("adam", learning_rate),
-        loss="mse",
-        batch_size=batch_size,
-        epochs=epochs,
-        seed=seed,
-    )
-    ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=m, quiet=True)
+    ens = train.train_ensemble(config, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=m, quiet=True)
     net_logits = np.asarray(ens.test_logits).mean(axis=1)  # (K, T, C): init-averaged
     net_pred = net_logits.argmax(-1)
 
-    logits = kernel_predictors(ds, arch, model, p, noisy, diag_reg=diag_reg)
+    logits = kernel_predictors(ds, kernel_arch, model, p, noisy, diag_reg=diag_reg)
     ntk_pred = logits["ntk"].argmax(-1)
     mf = logits["meanfield"][0]
     rule_noisy = np.stack([prototype.predict(ds.x_test, noisy[j], ds.y_train, num_classes=ds.num_classes) for j in range(k)])
@@ -186,11 +175,14 @@ def agreements(preds: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]) -
 
 
 def check_recipe(params, positive: Sequence[str]) -> None:
-    """Checks shared by the network studies' ``Params`` (fields activation, batch_size, n_train,
-    each name in ``positive`` (integers >= 1), and :func:`common.check_recipe_numbers`)."""
+    """Checks shared by the network studies' ``Params`` (fields activation, parameterization,
+    batch_size, n_train, each name in ``positive`` (integers >= 1), and
+    :func:`common.check_recipe_numbers`)."""
     from nwcorrupt import activations
+    from nwcorrupt.arch import PARAMETERIZATIONS
 
     activations.get(params.activation)
+    check_choice("parameterization", params.parameterization, PARAMETERIZATIONS)
     for name in positive:
         check_positive_int(name, getattr(params, name))
     common.check_recipe_numbers(params)
@@ -198,11 +190,44 @@ def check_recipe(params, positive: Sequence[str]) -> None:
         raise ValueError(f"batch_size ({params.batch_size}) must not exceed n_train ({params.n_train})")
 
 
-def arch(params):
-    """The :class:`nwcorrupt.arch.MLP` of ``params`` (depth, activation, W_std, b_std)."""
+def network_arch(params, activation: str | None = None):
+    """The :class:`nwcorrupt.arch.MLP` the networks are trained in: depth, activation (or
+    ``activation``), W_std, b_std and ``params.parameterization`` (the studies': ``"standard"``)."""
     from nwcorrupt.arch import MLP
 
-    return MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
+    act = params.activation if activation is None else activation
+    return MLP(params.depth, act, W_std=params.W_std, b_std=params.b_std, parameterization=params.parameterization)
+
+
+def kernel_arch(params, activation: str | None = None):
+    """The :class:`nwcorrupt.arch.MLP` of the infinite-width predictors the networks are compared with:
+    the same depth, activation, W_std and b_std, in the NTK parameterisation (its NTK does not depend on
+    the width; see docs/science.md#which-kernel-do-the-study-networks-approach for why this is the
+    reference of Adam-trained standard-parameterisation networks)."""
+    from nwcorrupt.arch import MLP
+
+    act = params.activation if activation is None else activation
+    return MLP(params.depth, act, W_std=params.W_std, b_std=params.b_std)
+
+
+def network_config(params, arch, num_classes: int, width: int | None = None):
+    """The study's training recipe as a :class:`nwcorrupt.train.TrainConfig`: Adam (``learning_rate``),
+    MSE on one-hot targets (mean over N·C, PyTorch's ``MSELoss``), minibatches of ``batch_size`` in a
+    fresh random order every epoch with the last, smaller batch kept (``drop_last=False``, PyTorch's
+    ``DataLoader``), ``epochs`` epochs, run seed ``params.seed``; width ``width`` (default ``params.width``)."""
+    from nwcorrupt import train
+
+    return train.TrainConfig(
+        arch=arch,
+        width=params.width if width is None else width,
+        num_classes=num_classes,
+        optimizer=train.Optimizer("adam", params.learning_rate),
+        loss="mse",
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        drop_last=False,
+        seed=params.seed,
+    )
 
 
 def load_dataset(name: str, params) -> data.Dataset:

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 
 import numpy as np
 
 from nwcorrupt import corruption, data
 from nwcorrupt._checks import check_choice, check_positive_int
 from nwcorrupt.arch import PARAMETERIZATIONS  # re-exported: the choices of NetParams.parameterization
+from nwcorrupt.mlp import INIT_LAWS
 from nwcorrupt.experiments.studies import common, training_fit
 
 __all__ = [
+    "INIT_LAWS",
     "PARAMETERIZATIONS",
     "NetParams",
     "check_image_dataset",
@@ -51,7 +54,11 @@ class NetParams:
       depth: dense layers L (L − 1 hidden layers of ``width`` units, then the readout).
       width: hidden width.
       parameterization: ``"standard"`` (conventional network, the default) or ``"ntk"``.
-      W_std, b_std: initial weight/bias scales (default He initialisation √2, zero biases).
+      init: ``"torch_default"`` (the study's: PyTorch's ``nn.Linear`` default, weights and biases
+        U(±1/√fan_in); standard parameterisation) or ``"gaussian"`` (W ~ N(0, W_std²/fan_in),
+        b ~ N(0, b_std²)).
+      W_std, b_std: scales of the ``"gaussian"`` initialisation (default He: √2 and zero biases);
+        leave them unset with ``"torch_default"``, which has its own.
       epochs, batch_size, learning_rate: Adam training with softmax cross-entropy.
       repeats: R independently trained networks per sweep point.
       seed: run seed (subset, initialisations, minibatch order) and noise seed of repeat 0.
@@ -63,8 +70,9 @@ class NetParams:
     depth: int = 4
     width: int = 128
     parameterization: str = "standard"
-    W_std: float = math.sqrt(2.0)
-    b_std: float = 0.0
+    init: str = "torch_default"
+    W_std: float | None = None
+    b_std: float | None = None
     epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -78,12 +86,43 @@ class NetParams:
         for name in ("depth", "width", "epochs", "batch_size", "repeats"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("n_train", self.n_train, allow_zero=True)
-        common.check_recipe_numbers(self)
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        check_choice("init", self.init, INIT_LAWS)
+        if self.init == "torch_default":
+            if self.W_std is not None or self.b_std is not None:
+                raise ValueError(
+                    "W_std and b_std scale the 'gaussian' initialisation; init='torch_default' (PyTorch's "
+                    f"nn.Linear default, U(±1/√fan_in)) has its own: leave them unset, got W_std={self.W_std}, "
+                    f"b_std={self.b_std}"
+                )
+            if self.parameterization != "standard":
+                raise ValueError(
+                    f"init='torch_default' needs parameterization='standard', got {self.parameterization!r}"
+                )
+        common.check_recipe_numbers(
+            types.SimpleNamespace(**dataclasses.asdict(self) | {"W_std": self.weight_std, "b_std": self.bias_std})
+        )
         if self.seed + self.repeats >= 2**31:
             raise ValueError(f"seed + repeats must be < 2**31, got {self.seed + self.repeats}")
         if self.n_train and self.batch_size > self.n_train:
             raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
+
+
+    @property
+    def weight_std(self) -> float:
+        """σ_w of the initial weights (fan-in variance σ_w²/fan_in): 1/√3 for ``"torch_default"``, else
+        ``W_std`` (default √2)."""
+        if self.init == "torch_default":
+            return 1.0 / math.sqrt(3.0)
+        return math.sqrt(2.0) if self.W_std is None else float(self.W_std)
+
+    @property
+    def bias_std(self) -> float:
+        """b_std of the ``"gaussian"`` initialisation (default 0); 0 for ``"torch_default"``, whose bias
+        variance 1/(3 fan_in) is not a fixed b_std."""
+        if self.init == "torch_default" or self.b_std is None:
+            return 0.0
+        return float(self.b_std)
 
 
 def check_image_dataset(name: str, what: str = "dataset") -> None:
@@ -108,11 +147,14 @@ def noise_model(params: NetParams):
 
 
 def train_config(params: NetParams, num_classes: int):
-    """The :class:`~nwcorrupt.train.TrainConfig` of the study network."""
+    """The :class:`~nwcorrupt.train.TrainConfig` of the study network: Adam, softmax cross-entropy (mean over
+    the batch, PyTorch's ``CrossEntropyLoss``), a fresh random order every epoch with the last, smaller
+    batch kept (``drop_last=False``, PyTorch's ``DataLoader``), initialisation ``params.init``."""
     from nwcorrupt import train
     from nwcorrupt.arch import MLP
 
-    arch = MLP(params.depth, "relu", W_std=params.W_std, b_std=params.b_std, parameterization=params.parameterization)
+    arch = MLP(params.depth, "relu", W_std=params.weight_std, b_std=params.bias_std,
+               parameterization=params.parameterization)
     return train.TrainConfig(
         arch=arch,
         width=params.width,
@@ -121,6 +163,8 @@ def train_config(params: NetParams, num_classes: int):
         loss="cross_entropy",
         batch_size=params.batch_size,
         epochs=params.epochs,
+        init=params.init,
+        drop_last=False,
         seed=params.seed,
     )
 

@@ -38,8 +38,9 @@ import dataclasses
 import numpy as np
 
 from nwcorrupt import data, metrics, precision
-from nwcorrupt._checks import check_positive_int, check_real
-from nwcorrupt.experiments.studies import common, training_fit
+from nwcorrupt._checks import check_choice, check_positive_int, check_real
+from nwcorrupt.arch import PARAMETERIZATIONS
+from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
 __all__ = [
     "DESCRIPTION",
@@ -78,7 +79,8 @@ class Params:
       n_trains: training-set sizes N (balanced subsets, multiples of the class count).
       sizes: image sides s; the networks see d = s² features.
       n_test: number of clean test points (the first ones; 0: the full test set).
-      activation, depth, W_std, b_std: the MLP (NTK parameterisation).
+      activation, depth, W_std, b_std: the MLP.
+      parameterization: the networks' (``"standard"``, the study's); the NTK predictor uses ``"ntk"``.
       width, epochs, batch_size, learning_rate: the finite networks (Adam, MSE on one-hot targets).
       k: noisy training sets K (≥ 2; an SNR estimate needs K ≳ 5 to be useful).
       m: initialisations M per noisy set.
@@ -98,6 +100,7 @@ class Params:
     depth: int = 3
     W_std: float = 1.0
     b_std: float = 0.0
+    parameterization: str = "standard"
     width: int = 512
     epochs: int = 10
     batch_size: int = 100
@@ -122,6 +125,7 @@ class Params:
             if not vals or any(v < 1 for v in vals) or len(set(vals)) != len(vals):
                 raise ValueError(f"{name} must be a non-empty list of distinct integers >= 1, got {list(vals)}")
         activations.get(self.activation)
+        check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         for name in ("depth", "width", "epochs", "batch_size", "m"):
             check_positive_int(name, getattr(self, name))
         if check_positive_int("k", self.k) < 2:
@@ -196,11 +200,7 @@ def _network_logits(
     seconds; the networks' training-set fit (:func:`training_fit.summarize`)."""
     from nwcorrupt import train
 
-    cfg = train.TrainConfig(
-        arch=arch, width=params.width, num_classes=ds.num_classes,
-        optimizer=train.Optimizer("adam", params.learning_rate), loss="mse", batch_size=params.batch_size,
-        epochs=params.epochs, seed=params.seed,
-    )
+    cfg = nested_predictors.network_config(params, arch, ds.num_classes)
     ens = train.train_ensemble(cfg, noisy, ds.y_train, ds.x_test, ds.y_test, num_inits=params.m, quiet=True)
     fit = training_fit.summarize(ens.train_loss, ens.train_accuracy)
     return np.asarray(ens.test_logits, dtype=np.float64).mean(axis=1), float(ens.train_seconds), fit
@@ -221,20 +221,17 @@ def _ntk_logits(params: Params, arch, noisy: np.ndarray, ds: data.Dataset) -> np
 
 
 def run_point(params: Params, point: dict) -> dict:
-    from nwcorrupt.arch import MLP
-
     ds = _dataset(params, point)
-    arch = MLP(params.depth, params.activation, W_std=params.W_std, b_std=params.b_std)
     model = common.noise_model(point["noise"], "example", ds.x_train)
     seeds = [params.seed + k for k in range(params.k)]
     noisy = np.stack([np.asarray(model.apply(ds.x_train, params.p, s)) for s in seeds])  # (K, N, d)
     out = {"n_train": ds.n_train, "d": ds.d, "nd": ds.n_train * ds.d, "noise_seeds": seeds, "predictors": {}}
     if params.networks:
-        net, seconds, fit = _network_logits(params, arch, noisy, ds)
+        net, seconds, fit = _network_logits(params, nested_predictors.network_arch(params), noisy, ds)
         out["predictors"]["network"] = logit_statistics(net, ds.y_test)
         out["train_seconds"] = seconds
         out.update(fit)
-    out["predictors"]["ntk"] = logit_statistics(_ntk_logits(params, arch, noisy, ds), ds.y_test)
+    out["predictors"]["ntk"] = logit_statistics(_ntk_logits(params, nested_predictors.kernel_arch(params), noisy, ds), ds.y_test)
     return out
 
 

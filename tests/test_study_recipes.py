@@ -1,0 +1,100 @@
+"""The shipped configs against the studies' published recipes.
+
+The tables below are written out here from the studies' recipe table (docs/science.md#the-studies-recipes),
+independently of the study code: the ``full`` scale of every network study must equal them key by key
+(after the study's own defaults fill the keys a config leaves out), and every scale of every network
+study must state the parameterisation its networks are trained in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+
+import pytest
+
+from nwcorrupt.experiments import catalog
+
+P_MAIN = tuple(round(0.85 + 0.01 * i, 2) for i in range(16))  # 0.85:0.01:1.0
+
+ERF_NET = {"activation": "erf", "depth": 3, "W_std": 1.0, "b_std": 0.0, "parameterization": "standard"}
+MAIN_TRAINING = {"epochs": 30, "batch_size": 250, "learning_rate": 1e-4}
+RELU_NET = {"depth": 4, "width": 128, "parameterization": "standard", "init": "torch_default"}
+RELU_TRAINING = {"epochs": 20, "batch_size": 128, "learning_rate": 1e-3}
+
+RECIPES = {
+    "accuracy_vs_corruption": {
+        "datasets": ("mnist", "fashion_mnist", "kmnist"), "noise": "replacement",
+        "ps": tuple(round(0.1 * i, 1) for i in range(11)), "n_train": 0, "n_test": 0, "repeats": 100,
+        **RELU_NET, **RELU_TRAINING,
+    },
+    "ptrain_ptest": {
+        "dataset": "mnist", "noise": "replacement",
+        "p_train": tuple(round(0.05 * i, 2) for i in range(21)),
+        "p_test": tuple(round(0.0125 * i, 4) for i in range(81)),
+        "n_train": 0, "repeats": 20, **RELU_NET, **RELU_TRAINING,
+    },
+    "centroid_comparison": {
+        "datasets": ("mnist", "fashion_mnist", "kmnist"), "noises": ("replacement", "additive"), "ps": P_MAIN,
+        "p_ref": 0.97, "n_train": 4000, "n_test": 0, "width": 2048, "k": 20, "m": 10, **ERF_NET, **MAIN_TRAINING,
+    },
+    "finite_vs_infinite": {
+        "dataset": "mnist", "noises": ("replacement", "additive"), "ps": P_MAIN, "n_train": 4000, "n_test": 0,
+        "widths": (128, 256, 512, 1024, 2048, 4096), "k": 20, "m": 10, **ERF_NET, **MAIN_TRAINING,
+    },
+    "heavy_corruption": {  # the main job: the main recipe on MNIST
+        "dataset": "mnist", "noises": ("additive", "replacement"), "ps": P_MAIN, "n_train": 4000, "n_test": 0,
+        "width": 2048, "k": 20, "m": 10, **ERF_NET, **MAIN_TRAINING,
+    },
+    "snr_sweep": {
+        "dataset": "mnist", "noises": ("additive", "replacement"), "p": 0.97, "sizes": (28, 43, 55, 64),
+        "n_trains": (1000, 2000, 3000, 4000), "n_test": 0, "width": 2048, "k": 20, "m": 10,
+        **ERF_NET, "epochs": 25, "batch_size": 100, "learning_rate": 1e-4,
+    },
+    "activations": {
+        "dataset": "mnist", "noise": "additive", "ps": tuple(round(0.9 + 0.01 * i, 2) for i in range(11)),
+        "activations": ("erf", "tanh", "gelu", "swish"), "n_train": 4000, "n_test": 0, "width": 2048,
+        "k": 50, "m": 1, "depth": 3, "W_std": 1.0, "b_std": 0.0, "parameterization": "standard",
+        "epochs": 20, "batch_size": 250, "learning_rate": 1e-4,
+    },
+}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("study", sorted(RECIPES))
+def test_full_scale_is_the_published_recipe(study):
+    params = dataclasses.asdict(catalog.load(study, "full").params)
+    wrong = {k: (params.get(k), v) for k, v in RECIPES[study].items() if not _same(params.get(k), v)}
+    assert not wrong, f"{study} full scale differs from the recipe (config, recipe): {wrong}"
+
+
+@pytest.mark.parametrize("study", sorted(RECIPES))
+def test_every_scale_states_its_parameterisation(study):
+    doc = tomllib.loads(catalog.text(study))
+    scales = [k for k, v in doc.items() if isinstance(v, dict)]
+    assert {"quick", "full"} <= set(scales)
+    for scale in scales:
+        assert doc[scale].get("parameterization") == "standard", f"{study} [{scale}] must state parameterization"
+        if "init" in RECIPES[study]:
+            assert doc[scale].get("init") == "torch_default", f"{study} [{scale}] must state init"
+
+
+def test_quick_scales_keep_the_recipe_of_the_network():
+    """Quick scales are the recipe made smaller: same parameterisation, initialisation, optimiser step
+    and batch for the erf studies whose networks are compared with the kernels."""
+    for study in ("centroid_comparison", "finite_vs_infinite", "heavy_corruption"):
+        params = catalog.load(study, "quick").params
+        assert params.parameterization == "standard"
+        assert params.learning_rate == 1e-4 and params.batch_size == 250 and params.epochs == 30, study
+    for study in ("accuracy_vs_corruption", "ptrain_ptest"):
+        params = catalog.load(study, "quick").params
+        assert (params.init, params.learning_rate, params.batch_size, params.epochs) == ("torch_default", 1e-3, 128, 20)
+        assert params.n_train == 0, f"{study}: the cheap studies train on the full training set at every scale"
