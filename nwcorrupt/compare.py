@@ -81,6 +81,10 @@ class WidthComparison:
       train_loss: (W, K, M) training loss of each network on its noisy training set
         (:attr:`nwcorrupt.train.EnsembleResult.train_loss`).
       train_accuracy: (W, K, M) training accuracy of each network on its noisy training set.
+      agreement_ntk_standard, rel_distance_ntk_standard, ntk_standard_accuracy: (W, K), with
+        ``standard_ntk=True`` (else None): the same measures against the standard-parameterisation
+        NTK predictor at base width n, the kernel whose gradient-descent limit the width-n network
+        has (docs/science.md#which-kernel-do-the-study-networks-approach).
     """
 
     widths: tuple[int, ...]
@@ -100,6 +104,9 @@ class WidthComparison:
     num_inits: int
     train_loss: np.ndarray
     train_accuracy: np.ndarray
+    agreement_ntk_standard: np.ndarray | None = None
+    rel_distance_ntk_standard: np.ndarray | None = None
+    ntk_standard_accuracy: np.ndarray | None = None
 
     def as_rows(self) -> tuple[tuple[str, ...], list[list[Any]]]:
         """A table: header and one row per width, then rows ``"ntk"`` and ``"nngp"``.
@@ -214,6 +221,7 @@ def compare_widths(
     ntk_learning_rate: float | None = None,
     quiet: bool = True,
     kernel_arch: Any = None,
+    standard_ntk: bool = False,
     **train_config_kwargs: Any,
 ) -> WidthComparison:
     """Train width-n ensembles on K noisy sets and compare them with the exact NTK/NNGP predictors.
@@ -242,6 +250,8 @@ def compare_widths(
         ``arch``). Networks trained in the standard parameterisation with Adam are compared
         with the NTK-parameterised kernels of the same depth, activation, W_std and b_std
         (docs/science.md#which-kernel-do-the-study-networks-approach).
+      standard_ntk: also compare each width n with the NTK predictor of ``kernel_arch`` in the
+        standard parameterisation at base width n (one more kernel solve per width and data set).
       **train_config_kwargs: the recipe, passed to :class:`nwcorrupt.train.TrainConfig`
         (optimizer, loss, batch_size, epochs or steps, ...; not arch, width,
         num_classes or seed).
@@ -315,6 +325,22 @@ def compare_widths(
             for k in range(k_count)
         ])
 
+    if not isinstance(standard_ntk, bool):
+        raise TypeError(f"standard_ntk must be True or False, got {standard_ntk!r}")
+    ntk_std = None
+    if standard_ntk:
+        with precision.x64():
+            ntk_std = np.stack([
+                np.stack([
+                    np.asarray(predict.ntk_predict(
+                        dataclasses.replace(kernel_arch, parameterization="standard", width=int(w)),
+                        noisy[k].astype(np.float64), onehot, xte.astype(np.float64), t=t_ntk,
+                        learning_rate=lr_ntk, **kw))
+                    for k in range(k_count)
+                ])
+                for w in ws
+            ])  # (W, K, T, C)
+
     nets, fit_loss, fit_acc = [], [], []
     for cfg in configs:
         ens = train.train_ensemble(cfg, noisy, ytr, xte, num_inits=m_count, quiet=quiet)
@@ -330,7 +356,18 @@ def compare_widths(
     acc = np.array([[metrics.accuracy(net[i, k], yte) for k in range(k_count)] for i in range(len(ws))])
     ag_ntk = np.array([[metrics.agreement(net[i, k], ntk[k]) for k in range(k_count)] for i in range(len(ws))])
     ag_nngp = np.array([[metrics.agreement(net[i, k], nngp[k]) for k in range(k_count)] for i in range(len(ws))])
+    extra: dict[str, Any] = {}
+    if ntk_std is not None:
+        std_norm = np.linalg.norm(ntk_std.reshape(len(ws), k_count, -1), axis=2)
+        extra = {
+            "agreement_ntk_standard": np.array(
+                [[metrics.agreement(net[i, k], ntk_std[i, k]) for k in range(k_count)] for i in range(len(ws))]),
+            "rel_distance_ntk_standard": np.linalg.norm((net - ntk_std).reshape(len(ws), k_count, -1), axis=2) / std_norm,
+            "ntk_standard_accuracy": np.array(
+                [[metrics.accuracy(ntk_std[i, k], yte) for k in range(k_count)] for i in range(len(ws))]),
+        }
     return WidthComparison(
+        **extra,
         widths=ws,
         accuracy=acc,
         agreement_ntk=ag_ntk,

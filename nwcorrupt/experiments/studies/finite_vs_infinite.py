@@ -13,7 +13,11 @@ of argmax f̄_n, the agreement of its argmax with the NTK and with the NNGP
 decisions, and the relative logit distance ‖f̄_n − f_NTK‖_F / ‖f_NTK‖_F over the
 (T, C) test logits (it has an O(1/√M) floor from the init-averaged initial
 function, see :mod:`nwcorrupt.compare`); per (noise, p) the NTK and NNGP
-accuracies and their mutual agreement.
+accuracies and their mutual agreement. The networks train in ``parameterization``
+(the study's: ``"standard"``) and the kernels are those of the NTK parameterisation;
+with ``standard_ntk`` (default) each width n is also compared with the standard-
+parameterisation NTK predictor at base width n (table ``standard_ntk``), the other
+candidate limit (docs/science.md#which-kernel-do-the-study-networks-approach).
 
 Per (noise, p, width) the record also holds the networks' training-set fit on their
 noisy sets (``train_loss_mean``, ``train_accuracy_mean``, ``train_accuracy_min``:
@@ -35,6 +39,7 @@ from nwcorrupt.experiments.studies.common import mean_std
 __all__ = [
     "DESCRIPTION",
     "PER_WIDTH",
+    "PER_WIDTH_STANDARD",
     "Params",
     "preflight",
     "points",
@@ -47,6 +52,8 @@ __all__ = [
 DESCRIPTION = "trained ensembles of growing width vs the exact NTK and NNGP predictors on the same noisy sets, vs p"
 
 PER_WIDTH = ("accuracy", "agreement_ntk", "agreement_nngp", "rel_distance_ntk")
+#: Per-width measures against the standard-parameterisation NTK at base width n (``standard_ntk``).
+PER_WIDTH_STANDARD = ("agreement_ntk_standard", "rel_distance_ntk_standard", "ntk_standard_accuracy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Params:
     k: int = 20
     m: int = 10
     diag_reg: float = 1e-6
+    standard_ntk: bool = True  # also compare width n with the standard-parameterisation NTK at base width n
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,8 +116,9 @@ def run_point(params: Params, point: dict) -> dict:
         noise=model, p=float(point["p"]), widths=params.widths, num_datasets=params.k, num_inits=params.m,
         num_classes=ds.num_classes, seed=params.seed, diag_reg=params.diag_reg,
         optimizer=train.Optimizer("adam", params.learning_rate), loss="mse",
-        batch_size=params.batch_size, epochs=params.epochs, drop_last=False,
+        batch_size=params.batch_size, epochs=params.epochs, drop_last=False, standard_ntk=params.standard_ntk,
     )
+    standard = {q: np.asarray(getattr(res, q)).tolist() for q in PER_WIDTH_STANDARD} if params.standard_ntk else {}
     return {
         "widths": [int(w) for w in res.widths],
         **{q: np.asarray(getattr(res, q)).tolist() for q in PER_WIDTH},  # (W, K)
@@ -117,6 +126,7 @@ def run_point(params: Params, point: dict) -> dict:
         "nngp_accuracy": res.nngp_accuracy.tolist(),
         "ntk~nngp": [metrics.agreement(a, b) for a, b in zip(res.ntk_logits, res.nngp_logits)],
         "noise_seeds": list(res.noise_seeds),
+        **standard,
         **_fit_per_width(res.train_loss, res.train_accuracy),
     }
 
@@ -133,7 +143,7 @@ def _fit_of_width(m: dict, i: int) -> dict:
 
 
 def tables(params: Params, records: list[dict]) -> dict:
-    width_rows, acc_rows, kernel_rows, fit_rows = [], [], [], []
+    width_rows, acc_rows, kernel_rows, fit_rows, std_rows = [], [], [], [], []
     for rec in records:
         noise, p, m = rec["point"]["noise"], rec["point"]["p"], rec["metrics"]
         for i, w in enumerate(m["widths"]):
@@ -141,18 +151,25 @@ def tables(params: Params, records: list[dict]) -> dict:
             stats = [v for q in PER_WIDTH for v in mean_std(m[q][i])]
             width_rows.append([noise, p, w, *stats, len(m["accuracy"][i])])
             acc_rows.append([noise, p, f"width {w}", *mean_std(m["accuracy"][i]), len(m["accuracy"][i])])
+            if all(q in m for q in PER_WIDTH_STANDARD):
+                std_rows.append([noise, p, w, *[v for q in PER_WIDTH_STANDARD for v in mean_std(m[q][i])],
+                                 len(m["accuracy"][i])])
         for name in ("ntk", "nngp"):
             acc_rows.append([noise, p, name, *mean_std(m[f"{name}_accuracy"]), len(m[f"{name}_accuracy"])])
         kernel_rows.append([noise, p, *mean_std(m["ntk_accuracy"]), *mean_std(m["nngp_accuracy"]),
                             *mean_std(m["ntk~nngp"]), len(m["ntk~nngp"])])
     width_header = ["noise", "p", "width", *[f"{q}_{s}" for q in PER_WIDTH for s in ("mean", "std")], "n"]
-    return {
+    out = {
         "width_comparison": (width_header, width_rows),
         "accuracy": (["noise", "p", "predictor", "mean", "std", "n"], acc_rows),
         "kernels": (["noise", "p", "ntk_accuracy_mean", "ntk_accuracy_std", "nngp_accuracy_mean",
                      "nngp_accuracy_std", "ntk~nngp_mean", "ntk~nngp_std", "n"], kernel_rows),
         "training_fit": (["noise", "p", "width", *training_fit.HEADER], fit_rows),
     }
+    if std_rows:
+        out["standard_ntk"] = (
+            ["noise", "p", "width", *[f"{q}_{s}" for q in PER_WIDTH_STANDARD for s in ("mean", "std")], "n"], std_rows)
+    return out
 
 
 def figures(params: Params, records: list[dict]) -> dict:
