@@ -1,6 +1,6 @@
 """The shipped configs against the studies' published recipes.
 
-The tables below are written out here from the studies' recipe table (docs/science.md#the-studies-recipes),
+The tables below are written out here from the studies' recipe table (docs/science.md#study-recipes),
 independently of the study code: the ``full`` scale of every network study must equal them key by key
 (after the study's own defaults fill the keys a config leaves out), and every scale of every network
 study must state the parameterisation its networks are trained in.
