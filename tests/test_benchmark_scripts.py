@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end (at smoke-test sizes; their real sizes are for docs numbers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> str:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_gpu_study_script_runs_a_study_and_reports_cost_per_network(tmp_path):
+    text = _run("benchmarks/gpu_study.py", "centroid_comparison", "--scale", "tiny", "--out", str(tmp_path / "r"))
+    assert "on 1 x" in text and "per network" in text and "1 points run" in text
+    # a second call resumes: nothing is retrained
+    assert "0 points run, 1 already stored" in _run(
+        "benchmarks/gpu_study.py", "centroid_comparison", "--scale", "tiny", "--out", str(tmp_path / "r"))
+
+
+def test_fidelity_script_resumes_and_replaces_a_damaged_file(tmp_path):
+    out = tmp_path / "fid.json"
+    args = ("benchmarks/fidelity.py", "--k", "2", "--m", "1", "--ps", "0.9", "--noises", "additive",
+            "--n-train", "500", "--n-test", "200", "--width", "8", "--epochs", "1", "--out", str(out))
+    text = _run(*args)
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and rows[0]["noise"] == "additive" and len(rows[0]["net"]) == 2
+    assert 0.0 <= rows[0]["ntk"][0] <= 1.0 and "agree" in text
+    _run(*args)  # resumes: the row is not recomputed
+    assert json.loads(out.read_text()) == rows
+    out.write_text("{not json")
+    assert "damaged" in _run(*args)
+    assert len(json.loads(out.read_text())) == 1
