@@ -106,7 +106,7 @@ def _load(path: Path) -> list[dict]:
 
 def _fmt(vals) -> str:
     m, s = common.mean_std(vals)
-    return f"{m:.3f} ± {s:.3f}" if s != "" else f"{m:.3f}"
+    return f"{m:.3f}" if s == common.NO_STD else f"{m:.3f} ± {s:.3f}"
 
 
 def print_table(rows: list[dict]) -> None:

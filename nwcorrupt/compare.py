@@ -352,17 +352,24 @@ def compare_widths(
     ntk_norm = np.linalg.norm(ntk.reshape(k_count, -1), axis=1)
     if np.any(ntk_norm == 0):
         raise ValueError("the NTK predictor is identically zero (t = 0?); the relative distance is undefined")
-    rel = np.linalg.norm((net - ntk[None]).reshape(len(ws), k_count, -1), axis=2) / ntk_norm[None]
+    # every reference predictor as (W, K, T, C), broadcast over the widths when it has none
+    def per_width(score, a, b) -> np.ndarray:
+        b = np.broadcast_to(b, net.shape)
+        return np.array([[score(a[i, k], b[i, k]) for k in range(k_count)] for i in range(len(ws))])
+
+    def rel_distance(ref) -> np.ndarray:
+        ref = np.broadcast_to(ref, net.shape).reshape(len(ws), k_count, -1)
+        return np.linalg.norm(net.reshape(len(ws), k_count, -1) - ref, axis=2) / np.linalg.norm(ref, axis=2)
+
+    rel = rel_distance(ntk)
     acc = np.array([[metrics.accuracy(net[i, k], yte) for k in range(k_count)] for i in range(len(ws))])
-    ag_ntk = np.array([[metrics.agreement(net[i, k], ntk[k]) for k in range(k_count)] for i in range(len(ws))])
-    ag_nngp = np.array([[metrics.agreement(net[i, k], nngp[k]) for k in range(k_count)] for i in range(len(ws))])
+    ag_ntk = per_width(metrics.agreement, net, ntk)
+    ag_nngp = per_width(metrics.agreement, net, nngp)
     extra: dict[str, Any] = {}
     if ntk_std is not None:
-        std_norm = np.linalg.norm(ntk_std.reshape(len(ws), k_count, -1), axis=2)
         extra = {
-            "agreement_ntk_standard": np.array(
-                [[metrics.agreement(net[i, k], ntk_std[i, k]) for k in range(k_count)] for i in range(len(ws))]),
-            "rel_distance_ntk_standard": np.linalg.norm((net - ntk_std).reshape(len(ws), k_count, -1), axis=2) / std_norm,
+            "agreement_ntk_standard": per_width(metrics.agreement, net, ntk_std),
+            "rel_distance_ntk_standard": rel_distance(ntk_std),
             "ntk_standard_accuracy": np.array(
                 [[metrics.accuracy(ntk_std[i, k], yte) for k in range(k_count)] for i in range(len(ws))]),
         }

@@ -180,16 +180,9 @@ def _init(key: Array, arch: MLP, shapes: tuple, s: int, dtype: Any, law: str) ->
     # one per tensor), cut in layer order: W then b of each layer
     total = sum(a * b + b for a, b in shapes)
     if law == "torch_default":
-        u = jax.random.uniform(key, (total,), dtype, minval=-1.0, maxval=1.0)
-        params, start = [], 0
-        for fan_in, fan_out in shapes:
-            bound = 1.0 / np.sqrt(fan_in)
-            w = u[start : start + fan_in * fan_out].reshape(fan_in, fan_out) * bound
-            start += fan_in * fan_out
-            params.append({"W": w, "b": u[start : start + fan_out] * bound})
-            start += fan_out
-        return params
-    z = jax.random.normal(key, (total,), dtype)
+        z = jax.random.uniform(key, (total,), dtype, minval=-1.0, maxval=1.0)
+    else:
+        z = jax.random.normal(key, (total,), dtype)
     params = []
     start = 0
     for layer, (fan_in, fan_out) in enumerate(shapes):
@@ -197,7 +190,9 @@ def _init(key: Array, arch: MLP, shapes: tuple, s: int, dtype: Any, law: str) ->
         start += fan_in * fan_out
         b = z[start : start + fan_out]
         start += fan_out
-        if arch.parameterization == "standard":
+        if law == "torch_default":  # U(-1, 1) scaled to U(±1/√fan_in), weights and biases alike
+            w, b = w / np.sqrt(fan_in), b / np.sqrt(fan_in)
+        elif arch.parameterization == "standard":
             s_in = 1 if layer == 0 else s
             w = w * (arch.W_std / np.sqrt(fan_in / s_in))
             b = b * arch.b_std

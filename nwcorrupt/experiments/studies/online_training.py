@@ -25,8 +25,8 @@ import numpy as np
 
 from nwcorrupt import corruption, data
 from nwcorrupt._checks import check_choice, check_positive_int
-from nwcorrupt.arch import PARAMETERIZATIONS  # re-exported: the choices of NetParams.parameterization
-from nwcorrupt.mlp import INIT_LAWS
+from nwcorrupt.arch import MLP, PARAMETERIZATIONS  # PARAMETERIZATIONS re-exported: the choices of NetParams.parameterization
+from nwcorrupt.mlp import INIT_LAWS, check_init_law
 from nwcorrupt.experiments.studies import common, training_fit
 
 __all__ = [
@@ -87,18 +87,13 @@ class NetParams:
             check_positive_int(name, getattr(self, name))
         check_positive_int("n_train", self.n_train, allow_zero=True)
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
-        check_choice("init", self.init, INIT_LAWS)
-        if self.init == "torch_default":
-            if self.W_std is not None or self.b_std is not None:
-                raise ValueError(
-                    "W_std and b_std scale the 'gaussian' initialisation; init='torch_default' (PyTorch's "
-                    f"nn.Linear default, U(±1/√fan_in)) has its own: leave them unset, got W_std={self.W_std}, "
-                    f"b_std={self.b_std}"
-                )
-            if self.parameterization != "standard":
-                raise ValueError(
-                    f"init='torch_default' needs parameterization='standard', got {self.parameterization!r}"
-                )
+        check_init_law(MLP(self.depth, "relu", parameterization=self.parameterization), self.init)
+        if self.init == "torch_default" and (self.W_std is not None or self.b_std is not None):
+            raise ValueError(
+                "W_std and b_std scale the 'gaussian' initialisation; init='torch_default' (PyTorch's "
+                f"nn.Linear default, U(±1/√fan_in)) has its own: leave them unset, got W_std={self.W_std}, "
+                f"b_std={self.b_std}"
+            )
         common.check_recipe_numbers(
             types.SimpleNamespace(**dataclasses.asdict(self) | {"W_std": self.weight_std, "b_std": self.bias_std})
         )
@@ -151,7 +146,6 @@ def train_config(params: NetParams, num_classes: int):
     the batch, PyTorch's ``CrossEntropyLoss``), a fresh random order every epoch with the last, smaller
     batch kept (``drop_last=False``, PyTorch's ``DataLoader``), initialisation ``params.init``."""
     from nwcorrupt import train
-    from nwcorrupt.arch import MLP
 
     arch = MLP(params.depth, "relu", W_std=params.weight_std, b_std=params.bias_std,
                parameterization=params.parameterization)
