@@ -60,7 +60,7 @@ from __future__ import annotations
 from nwcorrupt.predict.architecture import nngp_predict, ntk_predict, tiled_predict
 from nwcorrupt.predict.base import TILE_SIZE, Array, ConvergenceError, SolveInfo
 from nwcorrupt.predict.cg import CG_TOL, PRECOND_RANK, PRECONDITIONERS, TiledKernel, cg_solve
-from nwcorrupt.predict.dense import JITTER_GROWTH, JITTER_MAX, JITTER_START
+from nwcorrupt.predict.dense import JITTER_GROWTH, JITTER_MAX, JITTER_START, cholesky_factor, eigen_decomposition
 from nwcorrupt.predict.ensemble import Gaussian, gradient_descent_mse_ensemble
 from nwcorrupt.predict.matrix import (
     AUTO_DENSE_MAX_BYTES,
@@ -104,6 +104,8 @@ __all__ = [
     "gradient_flow_weights",
     "gp_mean",
     "gradient_flow_mean",
+    "cholesky_factor",
+    "eigen_decomposition",
     "absolute_regularizer",
     "auto_solver",
     "default_preconditioner",

@@ -43,6 +43,7 @@ __all__ = [
     "JITTER_START",
     "JITTER_GROWTH",
     "JITTER_MAX",
+    "cholesky_factor",
     "eigen_decomposition",
     "flow_coefficients",
     "solve_cholesky",
@@ -140,6 +141,43 @@ def solve_cholesky(k: Array, y: Array, reg: float, estimate_cond: bool) -> tuple
         method = "power"
     info = SolveInfo(solver="cholesky", diag_reg=reg, jitter=jitter, residual=res, cond=cond, cond_method=method)
     return x, info
+
+
+@jax.jit
+def _factor_attempt(k: Array, shift: Array) -> tuple[Array, Array]:
+    c = jnp.linalg.cholesky(k + shift * jnp.eye(k.shape[0], dtype=k.dtype))
+    return c, jnp.all(jnp.isfinite(c))
+
+
+def cholesky_factor(k: Array, reg: float) -> tuple[Array, float]:
+    """Lower Cholesky factor of ``K + (reg + jitter) I`` with the jitter rule of :func:`solve_cholesky`.
+
+    Args:
+      k: (N, N) symmetric kernel, working float; reg: absolute regulariser r >= 0.
+
+    Returns:
+      (L (N, N) lower triangular, absolute jitter added (0.0 when none was needed)).
+
+    Raises:
+      ValueError: not factorisable even with jitter :data:`JITTER_MAX` x mean diagonal.
+    """
+    dt = k.dtype
+    c, ok = _factor_attempt(k, jnp.asarray(reg, dt))
+    if bool(ok):
+        return c, 0.0
+    mean_diag = float(jnp.mean(jnp.diagonal(k)))
+    scale = abs(mean_diag) if mean_diag != 0 else 1.0
+    rel = JITTER_START[dtype_key(dt)]
+    while rel <= JITTER_MAX * (1 + 1e-9):
+        c, ok = _factor_attempt(k, jnp.asarray(reg + rel * scale, dt))
+        if bool(ok):
+            return c, rel * scale
+        rel *= JITTER_GROWTH
+    raise ValueError(
+        "k_train_train + diag_reg * I could not be Cholesky-factorised even with jitter up to "
+        f"{JITTER_MAX:g} x mean diagonal ({JITTER_MAX * scale:.3g}): the kernel is not positive "
+        "semi-definite or is singular; check it, or increase diag_reg"
+    )
 
 
 @jax.jit
