@@ -23,6 +23,7 @@ _SUBMODULES = (
     "experiments",
     "fluctuations",
     "kernels",
+    "labels",
     "metrics",
     "mlp",
     "plots",
