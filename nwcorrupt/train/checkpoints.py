@@ -29,7 +29,7 @@ from nwcorrupt import _io
 from nwcorrupt.precision import default_float
 from nwcorrupt.train.config import TrainConfig
 
-__all__ = ["CHUNK_FORMAT", "MEMBER_ARRAYS", "atomic_savez", "chunk_path", "fingerprint", "load_finished", "save_chunk"]
+__all__ = ["CHUNK_FORMAT", "MEMBER_ARRAYS", "OPTIONAL_ARRAYS", "atomic_savez", "chunk_path", "fingerprint", "load_finished", "save_chunk"]
 
 #: Version of the chunk layout, hashed into :func:`fingerprint`. 2: adds ``train_loss`` and
 #: ``train_accuracy`` (format 1, without them, had no version field).
@@ -37,6 +37,9 @@ CHUNK_FORMAT = 2
 
 #: Per-member arrays of a chunk that every format-2 chunk holds (``val_losses`` only under early stopping).
 MEMBER_ARRAYS = ("test_logits", "step_losses", "train_loss", "train_accuracy")
+#: Per-member arrays a run writes when it uses them: early stopping's validation losses, and the
+#: clean/noisy step counts and training-set accuracies of a run given a clean mask.
+OPTIONAL_ARRAYS = ("val_losses", "step_counts", "train_accuracy_clean", "train_accuracy_noisy")
 
 
 def atomic_savez(path: str | Path, **arrays: Any) -> None:
@@ -61,9 +64,11 @@ def fingerprint(
     num_inits: int,
     num_datasets: int,
     corrupt: Callable | None,
+    targets: np.ndarray | None = None,
+    clean_mask: np.ndarray | None = None,
 ) -> str:
     """SHA-256 of the configuration, data, ensemble shape, float dtype, corruption callable's name
-    and :data:`CHUNK_FORMAT`."""
+    and :data:`CHUNK_FORMAT` (and the soft targets and clean mask when given)."""
     h = hashlib.sha256()
     desc = {
         "config": config.describe(),
@@ -79,6 +84,10 @@ def fingerprint(
     _hash_array(h, "x_train", x_train)
     _hash_array(h, "y_train", y_train)
     _hash_array(h, "x_test", x_test)
+    if targets is not None:
+        _hash_array(h, "targets", targets)
+    if clean_mask is not None:
+        _hash_array(h, "clean_mask", clean_mask)
     return h.hexdigest()
 
 
@@ -123,7 +132,7 @@ def load_finished(out_dir: Path, fp: str) -> dict[tuple[int, int], dict]:
                 continue
             if any(name not in z.files for name in MEMBER_ARRAYS):
                 continue
-            names = [*MEMBER_ARRAYS, *(["val_losses"] if "val_losses" in z.files else [])]
+            names = [*MEMBER_ARRAYS, *(name for name in OPTIONAL_ARRAYS if name in z.files)]
             arrays = {name: z[name] for name in names}
             for i, (k, m) in enumerate(z["members"]):
                 done[(int(k), int(m))] = {name: a[i] for name, a in arrays.items()}

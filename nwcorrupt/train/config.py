@@ -43,16 +43,19 @@ __all__ = [
     "TrainConfig",
     "TrainingDivergedError",
     "cross_entropy_loss",
+    "cross_entropy_target_loss",
     "loss_fn",
     "member_init",
     "member_keys",
     "mse_loss",
+    "mse_target_loss",
+    "target_loss_fn",
     "validation_split",
 ]
 
 Array = jax.Array
 LOSSES = ("mse", "cross_entropy")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -64,12 +67,14 @@ class Optimizer:
     """A small, hashable description of an optax optimiser.
 
     Attributes:
-      name: ``"sgd"``, ``"momentum"`` (heavy ball), ``"adam"`` or ``"adamw"``.
+      name: ``"sgd"``, ``"momentum"`` (heavy ball), ``"adam"``, ``"adamw"`` or ``"adadelta"``.
       learning_rate: step size η > 0.
       momentum: momentum coefficient of ``"momentum"``.
-      b1, b2, eps: Adam/AdamW moment decays and denominator offset.
+      b1, b2, eps: Adam/AdamW moment decays and denominator offset (``eps`` is also
+        Adadelta's offset: PyTorch's Adadelta uses lr = 1.0, rho = 0.9, eps = 1e-6).
       weight_decay: decoupled weight decay of ``"adamw"``.
       nesterov: Nesterov momentum for ``"momentum"``.
+      rho: decay of Adadelta's running averages (``optax.adadelta``).
     """
 
     name: str = "adam"
@@ -80,11 +85,12 @@ class Optimizer:
     eps: float = 1e-8
     weight_decay: float = 1e-4
     nesterov: bool = False
+    rho: float = 0.9
 
     def __post_init__(self) -> None:
         check_choice("optimizer name", self.name, OPTIMIZERS)
         check_positive_float("learning_rate", self.learning_rate)
-        for field in ("momentum", "b1", "b2"):
+        for field in ("momentum", "b1", "b2", "rho"):
             check_real(field, getattr(self, field), lo=0.0, hi=1.0, hi_open=True)
         check_nonneg_float("eps", self.eps)
         check_nonneg_float("weight_decay", self.weight_decay)
@@ -97,6 +103,8 @@ class Optimizer:
             return optax.sgd(self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
         if self.name == "adam":
             return optax.adam(self.learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
+        if self.name == "adadelta":
+            return optax.adadelta(self.learning_rate, rho=self.rho, eps=self.eps)
         return optax.adamw(
             self.learning_rate, b1=self.b1, b2=self.b2, eps=self.eps, weight_decay=self.weight_decay
         )
@@ -218,6 +226,8 @@ class TrainConfig:
             if isinstance(self.optimizer, Optimizer)
             else {"custom_optax": True}
         )
+        if opt.get("name") not in (None, "adadelta"):
+            opt.pop("rho")  # only Adadelta reads it (keeps the descriptions of earlier runs unchanged)
         return {
             "arch": {
                 "depth": arch.depth,
@@ -256,6 +266,29 @@ def cross_entropy_loss(logits: Array, labels: Array, num_classes: int) -> Array:
     """Mean over N of −log softmax(logits)[label]; logits (N, C), labels (N,) int."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=1))
+
+
+def mse_target_loss(logits: Array, targets: Array) -> Array:
+    """Mean over N·C of (logits − targets)²; logits and targets (N, C) (soft targets allowed)."""
+    return jnp.mean((logits - targets.astype(logits.dtype)) ** 2)
+
+
+def cross_entropy_target_loss(logits: Array, targets: Array) -> Array:
+    """Mean over N of −Σ_c t_c log softmax(logits)_c; targets (N, C) rows of probabilities."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.sum(targets.astype(logits.dtype) * logp, axis=-1))
+
+
+def target_loss_fn(name: str) -> Callable[[Array, Array], Array]:
+    """The loss ``name`` against (N, C) target rows: :func:`mse_target_loss` or :func:`cross_entropy_target_loss`.
+
+    With one-hot targets these equal :func:`mse_loss` and :func:`cross_entropy_loss`; with the
+    expected targets of a label-noise law (``LabelLaw.mean_targets()``) they are the expected
+    loss over the label draws up to a constant (exactly, for both losses), i.e. the
+    "infinite-batch" training of the noisy labels.
+    """
+    check_choice("loss", name, LOSSES)
+    return mse_target_loss if name == "mse" else cross_entropy_target_loss
 
 
 def loss_fn(name: str) -> Callable[[Array, Array, int], Array]:

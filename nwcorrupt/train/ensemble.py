@@ -46,7 +46,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from nwcorrupt import _io
 from nwcorrupt._checks import check_array, check_labels, check_positive_int, check_same_size
 from nwcorrupt.train.checkpoints import atomic_savez, fingerprint, load_finished, save_chunk
-from nwcorrupt.train.config import TrainConfig, TrainingDivergedError, member_keys
+from nwcorrupt.train.config import TrainConfig, TrainingDivergedError, member_keys, validation_split
 from nwcorrupt.train.memory import choose_chunk_size, default_memory_budget, estimate_member_bytes
 from nwcorrupt.train.programs import (
     ProgramSpec,
@@ -138,11 +138,56 @@ def _pad_losses(per_epoch: list[np.ndarray], spec: ProgramSpec) -> np.ndarray:
     return out
 
 
-def _fit_values(spec: ProgramSpec, loss_sums: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
+def _fit_values(spec: ProgramSpec, loss_sums: Any, correct: Any, clean_correct: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(train_loss, train_accuracy) from the fit program's per-block loss sums (..., B) and hit counts (...)."""
     loss = np.asarray(loss_sums, dtype=np.float64).sum(axis=-1) / spec.n_train
     acc = np.asarray(correct, dtype=np.float64) / spec.n_train
     return loss, acc
+
+
+def _clean_noisy_accuracy(
+    correct: Any, clean_correct: Any, n_clean: int, n_noisy: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy on the clean rows, on the noisy rows) of the training-set fit (NaN for an empty group)."""
+    correct = np.asarray(correct, np.float64)
+    clean = np.asarray(clean_correct, np.float64)
+    acc_clean = clean / n_clean if n_clean else np.full(clean.shape, np.nan)
+    acc_noisy = (correct - clean) / n_noisy if n_noisy else np.full(clean.shape, np.nan)
+    return acc_clean, acc_noisy
+
+
+def _check_targets_mask(config: TrainConfig, n: int, targets: Any, clean_mask: Any) -> tuple[Any, Any]:
+    if targets is not None:
+        targets = np.asarray(check_array("targets", targets, ndim=2), np.float64)
+        if targets.shape != (n, config.num_classes):
+            raise ValueError(
+                f"targets must have shape ({n}, {config.num_classes}), one target row per training row, "
+                f"got {targets.shape}"
+            )
+    if clean_mask is not None:
+        clean_mask = np.asarray(clean_mask)
+        if clean_mask.shape != (n,) or clean_mask.dtype != bool:
+            raise ValueError(f"clean_mask must be a ({n},) bool array, got {clean_mask.dtype} {clean_mask.shape}")
+    return targets, clean_mask
+
+
+def _group_sizes(spec: ProgramSpec, clean_mask: np.ndarray | None) -> tuple[int, int]:
+    """(clean, noisy) rows among the N_train rows the fit is measured on."""
+    if clean_mask is None:
+        return 0, 0
+    rows = np.arange(spec.n_train + spec.n_val)
+    if spec.config.early_stopping is not None:
+        rows, _ = validation_split(spec.config.seed, rows.size, spec.config.early_stopping.validation_fraction)
+    n_clean = int(clean_mask[rows].sum())
+    return n_clean, int(rows.size - n_clean)
+
+
+def _pad_counts(per_epoch: list[np.ndarray], total_steps: int) -> np.ndarray:
+    """Concatenate per-epoch step counts (..., S_e, 4) along steps to (..., total_steps, 4), zeros after."""
+    flat = np.concatenate(per_epoch, axis=-2)[..., :total_steps, :]
+    out = np.zeros(flat.shape[:-2] + (total_steps, 4), np.int32)
+    out[..., : flat.shape[-2], :] = flat
+    return out
 
 
 # ----------------------------------------------------------------------------- single member
@@ -161,6 +206,10 @@ class MemberResult:
       train_loss: the configuration's loss of ``params`` over all N_train training rows
         (module docstring; online corruption: the inputs of the last epoch trained).
       train_accuracy: fraction of those rows whose argmax of the logits is the label.
+      step_counts: with a clean mask, (S, 4) per step: clean rows of the minibatch classified
+        as labelled, clean rows, and the same for noisy rows (before the step's update); else None.
+      train_accuracy_clean, train_accuracy_noisy: with a clean mask, the training-set fit's
+        accuracy on the clean and on the noisy rows (against their observed labels); else None.
     """
 
     params: Any
@@ -169,6 +218,9 @@ class MemberResult:
     val_losses: np.ndarray | None
     train_loss: float
     train_accuracy: float
+    step_counts: np.ndarray | None = None
+    train_accuracy_clean: float | None = None
+    train_accuracy_noisy: float | None = None
 
 
 def train_member(
@@ -180,6 +232,8 @@ def train_member(
     k: int = 0,
     m: int = 0,
     corrupt: Callable | None = None,
+    targets: Any = None,
+    clean_mask: Any = None,
 ) -> MemberResult:
     """Train member (k, m) on its own, with exactly the recipe of :func:`train_ensemble`.
 
@@ -191,6 +245,11 @@ def train_member(
       x_test: (T, d) evaluation inputs.
       k, m: member indices (data set, initialisation) that select the keys.
       corrupt: optional online corruption ``corrupt(x_clean, k, epoch) -> (N, d)``.
+      targets: optional (N, C) target rows the loss uses instead of one-hot labels (e.g. the
+        expected targets of a label-noise law: infinite-batch training); accuracies stay
+        against ``y_train``.
+      clean_mask: optional (N,) bool, True on clean rows: per-step and final accuracies on
+        the clean and the noisy rows are recorded.
 
     Returns:
       :class:`MemberResult`, with the training-set fit (``train_loss``, ``train_accuracy``)
@@ -203,21 +262,23 @@ def train_member(
         config, x_train, y_train, x_test, None, corrupt, None if corrupt is None else k + 1
     )
     n, d = (x.shape[0], x.shape[1]) if corrupt is not None else (x.shape[1], x.shape[2])
-    spec = make_spec(config, n, d, corrupt)
+    targets, clean_mask = _check_targets_mask(config, n, targets, clean_mask)
+    spec = make_spec(config, n, d, corrupt, soft_targets=targets is not None, track_clean=clean_mask is not None)
     prog = compiled_programs(spec, "single", _FIT_BLOCK)
     dtype = np.dtype(spec.dtype)
     init_key, shuffle_key = member_keys(config.seed, k, m)
     member = {"k": jnp.asarray(k, jnp.int32), "shuffle_key": shuffle_key}
-    shared = shared_inputs(spec, x if corrupt is not None else None, y)
+    shared = shared_inputs(spec, x if corrupt is not None else None, y, targets=targets, clean_mask=clean_mask)
     if corrupt is None:
         member["x_index"] = jnp.asarray(0, jnp.int32)
         shared["x"] = jnp.asarray(x, dtype)  # (1, N, d)
     state = prog["init"](init_key)
-    losses, vals = [], []
+    losses, vals, counts = [], [], []
     last_epoch = 0
     for e in range(spec.num_epochs):
-        state, l, act, v = prog["epoch"](state, jnp.asarray(e, jnp.int32), member, shared)
+        state, l, act, v, cnt = prog["epoch"](state, jnp.asarray(e, jnp.int32), member, shared)
         l, act = np.asarray(l), np.asarray(act)
+        counts.append(np.where(act[:, None], np.asarray(cnt), 0))
         _diverged(spec, l[None], act[None], e, [(k, m)])
         losses.append(np.where(act, l, np.nan))
         vals.append(float(v))
@@ -226,7 +287,16 @@ def train_member(
         if config.early_stopping is not None and bool(state["stopped"]):
             break
     logits = np.asarray(prog["eval"](state, jnp.asarray(xt, dtype)))
-    train_loss, train_acc = _fit_values(spec, *prog["fit"](state, member, shared, jnp.asarray(last_epoch, jnp.int32)))
+    fit_out = prog["fit"](state, member, shared, jnp.asarray(last_epoch, jnp.int32))
+    train_loss, train_acc = _fit_values(spec, *fit_out)
+    extra: dict[str, Any] = {}
+    if clean_mask is not None:
+        acc_clean, acc_noisy = _clean_noisy_accuracy(fit_out[1], fit_out[2], *_group_sizes(spec, clean_mask))
+        extra = {
+            "step_counts": _pad_counts(counts, spec.total_steps),
+            "train_accuracy_clean": float(acc_clean),
+            "train_accuracy_noisy": float(acc_noisy),
+        }
     step_losses = _pad_losses(losses, spec)
     val_losses = None
     if config.early_stopping is not None:
@@ -240,6 +310,7 @@ def train_member(
         val_losses=val_losses,
         train_loss=float(train_loss),
         train_accuracy=float(train_acc),
+        **extra,
     )
 
 
@@ -289,6 +360,9 @@ class EnsembleResult:
         all N_train rows of its training set (module docstring; online corruption: the
         inputs of the member's last epoch trained).
       train_accuracy: (K, M) fraction of those rows whose argmax of the logits is the label.
+      step_counts: with a clean mask, (K, M, S, 4) per step (see :class:`MemberResult`); else None.
+      train_accuracy_clean, train_accuracy_noisy: with a clean mask, (K, M) fit accuracy on the
+        clean and on the noisy rows; else None.
       accuracy: :func:`ensemble_accuracy` of the logits, or None without y_test.
       fingerprint: SHA-256 identifying configuration and data (resume key).
       num_trained, num_loaded: members trained in this call / loaded from disk.
@@ -311,6 +385,22 @@ class EnsembleResult:
     train_loss: np.ndarray
     train_accuracy: np.ndarray
     member_batching: str = "vmap"
+    step_counts: np.ndarray | None = None
+    train_accuracy_clean: np.ndarray | None = None
+    train_accuracy_noisy: np.ndarray | None = None
+
+    def step_accuracy(self, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(clean, noisy) training accuracy per epoch (K, M, E) from :attr:`step_counts`: the
+        fraction of each group's rows, over the epoch's minibatches, classified as labelled
+        before the update (NaN for an empty group)."""
+        if self.step_counts is None:
+            raise ValueError("this run had no clean_mask; train with clean_mask= to record clean/noisy accuracy")
+        c = self.step_counts.astype(np.float64)
+        e = math.ceil(c.shape[-2] / steps_per_epoch)
+        pad = np.zeros(c.shape[:-2] + (e * steps_per_epoch - c.shape[-2], 4))
+        per = np.concatenate([c, pad], -2).reshape(c.shape[:-2] + (e, steps_per_epoch, 4)).sum(-2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return per[..., 0] / per[..., 1], per[..., 2] / per[..., 3]
 
     def epoch_losses(self, steps_per_epoch: int) -> np.ndarray:
         """(K, M, E) mean step loss per epoch, for the run's ``steps_per_epoch`` (N_train // B with
@@ -345,6 +435,8 @@ def train_ensemble(
     quiet: bool = False,
     callback: Callable[[int, list[tuple[int, int]]], None] | None = None,
     member_batching: str = "auto",
+    targets: Any = None,
+    clean_mask: Any = None,
 ) -> EnsembleResult:
     """Train a nested ensemble of K training sets × M initialisations.
 
@@ -371,6 +463,9 @@ def train_ensemble(
         (batched; for accelerators and several devices), ``"map"`` (``jax.lax.map``, one
         member after another; faster on a CPU) or ``"auto"`` (``"map"`` on a single CPU
         device). Both give the same members as :func:`train_member` (to float round-off).
+      targets: optional (N, C) target rows for the loss (see :func:`train_member`).
+      clean_mask: optional (N,) bool, True on clean rows: clean/noisy step counts and
+        training-set accuracies are recorded (and saved with the chunks).
 
     Returns:
       :class:`EnsembleResult`, with every member's training-set fit (module docstring).
@@ -379,9 +474,15 @@ def train_ensemble(
     eval_block = check_positive_int("eval_block", eval_block)
     x, y, xt, yt, k_count = _check_train_data(config, x_train, y_train, x_test, y_test, corrupt, num_datasets)
     n, d = (x.shape[0], x.shape[1]) if corrupt is not None else (x.shape[1], x.shape[2])
-    spec = make_spec(config, n, d, corrupt)
+    targets, clean_mask = _check_targets_mask(config, n, targets, clean_mask)
+    track = clean_mask is not None
+    spec = make_spec(config, n, d, corrupt, soft_targets=targets is not None, track_clean=track)
+    group_sizes = _group_sizes(spec, clean_mask)
     dtype = np.dtype(spec.dtype)
-    fp = fingerprint(config, x, y, xt, num_inits=num_inits, num_datasets=k_count, corrupt=corrupt)
+    fp = fingerprint(
+        config, x, y, xt, num_inits=num_inits, num_datasets=k_count, corrupt=corrupt, targets=targets,
+        clean_mask=clean_mask,
+    )
     members = [(kk, mm) for kk in range(k_count) for mm in range(num_inits)]
     t_count = xt.shape[0]
 
@@ -415,7 +516,10 @@ def train_ensemble(
         on_members = NamedSharding(mesh, PartitionSpec("member"))
         replicated = NamedSharding(mesh, PartitionSpec())
         prog = compiled_programs(spec, batching, eval_block)
-        shared = jax.device_put(shared_inputs(spec, x if corrupt is not None else None, y), replicated)
+        shared = jax.device_put(
+            shared_inputs(spec, x if corrupt is not None else None, y, targets=targets, clean_mask=clean_mask),
+            replicated,
+        )
         xt_dev = jax.device_put(jnp.asarray(xt, dtype), replicated)
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         num_sets = min(k_count, size)
@@ -438,15 +542,17 @@ def train_ensemble(
                     member["x_index"] = member["x_index"].astype(np.int32).reshape(-1)
                 member = jax.device_put(member, on_members)
                 state = prog["init"](jax.device_put(init_keys, on_members))
-                losses, vals = [], []
+                losses, vals, counts = [], [], []
                 last_epoch = np.zeros(size, np.int32)  # per member: the last epoch with an active step
                 for e in range(spec.num_epochs):
-                    state, l, act, v = prog["epoch"](state, jnp.asarray(e, jnp.int32), member, chunk_shared)
+                    state, l, act, v, cnt = prog["epoch"](state, jnp.asarray(e, jnp.int32), member, chunk_shared)
                     act_all = np.asarray(act)
                     last_epoch[act_all.any(axis=1)] = e
                     l, act = np.asarray(l)[: len(chunk)], act_all[: len(chunk)]
                     _diverged(spec, l, act, e, chunk)
                     losses.append(np.where(act, l, np.nan))
+                    if track:
+                        counts.append(np.where(act[:, :, None], np.asarray(cnt)[: len(chunk)], 0))
                     vals.append(np.asarray(v)[: len(chunk)])
                     bar.update(1)
                     if config.early_stopping is not None and bool(np.all(np.asarray(state["stopped"]))):
@@ -463,9 +569,8 @@ def train_ensemble(
                         f"training diverged after the last step ({spec.total_steps}): non-finite test logits "
                         f"for member k={kk}, m={mm}. Lower the learning rate."
                     )
-                fit_loss, fit_acc = _fit_values(
-                    spec, *prog["fit"](state, member, chunk_shared, jax.device_put(last_epoch, on_members))
-                )
+                fit_out = prog["fit"](state, member, chunk_shared, jax.device_put(last_epoch, on_members))
+                fit_loss, fit_acc = _fit_values(spec, *fit_out)
                 step_losses = np.full((len(chunk), spec.total_steps), np.nan)
                 flat = np.concatenate(losses, axis=1)[:, : spec.total_steps]
                 step_losses[:, : flat.shape[1]] = flat
@@ -475,6 +580,11 @@ def train_ensemble(
                     "train_loss": fit_loss[: len(chunk)],
                     "train_accuracy": fit_acc[: len(chunk)],
                 }
+                if track:
+                    acc_clean, acc_noisy = _clean_noisy_accuracy(fit_out[1], fit_out[2], *group_sizes)
+                    arrays["step_counts"] = _pad_counts(counts, spec.total_steps)
+                    arrays["train_accuracy_clean"] = acc_clean[: len(chunk)]
+                    arrays["train_accuracy_noisy"] = acc_noisy[: len(chunk)]
                 if config.early_stopping is not None:
                     val_losses = np.full((len(chunk), spec.num_epochs), np.nan)
                     val_losses[:, : len(vals)] = np.stack(vals, axis=1)
@@ -498,6 +608,7 @@ def train_ensemble(
     fit_loss_all = gather("train_loss").astype(np.float64)
     fit_acc_all = gather("train_accuracy").astype(np.float64)
     vals_all = gather("val_losses") if config.early_stopping is not None else None
+    tracked = {name: gather(name) for name in ("step_counts", "train_accuracy_clean", "train_accuracy_noisy")} if track else {}
     acc = ensemble_accuracy(logits_all, yt) if yt is not None else None
     if out is not None:
         arrays = {
@@ -508,6 +619,7 @@ def train_ensemble(
         }
         if vals_all is not None:
             arrays["val_losses"] = vals_all
+        arrays.update(tracked)
         atomic_savez(out / "ensemble.npz", **arrays)
         _io.atomic_write_json(
             out / "summary.json",
@@ -541,4 +653,5 @@ def train_ensemble(
         train_loss=fit_loss_all,
         train_accuracy=fit_acc_all,
         member_batching=batching,
+        **tracked,
     )

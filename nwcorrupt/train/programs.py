@@ -15,7 +15,15 @@ Per member the recipe is deterministic (keys and losses: :mod:`nwcorrupt.train.c
 * after training, the training-set fit: the loss of the recipe and the accuracy of
   argmax of the logits over all N_train training rows (the held-out rows excluded),
   with the final parameters; under online corruption on the inputs of the last epoch
-  the member trained.
+  the member trained;
+* soft targets (``spec.soft_targets``): the loss reads (N, C) target rows
+  ``shared["targets"]`` instead of one-hot labels (:func:`~nwcorrupt.train.config.target_loss_fn`;
+  the expected-label, "infinite-batch" training of label noise); accuracies stay against
+  the integer labels;
+* clean/noisy tracking (``spec.track_clean``): with a (N,) bool ``shared["clean"]`` mask, every
+  step also counts, over its minibatch *before* the update, the clean rows and the noisy rows
+  and how many of each the network classifies as labelled, and the training-set fit counts
+  the correctly fitted clean rows.
 
 :func:`member_programs` builds these as pure, unjitted, unvmapped functions of one
 member; :func:`compiled_programs` jits them for one member (``"single"``) or for a
@@ -38,7 +46,7 @@ import optax
 from nwcorrupt import mlp as _mlp
 from nwcorrupt._checks import check_choice, check_positive_int
 from nwcorrupt.precision import default_float
-from nwcorrupt.train.config import TrainConfig, loss_fn, validation_split
+from nwcorrupt.train.config import TrainConfig, loss_fn, target_loss_fn, validation_split
 
 __all__ = [
     "MEMBER_BATCHING",
@@ -76,6 +84,8 @@ class ProgramSpec:
       dtype: name of the float dtype of parameters and inputs.
       needs_mask: whether some steps must be masked out (early stopping, or a budget
         that ends mid-epoch).
+      soft_targets: the loss reads (N, C) target rows (module docstring).
+      track_clean: count clean and noisy rows per step (module docstring).
     """
 
     config: TrainConfig
@@ -89,6 +99,8 @@ class ProgramSpec:
     corrupt: Callable | None
     dtype: str
     needs_mask: bool
+    soft_targets: bool = False
+    track_clean: bool = False
 
     def program_key(self) -> ProgramSpec:
         """The fields the compiled programs depend on (the step budget and seed are runtime inputs)."""
@@ -96,7 +108,10 @@ class ProgramSpec:
         return dataclasses.replace(self, config=cfg, total_steps=0, num_epochs=0)
 
 
-def make_spec(config: TrainConfig, n: int, d: int, corrupt: Callable | None) -> ProgramSpec:
+def make_spec(
+    config: TrainConfig, n: int, d: int, corrupt: Callable | None, *, soft_targets: bool = False,
+    track_clean: bool = False,
+) -> ProgramSpec:
     """The :class:`ProgramSpec` of training ``config`` on N = ``n`` rows of ``d`` features.
 
     Raises:
@@ -131,14 +146,28 @@ def make_spec(config: TrainConfig, n: int, d: int, corrupt: Callable | None) -> 
         corrupt=corrupt,
         dtype=np.dtype(default_float()).name,
         needs_mask=config.early_stopping is not None or total != num_epochs * spe,
+        soft_targets=bool(soft_targets),
+        track_clean=bool(track_clean),
     )
 
 
-def shared_inputs(spec: ProgramSpec, x_clean: np.ndarray | None, y: np.ndarray) -> dict:
+def shared_inputs(
+    spec: ProgramSpec, x_clean: np.ndarray | None, y: np.ndarray, *, targets: np.ndarray | None = None,
+    clean_mask: np.ndarray | None = None,
+) -> dict:
     """Inputs every member of a run shares: labels ``y`` (N,), the step budget, the clean inputs
-    (N, d) under online corruption, and the training/validation rows under early stopping."""
+    (N, d) under online corruption, the training/validation rows under early stopping, and the
+    (N, C) ``targets`` and (N,) ``clean_mask`` when the spec uses them."""
     dtype = np.dtype(spec.dtype)
     shared: dict[str, Any] = {"y": jnp.asarray(y, jnp.int32), "total_steps": jnp.asarray(spec.total_steps, jnp.int32)}
+    if spec.soft_targets:
+        if targets is None:
+            raise ValueError("this run trains on soft targets; pass targets=, the (N, C) target rows")
+        shared["targets"] = jnp.asarray(targets, dtype)
+    if spec.track_clean:
+        if clean_mask is None:
+            raise ValueError("this run tracks clean and noisy rows; pass clean_mask=, the (N,) bool mask")
+        shared["clean"] = jnp.asarray(clean_mask, bool)
     if spec.corrupt is not None:
         shared["x"] = jnp.asarray(x_clean, dtype)
     if spec.config.early_stopping is not None:
@@ -162,15 +191,18 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
       dict with
 
       - ``init(init_key) -> state``;
-      - ``epoch(state, epoch, member, shared) -> (state, step_losses (S_e,), active (S_e,), val_loss)``;
+      - ``epoch(state, epoch, member, shared) -> (state, step_losses (S_e,), active (S_e,), val_loss,
+        counts (S_e, 4))``, counts = (clean rows classified as labelled, clean rows, the same two for
+        noisy rows) of each step's minibatch before its update (zeros without ``track_clean``);
       - ``final(state) -> params`` (the best-validation ones under early stopping with ``restore_best``);
       - ``net(params, x) -> logits`` for (n, d) inputs;
-      - ``fit(state, member, shared, last_epoch, block) -> (loss_sums (B,), correct)``: the training-set
+      - ``fit(state, member, shared, last_epoch, block) -> (loss_sums (B,), correct, clean_correct)``: the training-set
         fit of the final parameters over the N_train training rows, evaluated in B blocks of ``block``
         rows (a static int); ``loss_sums`` are per-block sums of the per-row loss (MSE: the row's mean
         over C), so ``loss_sums.sum() / N_train`` is the loss of the recipe over the whole set, and
-        ``correct`` counts rows whose argmax equals the label. Under online corruption the inputs are
-        those of epoch ``last_epoch``.
+        ``correct`` counts rows whose argmax equals the label (``clean_correct`` those of them that are
+        clean; 0 without ``track_clean``). Under online corruption the inputs are those of epoch
+        ``last_epoch``.
 
       ``member`` holds ``k`` (data-set index), ``shuffle_key`` and, for fixed training sets,
       ``x_index`` (the member's set in ``shared["x"]``).
@@ -178,6 +210,7 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
     cfg = spec.config
     arch, opt = cfg.arch, cfg.transform()
     loss_of = loss_fn(cfg.loss)
+    target_loss_of = target_loss_fn(cfg.loss)
     es = cfg.early_stopping
     spe, bsz = spec.steps_per_epoch, cfg.batch_size
     dtype = jnp.dtype(spec.dtype)
@@ -185,18 +218,34 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
     def net(params: Any, x: Array) -> Array:
         return _mlp.forward(arch, params, x, cfg.width_scale, _mlp.MATMUL_PRECISION, arch.depth)
 
-    def loss(params: Any, x: Array, y: Array) -> Array:
-        return loss_of(net(params, x), y, cfg.num_classes)
+    def batch_loss(logits: Array, y: Array) -> Array:
+        # y: (n,) labels, or (n, C) target rows with soft targets
+        return target_loss_of(logits, y) if spec.soft_targets else loss_of(logits, y, cfg.num_classes)
+
+    def loss(params: Any, x: Array, y: Array) -> tuple[Array, Array]:
+        logits = net(params, x)
+        return batch_loss(logits, y), logits
 
     def row_loss(logits: Array, y: Array) -> Array:
         # the recipe's loss of each row on its own: MSE's mean over N·C is the mean over rows of
         # the per-row mean over C; cross-entropy is a mean over rows already
-        return jax.vmap(lambda z, t: loss_of(z[None], t[None], cfg.num_classes))(logits, y)
+        return jax.vmap(lambda z, t: batch_loss(z[None], t[None]))(logits, y)
 
-    def masked_loss(params: Any, x: Array, y: Array, keep: Array) -> Array:
+    def masked_loss(params: Any, x: Array, y: Array, keep: Array) -> tuple[Array, Array]:
         # the loss over the rows with keep = True only (a padded, partial last batch)
-        per_row = row_loss(net(params, x), y)
-        return jnp.sum(jnp.where(keep, per_row, 0)) / jnp.sum(keep)
+        logits = net(params, x)
+        per_row = row_loss(logits, y)
+        return jnp.sum(jnp.where(keep, per_row, 0)) / jnp.sum(keep), logits
+
+    def loss_targets(shared: dict, rows: Array) -> Array:
+        return shared["targets"][rows] if spec.soft_targets else shared["y"][rows]
+
+    def step_counts(logits: Array, labels: Array, clean: Array, keep: Array) -> Array:
+        hit = jnp.argmax(logits, axis=-1) == labels
+        noisy = jnp.logical_and(keep, jnp.logical_not(clean))
+        clean = jnp.logical_and(keep, clean)
+        parts = (jnp.logical_and(hit, clean), clean, jnp.logical_and(hit, noisy), noisy)
+        return jnp.stack([jnp.sum(v).astype(jnp.int32) for v in parts])
 
     def rows_of(member: dict, shared: dict, epoch_idx: Array) -> Callable[[Array], Array]:
         """take(idx): the member's training inputs at rows idx, in epoch ``epoch_idx``."""
@@ -251,23 +300,31 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
             if es is not None:
                 rows = shared["train_rows"][rows]
             if partial:
-                value, grads = jax.value_and_grad(masked_loss)(params, take(rows), y_all[rows], keep)
+                (value, logits), grads = jax.value_and_grad(masked_loss, has_aux=True)(
+                    params, take(rows), loss_targets(shared, rows), keep
+                )
             else:
-                value, grads = jax.value_and_grad(loss)(params, take(rows), y_all[rows])
+                (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(
+                    params, take(rows), loss_targets(shared, rows)
+                )
+            if spec.track_clean:
+                counts = step_counts(logits, y_all[rows], shared["clean"][rows], keep if partial else True)
+            else:
+                counts = jnp.zeros(4, jnp.int32)
             updates, new_opt = opt.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             active = jnp.logical_and(epoch_idx * spe + j < total, jnp.logical_not(stopped))
             if spec.needs_mask:
                 new_params = _tree_where(active, new_params, params)
                 new_opt = _tree_where(active, new_opt, opt_state)
-            return (new_params, new_opt), (value, active)
+            return (new_params, new_opt), (value, active, counts)
 
-        (params, opt_state), (losses, active) = jax.lax.scan(
+        (params, opt_state), (losses, active, counts) = jax.lax.scan(
             step, (state["params"], state["opt"]), (jnp.arange(spe), batches, keep_all)
         )
         new_state = dict(state, params=params, opt=opt_state)
         if es is not None:
-            val = loss(params, take(shared["val_rows"]), y_all[shared["val_rows"]])
+            val = loss(params, take(shared["val_rows"]), loss_targets(shared, shared["val_rows"]))[0]
             ran = jnp.logical_not(stopped)
             improved = jnp.logical_and(ran, val < state["best_val"] - es.min_delta)
             bad = jnp.where(improved, 0, jnp.where(ran, state["bad"] + 1, state["bad"]))
@@ -280,14 +337,14 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
             val_out = jnp.where(ran, val, jnp.nan)
         else:
             val_out = jnp.asarray(jnp.nan, dtype)
-        return new_state, losses, active, val_out
+        return new_state, losses, active, val_out, counts
 
     def final_params(state: dict) -> Any:
         if es is not None and es.restore_best:
             return state["best"]
         return state["params"]
 
-    def fit(state: dict, member: dict, shared: dict, last_epoch: Array, block: int) -> tuple[Array, Array]:
+    def fit(state: dict, member: dict, shared: dict, last_epoch: Array, block: int) -> tuple[Array, Array, Array]:
         params = final_params(state)
         take = rows_of(member, shared, last_epoch)
         y_all = shared["y"]
@@ -297,16 +354,20 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
         idx = jnp.concatenate([rows, jnp.zeros(pad, jnp.int32)]).reshape(num_blocks, block)
         mask = (jnp.arange(num_blocks * block) < spec.n_train).reshape(num_blocks, block)
 
-        def one_block(correct: Array, inp: tuple) -> tuple[Array, Array]:
+        def one_block(carry: tuple, inp: tuple) -> tuple[tuple, Array]:
+            correct, clean_correct = carry
             i, keep = inp
             logits = net(params, take(i))
             y = y_all[i]
-            loss_sum = jnp.sum(jnp.where(keep, row_loss(logits, y), 0))
-            hits = jnp.sum(jnp.logical_and(keep, jnp.argmax(logits, axis=-1) == y)).astype(jnp.int32)
-            return correct + hits, loss_sum
+            loss_sum = jnp.sum(jnp.where(keep, row_loss(logits, loss_targets(shared, i)), 0))
+            hit = jnp.logical_and(keep, jnp.argmax(logits, axis=-1) == y)
+            if spec.track_clean:
+                clean_correct = clean_correct + jnp.sum(jnp.logical_and(hit, shared["clean"][i])).astype(jnp.int32)
+            return (correct + jnp.sum(hit).astype(jnp.int32), clean_correct), loss_sum
 
-        correct, loss_sums = jax.lax.scan(one_block, jnp.asarray(0, jnp.int32), (idx, mask))
-        return loss_sums, correct
+        zero = jnp.asarray(0, jnp.int32)
+        (correct, clean_correct), loss_sums = jax.lax.scan(one_block, (zero, zero), (idx, mask))
+        return loss_sums, correct, clean_correct
 
     return {"init": init_state, "epoch": epoch, "final": final_params, "net": net, "fit": fit}
 
