@@ -37,3 +37,9 @@ def test_fidelity_script_resumes_and_replaces_a_damaged_file(tmp_path):
     out.write_text("{not json")
     assert "damaged" in _run(*args)
     assert len(json.loads(out.read_text())) == 1
+
+
+def test_label_moments_script_prints_the_ratio_to_one_solve():
+    text = _run("benchmarks/label_moments.py", "--n", "200", "--m", "50", "--reps", "1")
+    row = text.strip().splitlines()[-1].split()
+    assert row[0] == "200" and row[1] == "50" and float(row[4]) > 0

@@ -11,7 +11,7 @@
   :func:`noisy_class_means`, :func:`clean_size_for_accuracy`.
 
 All public names of these submodules are importable from ``nwcorrupt.labels``. The theory
-is in ``docs/science.md#label-noise``.
+is in ``docs/science.md#part-ii-label-noise``.
 """
 
 from __future__ import annotations
