@@ -58,6 +58,14 @@ RECIPES = {
         "k": 50, "m": 1, "depth": 3, "W_std": 1.0, "b_std": 0.0, "parameterization": "standard",
         "epochs": 20, "batch_size": 250, "learning_rate": 1e-4,
     },
+    # Rolnick et al.: MLPs with 0, 1, 2, 4 hidden layers, batch 128, Adadelta, alpha up to 100; structured
+    # noise at alpha = 20 in three orderings; batch sizes 32..256 and the infinite-batch limit; noise sources
+    "dilution": {
+        "dataset": "mnist", "depths": (0, 1, 2, 4), "batch_size": 128, "optimizer": "adadelta", "source": "pool",
+        "parameterization": "standard", "init": "torch_default", "structured_alpha": 20.0,
+        "orders": ("confusing", "reverse", "random"), "batch_sizes": (32, 64, 128, 256, 0),
+        "sources": ("pool", "copies", "external", "white"),
+    },
 }
 
 
@@ -98,3 +106,12 @@ def test_quick_scales_keep_the_recipe_of_the_network():
         params = catalog.load(study, "quick").params
         assert (params.init, params.learning_rate, params.batch_size, params.epochs) == ("torch_default", 1e-3, 128, 20)
         assert params.n_train == 0, f"{study}: the cheap studies train on the full training set at every scale"
+
+
+def test_dilution_scales_keep_the_recipe_and_reach_alpha_100():
+    full = catalog.load("dilution", "full").params
+    assert max(full.alphas) == 100 and min(full.alphas) == 0 and full.deltas[0] == 0.0 and full.deltas[-1] == 1.0
+    quick = catalog.load("dilution", "quick").params
+    for key in ("depths", "batch_size", "optimizer", "learning_rate", "epochs", "width", "parameterization", "init",
+                "source", "orders", "batch_sizes", "sources", "structured_alpha"):
+        assert _same(getattr(quick, key), getattr(full, key)), key

@@ -19,7 +19,10 @@ lists, so a results folder keys each point by (study, shared fields, point) and
 a longer list only adds points. Lists that every point uses whole (``widths``
 of ``finite_vs_infinite``, ``p_test`` of ``ptrain_ptest``, ``rules`` of
 ``centroid_rules``, ``ps`` of ``noise_illustration``) are shared fields. A point
-whose result does depend on a sweep list names it in :func:`depends_on`. A study
+whose result does depend on a sweep list names it in :func:`depends_on`. A study made of
+several *parts* (``dilution``) sets ``POINTS_ARE_PRODUCT = False``: its points are not one
+product of the lists, and each point holds the keys of the lists its part uses (two lists
+may feed the same key). A study
 module may declare both itself, as ``SWEEPS = {field: point_key}`` and
 ``depends_on(params, point) -> tuple[str, ...]``; otherwise the tables below
 apply.
@@ -37,6 +40,7 @@ _STUDIES = {
     "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
     "activations": "nwcorrupt.experiments.studies.activations",
     "centroid_comparison": "nwcorrupt.experiments.studies.centroid_comparison",
+    "dilution": "nwcorrupt.experiments.studies.dilution",
     "finite_vs_infinite": "nwcorrupt.experiments.studies.finite_vs_infinite",
     "centroid_rules": "nwcorrupt.experiments.studies.centroid_rules",
     "heavy_corruption": "nwcorrupt.experiments.studies.heavy_corruption",
