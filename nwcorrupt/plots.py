@@ -58,6 +58,11 @@ LABELS: dict[str, str] = {
     "meanfield": "mean-field",
     "rule_noisy": "centroid rule (noisy means)",
     "rule_leading": "leading-order rule (clean means)",
+    # label noise (labels_and_inputs): clean inputs, observed / label-averaged / true labels
+    "rule_expected": "leading-order rule (label-averaged means)",
+    "rule_clean": "leading-order rule (true labels)",
+    "ntk_label_mean": "NTK averaged over label draws",
+    "ntk_predicted": "NTK predicted accuracy",
     # prototype rules (centroid_rules)
     "overlap": "overlap rule",
     "centered": "centred overlap rule",

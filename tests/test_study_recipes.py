@@ -58,6 +58,10 @@ RECIPES = {
         "k": 50, "m": 1, "depth": 3, "W_std": 1.0, "b_std": 0.0, "parameterization": "standard",
         "epochs": 20, "batch_size": 250, "learning_rate": 1e-4,
     },
+    # the combined p x r sweep trains the networks of the main input-corruption recipe
+    "labels_and_inputs": {
+        "dataset": "mnist", "n_train": 4000, "n_test": 0, "width": 2048, "k": 20, "m": 10, **ERF_NET, **MAIN_TRAINING,
+    },
     # Rolnick et al.: MLPs with 0, 1, 2, 4 hidden layers, batch 128, Adadelta, alpha up to 100; structured
     # noise at alpha = 20 in three orderings; batch sizes 32..256 and the infinite-batch limit; noise sources
     "dilution": {
@@ -98,7 +102,7 @@ def test_every_scale_states_its_parameterisation(study):
 def test_quick_scales_keep_the_recipe_of_the_network():
     """Quick scales are the recipe made smaller: same parameterisation, initialisation, optimiser step
     and batch for the erf studies whose networks are compared with the kernels."""
-    for study in ("centroid_comparison", "finite_vs_infinite", "heavy_corruption"):
+    for study in ("centroid_comparison", "finite_vs_infinite", "heavy_corruption", "labels_and_inputs"):
         params = catalog.load(study, "quick").params
         assert params.parameterization == "standard"
         assert params.learning_rate == 1e-4 and params.batch_size == 250 and params.epochs == 30, study
