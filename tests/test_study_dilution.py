@@ -11,7 +11,7 @@ import pytest
 from nwcorrupt import data, precision, predict
 from nwcorrupt.experiments.studies import dilution as D
 
-SMALL = D.Params(n_clean=50, n_test=100, width=16, depths=(1,), epochs=2, batch_size=25, repeats=1,
+SMALL = D.Params(n_clean=50, n_test=100, width=16, depths=(1,), epochs=2, min_steps=0, batch_size=25, repeats=1,
                  parts=("alpha",), alphas=(0, 3), theory_max_rows=400, mc_samples=500)
 
 
@@ -69,6 +69,14 @@ def test_required_sizes_interpolate_in_log_n_and_slopes_fit_log_log():
     lin = [[a, 0.7, 50 * (1 + a), 60 * (1 + a)] for a in (0.0, 3.0, 9.0)]
     slopes = {r[1]: r[2] for r in D.size_slopes(lin)}
     assert slopes["networks"] == pytest.approx(1.0) and slopes["ntk_predicted"] == pytest.approx(1.0)
+
+
+def test_training_runs_epochs_passes_but_at_least_min_steps():
+    params = dataclasses.replace(SMALL, epochs=10, min_steps=500)
+    assert D.train_steps(params, 200, 128) == 500  # 10 passes of 2 steps would be 20
+    assert D.train_steps(params, 10000, 128) == 790  # 10 passes of ceil(10000 / 128) = 79 steps
+    rec = D.run_point(dataclasses.replace(SMALL, min_steps=30), {"part": "alpha", "depth": 1, "alpha": 0})
+    assert rec["steps"] == 30 and len(rec["epoch_accuracy_clean"]) == 15  # 2 steps per pass of 50 rows
 
 
 def test_points_cover_every_part_with_its_own_keys():

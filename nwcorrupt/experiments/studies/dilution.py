@@ -28,14 +28,16 @@ covariance over label draws (:func:`nwcorrupt.labels.predictor_moments`,
 Recipe (docs/studies/dilution.md says which parts are reconstructions): raw pixels in [0, 1];
 MLPs with 0, 1, 2 or 4 hidden layers of ``width`` ReLU units in the standard parameterisation
 with PyTorch's default initialisation; softmax cross-entropy; Adadelta (lr 1.0, ρ 0.9, ε 1e-6,
-PyTorch's defaults); batch 128; ``epochs`` passes over the diluted set; the last partial batch
-kept. The ``pool`` source draws the noisy images from the MNIST training images that are not
+PyTorch's defaults); batch 128 (or the whole set when it has fewer rows); ``epochs`` passes over
+the diluted set but at least ``min_steps`` steps; the last partial batch kept. The ``pool`` source draws the noisy images from the MNIST training images that are not
 among the N clean ones, without replacement while there are enough and with replacement beyond.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -104,6 +106,8 @@ class Params:
       size_depth: hidden layers of the network of the other parts.
       optimizer: ``"adadelta"`` (the source's), ``"adam"`` or ``"sgd"``; learning_rate its step.
       epochs: passes over the diluted training set. batch_size: minibatch rows.
+      min_steps: at least this many optimisation steps (small diluted sets: 10 passes over 200 rows
+        are 20 steps, far from a trained network); 0 = exactly ``epochs`` passes.
       repeats: networks (initialisations) per point, all on the same diluted set.
       seed: seed of the clean subset, the dilution and the networks.
       parts: the parts to run (module docstring).
@@ -134,6 +138,7 @@ class Params:
     optimizer: str = "adadelta"
     learning_rate: float = 1.0
     epochs: int = 10
+    min_steps: int = 2000
     batch_size: int = 128
     repeats: int = 5
     seed: int = 0
@@ -163,6 +168,7 @@ class Params:
         for name in ("width", "epochs", "batch_size", "repeats", "theory_max_rows", "mc_samples"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("size_depth", self.size_depth, allow_zero=True)
+        check_positive_int("min_steps", self.min_steps, allow_zero=True)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         check_init_law(MLP(2, "relu", parameterization=self.parameterization), self.init)
@@ -278,7 +284,8 @@ def estimate(params: Params, point: dict) -> float:
     rows = s.n_clean * (1 + s.alpha)
     w = params.width
     weights = 784 * w + max(s.hidden - 1, 0) * w * w + w * 10 if s.hidden else 7840
-    flops = 6 * params.repeats * params.epochs * rows * weights
+    steps = train_steps(params, int(rows), s.batch_size or params.batch_size)
+    flops = 6 * params.repeats * steps * min(s.batch_size, rows) * weights
     theory = 2 * (rows**3) / 3 * 2 if params.theory and rows <= params.theory_max_rows else 0.0
     return 2.0 + flops / 2e10 + theory / 5e9
 
@@ -320,8 +327,13 @@ def diluted_set(params: Params, s: Setting) -> tuple[data.Dataset, _labels.Dilut
 # --------------------------------------------------------------------------- networks and theory
 
 
-def train_config(params: Params, s: Setting, num_classes: int):
-    """The study network's :class:`~nwcorrupt.train.TrainConfig` (module docstring)."""
+def train_steps(params: Params, rows: int, batch_size: int) -> int:
+    """Optimisation steps: ``epochs`` passes over ``rows`` (the last batch kept), at least ``min_steps``."""
+    return max(params.epochs * math.ceil(rows / batch_size), params.min_steps)
+
+
+def train_config(params: Params, s: Setting, num_classes: int, rows: int):
+    """The study network's :class:`~nwcorrupt.train.TrainConfig` (module docstring) for ``rows`` training rows."""
     from nwcorrupt import train
 
     extra = {"rho": 0.9, "eps": 1e-6} if params.optimizer == "adadelta" else {}
@@ -333,7 +345,7 @@ def train_config(params: Params, s: Setting, num_classes: int):
         optimizer=train.Optimizer(params.optimizer, s.learning_rate, **extra),
         loss="cross_entropy",
         batch_size=s.batch_size,
-        epochs=params.epochs,
+        steps=train_steps(params, rows, s.batch_size),
         init=params.init,
         drop_last=False,
         seed=params.seed,
@@ -345,10 +357,19 @@ def kernel_arch(hidden: int) -> MLP:
     return MLP(hidden + 1, "relu", W_std=math.sqrt(2.0), b_std=0.0, parameterization="ntk")
 
 
-def _theory(params: Params, s: Setting, ds: data.Dataset, dil: _labels.Diluted) -> dict:
-    rows = dil.dataset.n_train
+def theory_setting(s: Setting) -> Setting:
+    """The part of a setting the theory depends on (not the networks' batch, step or H_alpha training)."""
+    return dataclasses.replace(s, batch_size=0, h_alpha=False, learning_rate=0.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _theory(params: Params, s: Setting) -> dict:
+    """The exact theory on the diluted set of ``s`` (a pure function of its arguments, so points that share a
+    diluted set, e.g. the batch and learning-rate parts, compute it once per process)."""
     if not params.theory:
         return {"skipped": "theory = false"}
+    ds, dil = diluted_set(params, s)
+    rows = dil.dataset.n_train
     if rows > params.theory_max_rows:
         return {"skipped": f"{rows} training rows > theory_max_rows = {params.theory_max_rows}"}
     from nwcorrupt import precision
@@ -386,8 +407,10 @@ def run_point(params: Params, point: dict) -> dict:
 
     s = setting(params, point)
     ds, dil = diluted_set(params, s)
-    cfg = train_config(params, s, ds.num_classes)
     x, y = dil.dataset.x_train, dil.dataset.y_train
+    # a batch never exceeds the training set: with fewer rows than batch_size, one full batch per step
+    s = dataclasses.replace(s, batch_size=min(s.batch_size, x.shape[0]))
+    cfg = train_config(params, s, ds.num_classes, x.shape[0])
     targets = dil.law.mean_targets() if s.h_alpha else None
     ens = train.train_ensemble(cfg, x, y, ds.x_test, ds.y_test, num_inits=params.repeats, clean_mask=dil.clean_mask,
                                targets=targets, quiet=True)
@@ -400,6 +423,7 @@ def run_point(params: Params, point: dict) -> dict:
     return {
         "setting": dataclasses.asdict(s) | {"noise": None if s.noise is None else list(s.noise)},
         "n_rows": int(x.shape[0]),
+        "steps": int(cfg.steps),
         "n_noisy": dil.n_noisy,
         "with_replacement": bool(dil.with_replacement),
         "test_accuracy": [float(v) for v in acc],
@@ -410,7 +434,7 @@ def run_point(params: Params, point: dict) -> dict:
         "train_seconds": float(ens.train_seconds),
         "chance": 1.0 / ds.num_classes,
         **training_fit.summarize(ens.train_loss, ens.train_accuracy),
-        "theory": _theory(params, s, ds, dil),
+        "theory": copy.deepcopy(_theory(params, theory_setting(s))),
     }
 
 
