@@ -739,7 +739,8 @@ def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> d
         ax.set_ylabel("clean examples N needed")
         ax.grid(alpha=0.3, which="both")
         _legend_below(fig, ax)
-        caption(fig, "N where the accuracy-vs-N curve crosses the target (interpolated in log N); slope of log N vs "
+        caption(fig, "N where the accuracy-vs-N curve first crosses the target inside the N grid (interpolated in log N; no point "
+                     "where it starts above or never reaches it); slope of log N vs "
                      "log(1 + α), 1 = linear growth")
         figs["required_clean_size"] = fig
 
@@ -773,8 +774,9 @@ def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> d
             else:
                 key = col["batch_size"] if name == "batch" else col["learning_rate"]
                 finite = [(r[key], mi, si) for r, mi, si in zip(rs, m, sd) if r[key] != 0]
-                x, mm, ss = (np.asarray(v, float) for v in zip(*sorted(finite)))
-                ax.errorbar(x, mm, yerr=np.nan_to_num(ss), marker="o", ms=3, capsize=2)
+                if finite:
+                    x, mm, ss = (np.asarray(v, float) for v in zip(*sorted(finite)))
+                    ax.errorbar(x, mm, yerr=np.nan_to_num(ss), marker="o", ms=3, capsize=2)
                 ax.set_xscale("log", base=2 if name == "batch" else 10)
                 ax.set_xlabel("batch size" if name == "batch" else "learning rate")
                 for r, mi in zip(rs, m):

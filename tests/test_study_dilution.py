@@ -65,8 +65,13 @@ def test_required_sizes_interpolate_in_log_n_and_slopes_fit_log_log():
     assert rows[0][:3] == [0.0, 0.7, pytest.approx(math.sqrt(100 * 200))]
     assert rows[0][3] == pytest.approx(100 * 2 ** (0.05 / 0.1))
     assert rows[1][2] == pytest.approx(math.sqrt(200 * 800))
+    # a curve already above the target at the smallest N, or never reaching it, gives no N
+    high = D.required_sizes(dataclasses.replace(params, accuracy_targets=(0.62,)), records[:2])
+    assert math.isnan(high[0][3]) and "NTK: <= 100" in high[0][4] and high[0][2] == pytest.approx(100 * 2 ** 0.1)
+    never = D.required_sizes(dataclasses.replace(params, accuracy_targets=(0.9,)), records[:2])
+    assert math.isnan(never[0][2]) and "networks: not reached" in never[0][4]
     # N proportional to 1 + alpha gives slope 1
-    lin = [[a, 0.7, 50 * (1 + a), 60 * (1 + a)] for a in (0.0, 3.0, 9.0)]
+    lin = [[a, 0.7, 50 * (1 + a), 60 * (1 + a), ""] for a in (0.0, 3.0, 9.0)]
     slopes = {r[1]: r[2] for r in D.size_slopes(lin)}
     assert slopes["networks"] == pytest.approx(1.0) and slopes["ntk_predicted"] == pytest.approx(1.0)
 
@@ -77,6 +82,16 @@ def test_training_runs_epochs_passes_but_at_least_min_steps():
     assert D.train_steps(params, 10000, 128) == 790  # 10 passes of ceil(10000 / 128) = 79 steps
     rec = D.run_point(dataclasses.replace(SMALL, min_steps=30), {"part": "alpha", "depth": 1, "alpha": 0})
     assert rec["steps"] == 30 and len(rec["epoch_accuracy_clean"]) == 15  # 2 steps per pass of 50 rows
+
+
+def test_accuracy_targets_only_shape_the_report(tmp_path):
+    from nwcorrupt.experiments import catalog, runner
+
+    cfg = catalog.load("dilution", "quick")
+    other = dataclasses.replace(cfg, params=dataclasses.replace(cfg.params, accuracy_targets=(0.45, 0.5)))
+    assert [pid for pid, _, _ in runner.plan(cfg)] == [pid for pid, _, _ in runner.plan(other)]
+    moved = dataclasses.replace(cfg, params=dataclasses.replace(cfg.params, n_test=500))
+    assert not {pid for pid, _, _ in runner.plan(moved)} & {pid for pid, _, _ in runner.plan(cfg)}
 
 
 def test_points_cover_every_part_with_its_own_keys():

@@ -69,14 +69,16 @@ def point_key(config: ExperimentConfig, point: dict) -> dict:
     """The identity of a sweep point: study, the shared parameters, and the point.
 
     Shared parameters are every field of the study's ``Params`` except its sweep
-    lists (:func:`nwcorrupt.experiments.studies.sweeps`), plus the sweep lists the
+    lists (:func:`nwcorrupt.experiments.studies.sweeps`) and its report-only fields
+    (:func:`nwcorrupt.experiments.studies.report_fields`), plus the sweep lists the
     point itself depends on (:func:`nwcorrupt.experiments.studies.depends_on`).
     The key is JSON data (lists for tuples); its hash is the point's id.
     """
     sweeps = studies.sweeps(config.study)
     depends = set(studies.depends_on(config.study, config.params, point))
+    report_only = set(studies.report_fields(config.study))
     params = dataclasses.asdict(config.params)
-    shared = {k: v for k, v in params.items() if k not in sweeps or k in depends}
+    shared = {k: v for k, v in params.items() if (k not in sweeps or k in depends) and k not in report_only}
     return _json({"study": config.study, "params": shared, "point": point})
 
 
@@ -107,8 +109,9 @@ def folder_config(config: ExperimentConfig, out: str | Path) -> ExperimentConfig
     if doc.get("study") != config.study:
         raise ConfigError(f"{store.root} holds results of a different configuration: study {doc.get('study')!r} there, "
                           f"{config.study!r} here; choose another --out folder")
-    sweeps = studies.sweeps(config.study)
-    merged = merge_params(doc["params"], _json(dataclasses.asdict(config.params)), sweeps, where=str(store.root))
+    # sweep lists and report-only fields may change between runs into one folder (lists are united)
+    mergeable = set(studies.sweeps(config.study)) | set(studies.report_fields(config.study))
+    merged = merge_params(doc["params"], _json(dataclasses.asdict(config.params)), mergeable, where=str(store.root))
     params = build_params(studies.get(config.study).Params, merged, str(store.config_path))
     return dataclasses.replace(config, scale=str(doc.get("scale", config.scale)), params=params)
 

@@ -22,7 +22,9 @@ of ``finite_vs_infinite``, ``p_test`` of ``ptrain_ptest``, ``rules`` of
 whose result does depend on a sweep list names it in :func:`depends_on`. A study made of
 several *parts* (``dilution``) sets ``POINTS_ARE_PRODUCT = False``: its points are not one
 product of the lists, and each point holds the keys of the lists its part uses (two lists
-may feed the same key). A study
+may feed the same key). Fields that only shape the tables and figures (``REPORT_FIELDS``, e.g.
+the target accuracies of ``dilution``) are not part of any point's identity: changing them
+recomputes nothing. A study
 module may declare both itself, as ``SWEEPS = {field: point_key}`` and
 ``depends_on(params, point) -> tuple[str, ...]``; otherwise the tables below
 apply.
@@ -34,7 +36,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-__all__ = ["depends_on", "get", "names", "sweeps"]
+__all__ = ["depends_on", "get", "names", "report_fields", "sweeps"]
 
 _STUDIES = {
     "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
@@ -105,3 +107,8 @@ def depends_on(name: str, params: Any, point: dict) -> tuple[str, ...]:
         return tuple(declared(params, point))
     rule = _DEPENDS.get(name)
     return rule(study, params, point) if rule is not None else ()
+
+
+def report_fields(name: str) -> tuple[str, ...]:
+    """The ``Params`` fields of study ``name`` that only shape its reports (not part of a point's identity)."""
+    return tuple(getattr(get(name), "REPORT_FIELDS", ()))

@@ -56,6 +56,7 @@ __all__ = [
     "PARTS",
     "SWEEPS",
     "POINTS_ARE_PRODUCT",
+    "REPORT_FIELDS",
     "HEADER",
     "Params",
     "preflight",
@@ -85,6 +86,8 @@ SWEEPS = {
     "sources": "source",
 }
 POINTS_ARE_PRODUCT = False
+#: Fields read only by the reports: changing them recomputes no point.
+REPORT_FIELDS = ("accuracy_targets",)
 
 OPTIMIZERS = ("adadelta", "adam", "sgd")
 
@@ -465,8 +468,10 @@ def _row(rec: dict) -> list:
 
 
 def required_sizes(params: Params, records: list[dict]) -> list[list]:
-    """Rows (alpha, target, measured N, NTK-predicted N): the clean-set size at which the ``clean_size``
-    part's accuracy curve (networks: mean over repeats; theory: predicted accuracy) reaches each target."""
+    """Rows (alpha, target, measured N, NTK-predicted N, note): the clean-set size at which the ``clean_size``
+    part's accuracy curve (networks: mean over repeats; theory: predicted accuracy) first reaches each target,
+    interpolated in log N. N is NaN where the curve does not cross inside the grid: already above the target at
+    the smallest N (the note says "<= N_min") or never reaching it ("not reached")."""
     by_alpha: dict[float, list[tuple[int, float, float]]] = {}
     for rec in records:
         if rec["point"]["part"] != "clean_size":
@@ -481,11 +486,20 @@ def required_sizes(params: Params, records: list[dict]) -> list[list]:
         pts = sorted(by_alpha[alpha])
         ns = [p[0] for p in pts]
         for target in params.accuracy_targets:
-            measured = _labels.clean_size_for_accuracy(ns, [p[1] for p in pts], target)
-            theory_acc = [p[2] for p in pts]
-            predicted = (float("nan") if any(math.isnan(v) for v in theory_acc)
-                         else _labels.clean_size_for_accuracy(ns, theory_acc, target))
-            rows.append([alpha, target, measured, predicted])
+            values, notes = [], []
+            for who, acc in (("networks", [p[1] for p in pts]), ("NTK", [p[2] for p in pts])):
+                if any(math.isnan(v) for v in acc):
+                    values.append(float("nan"))
+                    notes.append(f"{who}: theory skipped")
+                elif acc[0] >= target:
+                    values.append(float("nan"))
+                    notes.append(f"{who}: <= {ns[0]}")
+                else:
+                    n = _labels.clean_size_for_accuracy(ns, acc, target)
+                    values.append(n)
+                    if math.isnan(n):
+                        notes.append(f"{who}: not reached")
+            rows.append([alpha, target, *values, "; ".join(notes)])
     return rows
 
 
@@ -517,9 +531,10 @@ def tables(params: Params, records: list[dict]) -> dict:
                           "train_accuracy_noisy"], fit_rows),
     }
     if sizes:
-        out["required_clean_size"] = (["alpha", "target_accuracy", "n_networks", "n_ntk_predicted"], sizes)
-        out["required_size_slope"] = (["target_accuracy", "from", "slope_logN_vs_log1p_alpha", "points"],
-                                      size_slopes(sizes))
+        out["required_clean_size"] = (["alpha", "target_accuracy", "n_networks", "n_ntk_predicted", "note"], sizes)
+        slopes = size_slopes(sizes)
+        if slopes:
+            out["required_size_slope"] = (["target_accuracy", "from", "slope_logN_vs_log1p_alpha", "points"], slopes)
     return out
 
 
