@@ -141,6 +141,15 @@ def test_class_mean_confusion_orders_structured_noise():
         assert t[a, first] == pytest.approx(2 / 3)
 
 
+def test_structured_noise_without_confusion_takes_the_class_mean_rules_on_the_data():
+    ds = data.gaussian_mixture(n_train=300, n_test=3, d=20, num_classes=3, separation=0.5, seed=0)
+    noisy, _ = L.corrupt(ds, L.Structured(0.8), 5)
+    explicit, _ = L.corrupt(ds, L.Structured.from_class_means(0.8, ds.x_train, ds.y_train, 3), 5)
+    np.testing.assert_array_equal(noisy.y_train, explicit.y_train)
+    out = L.Dilution(2.0, "copies", noise=L.Structured(0.8)).apply(ds, 1)
+    np.testing.assert_allclose(out.law.probs[3:6], L.Structured.from_class_means(0.8, ds.x_train, ds.y_train, 3).transition(3))
+
+
 def test_regression_noise_laws():
     y = np.zeros(40000)
     for model, dist in [

@@ -43,6 +43,7 @@ from nwcorrupt.labels.models import (
     flip_fraction,
     row_uniforms,
     structured_transition,
+    with_confusion,
 )
 from nwcorrupt.labels.moments import (
     AccuracyPrediction,
@@ -85,4 +86,5 @@ __all__ = [
     "row_uniforms",
     "smoothed_targets",
     "structured_transition",
+    "with_confusion",
 ]

@@ -37,7 +37,7 @@ import numpy as np
 
 from nwcorrupt import corruption as _corruption
 from nwcorrupt._checks import check_choice, check_labels, check_matrix, check_real, check_seed
-from nwcorrupt.labels.models import LABEL_STREAM, LabelLaw, check_transition, row_uniforms
+from nwcorrupt.labels.models import LabelLaw, check_transition, row_uniforms, with_confusion
 
 __all__ = [
     "DILUTION_STREAM",
@@ -157,7 +157,8 @@ class Dilution:
       alpha: α ≥ 0 (non-integer allowed; round(α N) noisy rows).
       source: ``"pool"``, ``"copies"``, ``"external"`` or ``"white"`` (module docstring).
       noise: label law of the noisy rows (a class-conditional model, e.g.
-        :class:`~nwcorrupt.labels.Structured`); None = uniform over all C classes.
+        :class:`~nwcorrupt.labels.Structured`; ranked by confusion without ``confusion``, it gets the
+        class-mean rule's on the clean rows); None = uniform over all C classes.
       replace: draw the pool with replacement (True), without (False) or as needed (None).
     """
 
@@ -179,8 +180,8 @@ class Dilution:
         """Dilute ``dataset`` (its training rows are the clean rows); see :func:`dilute`."""
         seed = check_seed("seed", seed)
         c, n, d = dataset.num_classes, dataset.n_train, dataset.d
-        law_matrix = _noise_matrix(self.noise, c)  # validates the noise before any work
-        del law_matrix
+        noise = with_confusion(self.noise, dataset.x_train, dataset.y_train, c)
+        _noise_matrix(noise, c)  # validates the noise before any work
         n_noisy = self.n_noisy(n)
         idx = np.arange(n, n + n_noisy)
         replaced = False
@@ -212,7 +213,7 @@ class Dilution:
         mask = np.concatenate([np.ones(n, bool), np.zeros(n_noisy, bool)])
         src_all = np.concatenate([np.asarray(dataset.y_train, np.int64), np.asarray(src, np.int64)])
         y_all = np.concatenate([dataset.y_train, np.zeros(n_noisy, np.int32)]).astype(np.int32)
-        law = dilution_law(y_all, mask, c, noise=self.noise, source_labels=src_all)
+        law = dilution_law(y_all, mask, c, noise=noise, source_labels=src_all)
         y_all = law.sample(seed)
         name = f"{dataset.name}+dilution(alpha={self.alpha:g},{self.source})"
         out = dataset.replace(x_train=x_all, y_train=y_all, name=name)

@@ -84,6 +84,7 @@ __all__ = [
     "flip_fraction",
     "row_uniforms",
     "structured_transition",
+    "with_confusion",
 ]
 
 #: PRNG stream of label noise (input corruption uses 0 for training and 1 for test rows).
@@ -589,6 +590,15 @@ class InstanceDependent:
 # --------------------------------------------------------------------------- realised noise on a data set
 
 
+def with_confusion(model: Any, x: Any, y: Any, num_classes: int) -> Any:
+    """``model``, or, for a :class:`Structured` model ranked by confusion but given none, the same model with
+    the confusion counts of the class-mean rule on (x, y) (:func:`class_mean_confusion`)."""
+    if isinstance(model, Structured) and model.order != "random" and model.confusion is None:
+        conf = class_mean_confusion(x, y, num_classes)
+        return dataclasses.replace(model, confusion=tuple(tuple(float(v) for v in row) for row in conf))
+    return model
+
+
 def flip_fraction(y, y_noisy) -> float:
     """Fraction of rows whose observed label differs from the true one."""
     a, b = np.asarray(y), np.asarray(y_noisy)
@@ -602,7 +612,9 @@ def corrupt(dataset, model, seed: int, *, inputs: tuple[Any, float] | None = Non
 
     Args:
       dataset: the data set (its ``y_train`` are the true labels).
-      model: a label-noise model (anything with ``apply(y, seed, num_classes=...)``).
+      model: a label-noise model (anything with ``apply(y, seed, num_classes=...)``); a
+        :class:`Structured` model ranked by confusion without ``confusion`` gets that of the class-mean
+        rule on the clean training set.
       seed: the seed of the label noise, and of the input corruption when ``inputs`` is given.
       inputs: optional ``(corruption_model, p)``: also corrupt the training inputs, exactly as
         ``nwcorrupt.corruption.corrupt(dataset, corruption_model, p, seed)`` does. Label and
@@ -614,6 +626,7 @@ def corrupt(dataset, model, seed: int, *, inputs: tuple[Any, float] | None = Non
       ``(noisy dataset, clean_mask)``, clean_mask (N,) bool True where ỹ == y.
     """
     y = dataset.y_train
+    model = with_confusion(model, dataset.x_train, y, dataset.num_classes)
     if isinstance(model, InstanceDependent):
         noisy = model.apply(y, seed, num_classes=dataset.num_classes, x=dataset.x_train if x is None else x)
     else:
