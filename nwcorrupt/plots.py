@@ -59,6 +59,7 @@ LABELS: dict[str, str] = {
     "rule_noisy": "centroid rule (noisy means)",
     "rule_leading": "leading-order rule (clean means)",
     # label noise (labels_and_inputs): clean inputs, observed / label-averaged / true labels
+    "rule_observed": "leading-order rule (observed labels)",
     "rule_expected": "leading-order rule (label-averaged means)",
     "rule_clean": "leading-order rule (true labels)",
     "ntk_label_mean": "NTK averaged over label draws",

@@ -17,7 +17,7 @@ def test_without_label_noise_the_label_columns_reduce_to_the_clean_ones():
     acc = m["accuracy"]
     assert m["flip_fraction"] == 0.0 and m["n_clean_rows"] == 200
     assert acc["ntk_label_mean"] == acc["ntk"]  # set k = 0, the same labels
-    assert acc["rule_expected"] == acc["rule_clean"] == acc["rule_leading"]
+    assert acc["rule_expected"] == acc["rule_clean"] == acc["rule_observed"]
     assert m["ntk_predicted"]["accuracy"] == pytest.approx(acc["ntk"][0])  # no label noise: no spread
 
 

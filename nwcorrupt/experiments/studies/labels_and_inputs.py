@@ -4,8 +4,9 @@ For each input-noise model, corruption level p and label-noise rate r, the train
 replaced by one noisy realisation (``label_noise``: symmetric over all classes, or pair i → i + 1,
 label seed ``seed``), and then exactly what ``heavy_corruption`` does runs on that training set
 (docs/science.md#label-noise-models): K noisy input sets, a K × M network ensemble, the exact NTK
-and the overlap rule on each, the mean-field predictor and the leading-order rule with the
-*observed* (noisy) labels. Added for label noise:
+and the overlap rule on each (``rule_noisy``), the mean-field predictor and the leading-order rule
+argmax_i ⟨x*, μ_i⟩ with the clean inputs and the *observed* (noisy) labels (``rule_observed``).
+Added for label noise:
 
 - ``rule_expected``: the leading-order rule with the label-averaged noisy class means
   μ̃_i = Σ_a n_a T_ai μ_a / Σ_a n_a T_ai (:func:`nwcorrupt.labels.noisy_class_means`);
@@ -46,10 +47,10 @@ __all__ = [
 DESCRIPTION = "corrupted inputs (p) and noisy labels (r) at once: networks, exact NTK, label theory and centroid rules"
 
 LABEL_NOISES = ("symmetric", "pair")
-PREDICTORS = ("network", "ntk", "meanfield", "rule_noisy", "rule_leading", "rule_expected", "rule_clean",
+PREDICTORS = ("network", "ntk", "meanfield", "rule_noisy", "rule_observed", "rule_expected", "rule_clean",
               "ntk_label_mean")
-AGREEMENTS = (("network", "ntk"), ("network", "rule_leading"), ("network", "rule_clean"),
-              ("ntk", "rule_leading"), ("meanfield", "rule_leading"), ("ntk_label_mean", "rule_expected"))
+AGREEMENTS = (("network", "ntk"), ("network", "rule_observed"), ("network", "rule_clean"),
+              ("ntk", "rule_observed"), ("meanfield", "rule_observed"), ("ntk_label_mean", "rule_expected"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +123,7 @@ def run_point(params: Params, point: dict) -> dict:
     res = nested_predictors.run_predictors(noisy_ds, config, karch, model, p, k=params.k, m=params.m,
                                            diag_reg=params.diag_reg, seed=params.seed)
     preds = dict(res.preds)
+    preds["rule_observed"] = preds.pop("rule_leading")  # clean inputs, the observed (noisy) labels
     law = lm.law(ds.y_train, c)
     xtr = ds.x_train.astype(np.float64)
     preds["rule_expected"] = np.argmax(prototype.scores(ds.x_test, _labels.noisy_class_means(xtr, law)), axis=1)[None]
