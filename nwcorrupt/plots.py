@@ -697,16 +697,25 @@ def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> d
     def note(rs):
         return band_note({"networks": [r[col["n_nets"]] for r in rs]}, "R", "networks (initialisations) per point")
 
+    def network_series(ax, rs, group, x, label_of):
+        """One network line with its ±1 std band per value of column ``group``, against column ``x``;
+        returns {group value: (sorted rows, line)}."""
+        out = {}
+        for g in sorted({r[col[group]] for r in rs}):
+            sub = sorted((r for r in rs if r[col[group]] == g), key=lambda r: r[col[x]])
+            xs = np.asarray([r[col[x]] for r in sub], float)
+            m = np.asarray([r[col["net_mean"]] for r in sub], float)
+            sd = np.asarray([spread(r[col["net_std"]]) for r in sub], float)
+            (line,) = ax.plot(xs, m, marker="o", ms=3, label=label_of(g))
+            _band(ax, xs, m, sd, color=line.get_color(), alpha=0.2)
+            out[g] = (sub, line)
+        return out
+
     alpha_rows = part("alpha")
     if alpha_rows:
         fig, ax = plt.subplots(figsize=(5.6, 3.8))
-        for depth in sorted({r[col["depth"]] for r in alpha_rows}):
-            rs = sorted((r for r in alpha_rows if r[col["depth"]] == depth), key=lambda r: r[col["alpha"]])
+        for depth, (rs, line) in network_series(ax, alpha_rows, "depth", "alpha", lambda h: f"{h} hidden: network").items():
             a = np.asarray([r[col["alpha"]] for r in rs], float)
-            m = np.asarray([r[col["net_mean"]] for r in rs], float)
-            sd = np.asarray([spread(r[col["net_std"]]) for r in rs], float)
-            (line,) = ax.plot(a, m, marker="o", ms=3, label=f"{depth} hidden: network")
-            _band(ax, a, m, sd, color=line.get_color(), alpha=0.2)
             pred = np.asarray([num(r[col["ntk_predicted"]]) for r in rs])
             mean_acc = np.asarray([num(r[col["ntk_mean_acc"]]) for r in rs])
             if np.isfinite(pred).any():
@@ -748,13 +757,7 @@ def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> d
     srows = part("structured")
     if srows:
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
-        for order in sorted({r[col["order"]] for r in srows}):
-            rs = sorted((r for r in srows if r[col["order"]] == order), key=lambda r: r[col["delta"]])
-            d = np.asarray([r[col["delta"]] for r in rs], float)
-            m = np.asarray([r[col["net_mean"]] for r in rs], float)
-            sd = np.asarray([spread(r[col["net_std"]]) for r in rs], float)
-            (line,) = ax.plot(d, m, marker="o", ms=3, label=f"{order} order")
-            _band(ax, d, m, sd, color=line.get_color(), alpha=0.2)
+        network_series(ax, srows, "order", "delta", lambda o: f"{o} order")
         ax.set_xlabel("structure δ of the noisy labels")
         ax.set_ylabel(ACCURACY_LABEL)
         ax.grid(alpha=0.3)

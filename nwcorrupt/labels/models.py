@@ -263,8 +263,31 @@ def _law_from_transition(y: Any, t: np.ndarray) -> LabelLaw:
 # --------------------------------------------------------------------------- class-conditional models
 
 
+class _RateModel:
+    """Shared by the models made of a selection rate ``r`` and a relabelling law ``flip_law(C)``."""
+
+    r: float
+    exact: bool
+
+    def flip_law(self, num_classes: int) -> np.ndarray:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def transition(self, num_classes: int) -> np.ndarray:
+        """T = (1 − r) I + r F (C, C)."""
+        c = _check_num_classes(num_classes)
+        return (1 - self.r) * np.eye(c) + self.r * self.flip_law(c)
+
+    def apply(self, y, seed: int, *, num_classes: int, indices=None) -> np.ndarray:
+        """Noisy labels (N,) int32 of the true labels ``y`` (N,); ``indices``: their global row numbers."""
+        return _relabel(y, seed, num_classes, indices, self.r, self.flip_law(num_classes), self.exact)
+
+    def law(self, y, num_classes: int) -> LabelLaw:
+        """The per-row :class:`LabelLaw` of true labels ``y``: row α drawn from T[y_α]."""
+        return _law_from_transition(y, self.transition(num_classes))
+
+
 @dataclasses.dataclass(frozen=True)
-class Symmetric:
+class Symmetric(_RateModel):
     """Symmetric noise at rate r.
 
     ``include_true=True``: a fraction r of rows gets ỹ ~ Uniform{0..C−1}, so
@@ -286,20 +309,9 @@ class Symmetric:
             return np.full((c, c), 1.0 / c)
         return (np.ones((c, c)) - np.eye(c)) / (c - 1)
 
-    def transition(self, num_classes: int) -> np.ndarray:
-        c = _check_num_classes(num_classes)
-        return (1 - self.r) * np.eye(c) + self.r * self.flip_law(c)
-
-    def apply(self, y, seed: int, *, num_classes: int, indices=None) -> np.ndarray:
-        """Noisy labels (N,) int32 of the true labels ``y`` (N,)."""
-        return _relabel(y, seed, num_classes, indices, self.r, self.flip_law(num_classes), self.exact)
-
-    def law(self, y, num_classes: int) -> LabelLaw:
-        return _law_from_transition(y, self.transition(num_classes))
-
 
 @dataclasses.dataclass(frozen=True)
-class Pair:
+class Pair(_RateModel):
     """Pair (flip) noise: a fraction r is relabelled through the class map π.
 
     ``mapping[i] = π(i)`` (a tuple of C class indices, π(i) ≠ i); default i → (i + 1) mod C.
@@ -332,17 +344,6 @@ class Pair:
     def flip_law(self, num_classes: int) -> np.ndarray:
         c = _check_num_classes(num_classes)
         return np.eye(c)[list(self.permutation(c))]
-
-    def transition(self, num_classes: int) -> np.ndarray:
-        c = _check_num_classes(num_classes)
-        return (1 - self.r) * np.eye(c) + self.r * self.flip_law(c)
-
-    def apply(self, y, seed: int, *, num_classes: int, indices=None) -> np.ndarray:
-        """Noisy labels (N,) int32."""
-        return _relabel(y, seed, num_classes, indices, self.r, self.flip_law(num_classes), self.exact)
-
-    def law(self, y, num_classes: int) -> LabelLaw:
-        return _law_from_transition(y, self.transition(num_classes))
 
 
 @dataclasses.dataclass(frozen=True)
