@@ -695,7 +695,7 @@ def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> d
         return math.nan if v in ("", None) else float(v)
 
     def note(rs):
-        return band_note({"networks": [r[col["n_nets"]] for r in rs]}, "R", "networks (initialisations) per point")
+        return band_note({"networks": [r[col["n"]] for r in rs]}, "R", "networks (initialisations) per point")
 
     def network_series(ax, rs, group, x, label_of):
         """One network line with its ±1 std band per value of column ``group``, against column ``x``;

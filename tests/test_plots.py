@@ -157,7 +157,43 @@ def _noise_illustration():
     return params, recs
 
 
+def _dilution():
+    mod = studies.get("dilution")
+    params = mod.Params(n_clean=100, depths=(0, 2), alphas=(0.0, 5.0), n_cleans=(50, 100), size_alphas=(1.0, 5.0),
+                        accuracy_targets=(0.5,), batch_sizes=(32, 0), learning_rates=(0.1, 1.0),
+                        orders=("confusing", "random"), deltas=(0.0, 1.0), sources=("pool", "white"), repeats=R)
+    recs = []
+    for i, pt in enumerate(mod.points(params)):
+        s = mod.setting(params, pt)
+        acc = 0.8 / (1 + s.alpha) + 0.0005 * s.n_clean
+        theory = ({"skipped": "400 training rows > theory_max_rows = 300"} if pt.get("alpha") == 5.0 and pt["part"] == "alpha"
+                  else {g: {"mean_accuracy": acc + 0.1, "predicted_accuracy": acc - 0.05} for g in ("ntk", "nngp")})
+        recs.append({"point": pt, "metrics": {
+            "setting": {**mod.dataclasses.asdict(s), "noise": None if s.noise is None else list(s.noise)},
+            "test_accuracy": _spread(acc, R), "train_accuracy_clean": _spread(0.9, R),
+            "train_accuracy_noisy": [None] * R if s.alpha == 0 else _spread(0.5, R),
+            "train_loss_mean": 0.5, "train_accuracy_mean": 0.8, "train_accuracy_min": 0.7, "theory": theory}})
+    return params, recs
+
+
+def _labels_and_inputs():
+    mod = studies.get("labels_and_inputs")
+    params = mod.Params(noises=("additive",), ps=(0.9, 0.97), rs=(0.0, 0.5), k=K)
+    single = {"meanfield", "rule_observed", "rule_expected", "rule_clean", "ntk_label_mean"}
+    recs = []
+    for p in params.ps:
+        for r in params.rs:
+            recs.append({"point": {"noise": "additive", "p": p, "r": r}, "metrics": {
+                "accuracy": {n: _spread(0.7 - r / 2, 1 if n in single else K) for n in mod.PREDICTORS},
+                "agreement": {f"{a}~{b}": _spread(0.8, 1 if {a, b} <= single else K) for a, b in mod.AGREEMENTS},
+                "ntk_predicted": {"accuracy": 0.6 - r / 2, "stderr": 0.003}, "flip_fraction": 0.9 * r,
+                "train_loss_mean": 0.0, "train_accuracy_mean": 1.0, "train_accuracy_min": 1.0}})
+    return params, recs
+
+
 FAKES = {
+    "dilution": _dilution,
+    "labels_and_inputs": _labels_and_inputs,
     "heavy_corruption": _heavy_corruption,
     "centroid_comparison": _centroid_comparison,
     "finite_vs_infinite": _finite_vs_infinite,
@@ -236,7 +272,8 @@ def _bands(ax) -> list:
 
 @pytest.mark.parametrize("name", sorted(FAKES))
 def test_every_band_is_explained_in_the_figure_with_its_count(name):
-    symbol = {"accuracy_vs_corruption": f"R = {R} trained networks", "ptrain_ptest": f"R = {R} trained networks"}
+    symbol = {"accuracy_vs_corruption": f"R = {R} trained networks", "ptrain_ptest": f"R = {R} trained networks",
+              "dilution": f"R = {R} networks (initialisations) per point"}
     expected = "±1 std over " + symbol.get(name, f"K = {K} noisy training sets")
     for fig_name, fig in _figures(name).items():
         if any(_bands(ax) for ax in fig.axes):

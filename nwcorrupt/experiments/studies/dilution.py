@@ -445,7 +445,7 @@ def run_point(params: Params, point: dict) -> dict:
 
 
 HEADER = ["part", "depth", "n_clean", "alpha", "batch_size", "learning_rate", "source", "order", "delta",
-          "net_mean", "net_std", "n_nets", "train_acc_clean", "train_acc_noisy", "train_loss",
+          "net_mean", "net_std", "n", "train_acc_clean", "train_acc_noisy", "train_loss",
           "ntk_mean_acc", "ntk_predicted", "nngp_mean_acc", "nngp_predicted"]
 
 
