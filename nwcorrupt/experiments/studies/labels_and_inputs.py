@@ -39,6 +39,7 @@ __all__ = [
     "preflight",
     "points",
     "estimate",
+    "label_model",
     "run_point",
     "tables",
     "figures",
