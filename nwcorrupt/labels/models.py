@@ -264,13 +264,12 @@ def _law_from_transition(y: Any, t: np.ndarray) -> LabelLaw:
 
 
 class _RateModel:
-    """Shared by the models made of a selection rate ``r`` and a relabelling law ``flip_law(C)``."""
+    """Shared by the models made of a selection rate ``r`` and a relabelling law: a subclass defines
+    ``flip_law(C) -> (C, C)`` and the fields ``r`` and ``exact``."""
 
     r: float
     exact: bool
-
-    def flip_law(self, num_classes: int) -> np.ndarray:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    flip_law: Callable[[int], np.ndarray]
 
     def transition(self, num_classes: int) -> np.ndarray:
         """T = (1 − r) I + r F (C, C)."""
