@@ -138,7 +138,7 @@ def _pad_losses(per_epoch: list[np.ndarray], spec: ProgramSpec) -> np.ndarray:
     return out
 
 
-def _fit_values(spec: ProgramSpec, loss_sums: Any, correct: Any, clean_correct: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def _fit_values(spec: ProgramSpec, loss_sums: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
     """(train_loss, train_accuracy) from the fit program's per-block loss sums (..., B) and hit counts (...)."""
     loss = np.asarray(loss_sums, dtype=np.float64).sum(axis=-1) / spec.n_train
     acc = np.asarray(correct, dtype=np.float64) / spec.n_train
@@ -288,7 +288,7 @@ def train_member(
             break
     logits = np.asarray(prog["eval"](state, jnp.asarray(xt, dtype)))
     fit_out = prog["fit"](state, member, shared, jnp.asarray(last_epoch, jnp.int32))
-    train_loss, train_acc = _fit_values(spec, *fit_out)
+    train_loss, train_acc = _fit_values(spec, *fit_out[:2])
     extra: dict[str, Any] = {}
     if clean_mask is not None:
         acc_clean, acc_noisy = _clean_noisy_accuracy(fit_out[1], fit_out[2], *_group_sizes(spec, clean_mask))
@@ -570,7 +570,7 @@ def train_ensemble(
                         f"for member k={kk}, m={mm}. Lower the learning rate."
                     )
                 fit_out = prog["fit"](state, member, chunk_shared, jax.device_put(last_epoch, on_members))
-                fit_loss, fit_acc = _fit_values(spec, *fit_out)
+                fit_loss, fit_acc = _fit_values(spec, *fit_out[:2])
                 step_losses = np.full((len(chunk), spec.total_steps), np.nan)
                 flat = np.concatenate(losses, axis=1)[:, : spec.total_steps]
                 step_losses[:, : flat.shape[1]] = flat
