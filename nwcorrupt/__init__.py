@@ -29,7 +29,9 @@ _SUBMODULES = (
     "plots",
     "precision",
     "predict",
+    "probe",
     "prototype",
+    "subspace",
     "theory",
     "train",
 )

@@ -70,6 +70,7 @@ __all__ = [
     "check_network_inputs",
     "apply",
     "penultimate",
+    "layer_features",
 ]
 
 Array = jax.Array
@@ -297,3 +298,38 @@ def penultimate(
     if arch.depth == 1:
         return x
     return arch.act.fn(_forward_jit(arch, params, x, width_scale, precision, arch.depth - 1))
+
+
+def layer_features(
+    arch: MLP,
+    params: Params,
+    x: Array,
+    layer: int,
+    *,
+    width_scale: int = 1,
+    precision: Any = MATMUL_PRECISION,
+) -> Array:
+    """The representation of ``x`` at ``layer`` (0..L), as a linear probe reads it.
+
+    ``layer = 0`` gives the inputs x (N, d); ``1 <= layer <= L - 1`` the post-activation
+    σ(h^layer) of hidden layer ``layer``, shape (N, width * width_scale); ``layer = L`` the
+    outputs (N, C) (:func:`apply`). ``layer = L - 1`` is :func:`penultimate`.
+
+    Raises:
+      ValueError: for a layer outside [0, arch.depth].
+    """
+    x = check_network_inputs(arch, params, x, width_scale)
+    layer = _check_layer(arch, layer)
+    if layer == 0:
+        return x
+    h = _forward_jit(arch, params, x, width_scale, precision, layer)
+    return h if layer == arch.depth else arch.act.fn(h)
+
+
+def _check_layer(arch: MLP, layer: Any) -> int:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= int(layer) <= arch.depth:
+        raise ValueError(
+            f"layer must be an integer in [0, {arch.depth}] for depth={arch.depth} "
+            f"(0: inputs, 1..{arch.depth - 1}: hidden layers, {arch.depth}: outputs), got {layer!r}"
+        )
+    return int(layer)
