@@ -1,233 +1,37 @@
-"""Figures (matplotlib, Agg backend). The core modules never import this one.
-
-Conventions shared by every figure of the studies:
-
-- Series, panel and noise names are the studies' internal keys (``"rule_noisy"``,
-  ``"ntk~meanfield"``, ``"fashion_mnist"``, ...); :func:`label` turns each into the text a
-  reader sees (legends, panel titles, axis labels), from the one table :data:`LABELS`.
-- Axis labels say the plotted quantity and its unit (accuracies and agreements are
-  fractions of test points in [0, 1]; corruption levels p are probabilities in [0, 1]).
-- A shaded band is always ±1 sample std (ddof = 1) of the plotted mean, and the figure
-  says over what in a caption line under the axes (:func:`band_note`, :func:`caption`).
-  A point whose value comes from one sample has no std: its table cell is empty and it
-  gets no band.
-"""
+"""Generic figures of the studies: accuracy curves, panels, heat maps, width and log-log fits."""
 
 from __future__ import annotations
 
-import io
-import math
-import os
-import textwrap
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from nwcorrupt._io import atomic_write_bytes
+from nwcorrupt.plots.base import (
+    ACCURACY_LABEL,
+    P_LABEL,
+    band_note,
+    caption,
+    fill_band,
+    label,
+    legend_below,
+    points,
+    pyplot,
+    spread,
+)
 
 __all__ = [
-    "ACCURACY_LABEL",
-    "AGREEMENT_LABEL",
-    "LABELS",
-    "P_LABEL",
     "accuracy_curves",
     "accuracy_grid",
     "accuracy_heatmap",
     "accuracy_panels",
-    "band_note",
-    "caption",
     "corrupted_strip",
     "curve_with_band",
-    "dilution_figures",
     "group_curves",
-    "label",
+    "log_tick_label",
     "logit_scatter",
     "loglog_fits",
-    "save_figure",
-    "series_counts",
-    "spread",
     "width_curves",
 ]
-
-LABELS: dict[str, str] = {
-    # predictors (studies heavy_corruption, centroid_comparison, activations, finite_vs_infinite, snr_sweep)
-    "network": "network",
-    "ntk": "NTK",
-    "nngp": "NNGP",
-    "meanfield": "mean-field",
-    "rule_noisy": "centroid rule (noisy means)",
-    "rule_leading": "leading-order rule (clean means)",
-    # label noise (labels_and_inputs): clean inputs, observed / label-averaged / true labels
-    "rule_observed": "leading-order rule (observed labels)",
-    "rule_expected": "leading-order rule (label-averaged means)",
-    "rule_clean": "leading-order rule (true labels)",
-    "ntk_label_mean": "NTK averaged over label draws",
-    "ntk_predicted": "NTK predicted accuracy",
-    # prototype rules (centroid_rules)
-    "overlap": "overlap rule",
-    "centered": "centred overlap rule",
-    "euclidean": "Euclidean nearest-centroid rule",
-    # evaluation sets (accuracy_vs_corruption)
-    "test_clean": "clean test set",
-    "train_clean": "clean training set",
-    "train_corrupted": "corrupted training set",
-    # noise specs (common.NOISE_SPECS)
-    "replacement": "replacement (uniform)",
-    "replacement:uniform": "replacement (uniform)",
-    "replacement:gaussian": "replacement (Gaussian)",
-    "replacement:salt_pepper": "replacement (salt and pepper)",
-    "replacement:marginal": "replacement (pixel marginal)",
-    "additive": "additive (Gaussian)",
-    "additive:gaussian": "additive (Gaussian)",
-    "additive:uniform": "additive (uniform)",
-    "additive:laplace": "additive (Laplace)",
-    # data sets
-    "mnist": "MNIST",
-    "fashion_mnist": "Fashion-MNIST",
-    "kmnist": "KMNIST",
-    "digits": "digits",
-    "gaussian_mixture": "Gaussian mixture",
-    # activations whose registry name is not how they are written
-    "relu": "ReLU",
-    "leaky_relu": "leaky ReLU",
-    "gelu": "GELU",
-    "silu": "SiLU",
-}
-"""Internal key -> the text shown in figures. Keys not listed are shown with ``_`` as a space."""
-
-
-def label(key) -> str:
-    """The human-readable text of an internal series/panel key.
-
-    ``"a~b"`` (an agreement pair) reads ``"agreement: A vs B"``; a key in :data:`LABELS` reads
-    as listed there; any other key is shown as is, with underscores as spaces
-    (e.g. ``"width 512"``, ``"erf"``). Non-string keys are formatted with ``str``.
-    """
-    key = str(key)
-    if "~" in key:
-        a, _, b = key.partition("~")
-        return f"agreement: {label(a)} vs {label(b)}"
-    return LABELS.get(key, key.replace("_", " "))
-
-
-def spread(cell) -> float:
-    """A std table cell as a float: NaN for the empty cell of a one-sample statistic."""
-    if cell is None or (isinstance(cell, str) and not cell.strip()):
-        return math.nan
-    return float(cell)
-
-
-def band_note(counts: Mapping[str, Iterable[int]], symbol: str, what: str, *, prefix: str = "band") -> str:
-    """The caption line that says what the shaded bands of a figure are, with the actual counts.
-
-    Args:
-      counts: series key -> the sample counts n of its plotted points (the tables' ``n`` column),
-        for every series that gets a band where n > 1 (leave out series never drawn with one,
-        e.g. the dashed lines of :func:`group_curves`).
-      symbol: the name of the count, e.g. ``"K"`` or ``"R"``.
-      what: what the samples are, e.g. ``"noisy training sets"``.
-      prefix: how the text starts (e.g. ``"band (solid lines)"``).
-
-    Returns:
-      e.g. ``"band: ±1 std over K = 20 noisy training sets (ddof = 1)"``; a range ``K = 2–20`` when
-      the counts differ; series whose points are single values (n = 1, no band) are named after
-      ``"no band (one value, n = 1):"``; if no series has n > 1, ``"no band: every point is a single
-      value (n = 1)"``.
-    """
-    by = {name: sorted({int(n) for n in ns}) for name, ns in counts.items()}
-    many = sorted({n for ns in by.values() for n in ns if n > 1})
-    single = [label(name) for name, ns in by.items() if ns == [1]]
-    if not many:
-        return "no band: every point is a single value (n = 1)"
-    count = f"{many[0]}" if len(many) == 1 else f"{many[0]}–{many[-1]}"
-    text = f"{prefix}: ±1 std over {symbol} = {count} {what} (ddof = 1)"
-    if single:
-        text += "; no band (one value, n = 1): " + ", ".join(single)
-    return text
-
-
-def series_counts(rows: Sequence[Sequence], key_col: int, n_col: int) -> dict[str, list[int]]:
-    """Series key -> the sample counts n of its rows (column ``n_col``), for :func:`band_note`."""
-    out: dict[str, list[int]] = {}
-    for r in rows:
-        out.setdefault(r[key_col], []).append(int(r[n_col]))
-    return out
-
-
-def caption(fig, text: str | None) -> None:
-    """Put ``text`` as a caption line under the axes of ``fig`` (nothing for None or "").
-
-    The text is wrapped to the figure's width and sits just below the figure's lower edge;
-    :func:`save_figure` (``bbox_inches="tight"``) grows the saved image to hold it.
-    """
-    if text:
-        width = max(40, int(fig.get_size_inches()[0] * 16))  # characters of 8-point text per line
-        fig.text(0.5, -0.005, textwrap.fill(text, width), ha="center", va="top", fontsize=8, color="0.25")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _band(ax, x, m, s, **kw) -> None:
-    """Shade m ± s over x where s is finite (no band where a point has no std)."""
-    ok = np.isfinite(s)
-    if ok.any():
-        ax.fill_between(x, m - np.where(ok, s, 0.0), m + np.where(ok, s, 0.0), where=ok, interpolate=False, **kw)
-
-
-def _legend_below(fig, ax) -> None:
-    """One figure legend of the entries of ``ax`` under the panels (it never hides curves), then the layout.
-
-    The legend is anchored in figure coordinates (not to the figure box, which a tight save crops
-    to hold the caption); it gets as many columns (at most 4) as the figure's width holds, and the
-    figure grows by its height so that the panels keep theirs.
-    """
-    handles, labels = ax.get_legend_handles_labels()
-    if not labels:
-        fig.tight_layout()
-        return
-    renderer = fig.canvas.get_renderer()
-    for ncol in range(min(4, len(labels)), 0, -1):
-        leg = fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False,
-                         bbox_to_anchor=(0.5, 0.0), bbox_transform=fig.transFigure)
-        box = leg.get_window_extent(renderer).transformed(fig.transFigure.inverted())
-        if box.width <= 1.0 or ncol == 1:
-            break
-        leg.remove()
-    width, height = fig.get_size_inches()
-    extra = box.height * height + 0.05  # inches of legend: the figure grows by them, the panels keep their size
-    fig.set_size_inches(width, height + extra)
-    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
-
-
-def _points(rows, key_col: int, x_col: int, mean_col: int, std_col: int, key):
-    """(x, mean, std) arrays of the rows whose ``key_col`` is ``key``, sorted by x (std NaN where empty)."""
-    pts = sorted((float(r[x_col]), float(r[mean_col]), spread(r[std_col])) for r in rows if r[key_col] == key)
-    return tuple(np.asarray(v, dtype=float) for v in zip(*pts))
-
-
-ACCURACY_LABEL = "clean test accuracy (fraction correct)"
-AGREEMENT_LABEL = "decision agreement (fraction of test points)"
-P_LABEL = "training-set corruption level p"
-"""Axis labels shared by the studies: accuracy and agreement on the clean test set, the training corruption level."""
-
-
-def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Save ``fig`` atomically as ``path`` with each suffix in ``formats``; returns the paths."""
-    path = Path(path)
-    out = []
-    for fmt in formats:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight")
-        out.append(atomic_write_bytes(path.with_suffix("." + fmt), buf.getvalue()))
-    return out
 
 
 def corrupted_strip(
@@ -245,7 +49,7 @@ def corrupted_strip(
       ps: the corruption levels of the columns.
       image_shape: (h, w) with h·w = d.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), len(ps), figsize=(1.3 * len(ps), 1.45 * len(rows) + 0.3), squeeze=False)
     for r, (key, images) in enumerate(rows):
         for c, (p, img) in enumerate(zip(ps, images)):
@@ -281,15 +85,15 @@ def accuracy_curves(
       ylabel, xlabel: axis labels (the quantity plotted and its unit).
       band: the caption line that says what the bands are (:func:`band_note`).
     """
-    plt = _pyplot()
+    plt = pyplot()
     noises = list(dict.fromkeys(r[0] for r in rows))
     fig, axes = plt.subplots(1, len(noises), figsize=(4.2 * len(noises), 3.4), squeeze=False, sharey=True)
     for ax, noise in zip(axes[0], noises):
         sub = [r for r in rows if r[0] == noise]
         for name in dict.fromkeys(r[2] for r in sub):
-            p, m, s = _points(sub, 2, 1, 3, 4, name)
+            p, m, s = points(sub, 2, 1, 3, 4, name)
             (line,) = ax.plot(p, m, marker="o", ms=3, label=label(name))
-            _band(ax, p, m, s, color=line.get_color(), alpha=0.25)
+            fill_band(ax, p, m, s, color=line.get_color(), alpha=0.25)
         level = chance.get(noise) if isinstance(chance, Mapping) else chance
         if level is not None:
             ax.axhline(level, color="grey", lw=0.8, ls="--", label="chance")
@@ -299,7 +103,7 @@ def accuracy_curves(
     axes[0, 0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
-    _legend_below(fig, axes[0, -1])
+    legend_below(fig, axes[0, -1])
     caption(fig, band)
     return fig
 
@@ -351,7 +155,7 @@ def accuracy_heatmap(
       acc: (A, B) accuracies; cell (i, j) is (p_train[i], p_test[j]).
       colorbar_label: what a cell's colour is (say what it is averaged over).
     """
-    plt = _pyplot()
+    plt = pyplot()
     a = np.asarray(acc, dtype=float)
     if a.shape != (len(p_train), len(p_test)):
         raise ValueError(f"acc must have shape ({len(p_train)}, {len(p_test)}), got {a.shape}")
@@ -388,7 +192,7 @@ def accuracy_grid(
       title: figure title; chance: a horizontal reference line (None: none).
       ylabel, xlabel: axis labels; band: the caption line that says what the bands are.
     """
-    plt = _pyplot()
+    plt = pyplot()
     row_keys = list(dict.fromkeys(r[0] for r in rows))
     col_keys = list(dict.fromkeys(r[1] for r in rows))
     fig, axes = plt.subplots(len(row_keys), len(col_keys), figsize=(4.4 * len(col_keys), 3.4 * len(row_keys)),
@@ -399,9 +203,9 @@ def accuracy_grid(
             ax = axes[i, j]
             sub = [r for r in rows if r[0] == rk and r[1] == ck]
             for name in dict.fromkeys(r[3] for r in sub):
-                p, m, s = _points(sub, 3, 2, 4, 5, name)
+                p, m, s = points(sub, 3, 2, 4, 5, name)
                 (line,) = ax.plot(p, m, marker="o", ms=3, label=label(name))
-                _band(ax, p, m, s, color=line.get_color(), alpha=0.2)
+                fill_band(ax, p, m, s, color=line.get_color(), alpha=0.2)
             for n, (name, ps, vals) in enumerate((curves or {}).get((rk, ck), [])):
                 order = np.argsort(np.asarray(ps, dtype=float))
                 ax.plot(np.asarray(ps, dtype=float)[order], np.asarray(vals, dtype=float)[order], color="k",
@@ -416,7 +220,7 @@ def accuracy_grid(
                 ax.set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
-    _legend_below(fig, axes[0, 0])
+    legend_below(fig, axes[0, 0])
     caption(fig, band)
     return fig
 
@@ -429,7 +233,7 @@ def logit_scatter(panels: Sequence[tuple[str, dict]], *, title: str | None = Non
         ``is_true`` (n,) bool (entry of the true class), and the numbers a, b, c, r2.
       note: a caption line (e.g. what the logits are averaged over).
     """
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.0 * cols, 3.8 * nrows), squeeze=False)
@@ -474,12 +278,12 @@ def curve_with_band(
     Args:
       band: the caption line that says what the band is (:func:`band_note`).
     """
-    plt = _pyplot()
+    plt = pyplot()
     xs, m = (np.asarray(v, dtype=float) for v in (x, mean))
     s = np.asarray([spread(v) for v in std], dtype=float)
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     (line,) = ax.plot(xs, m, marker="o", ms=3)
-    _band(ax, xs, m, s, color=line.get_color(), alpha=0.25)
+    fill_band(ax, xs, m, s, color=line.get_color(), alpha=0.25)
     if reference is not None:
         ax.axhline(reference, color="grey", lw=0.8, ls="--", label=reference_label)
         ax.legend(fontsize=8)
@@ -510,7 +314,7 @@ def width_curves(
       quantities: (column stem q, axis label) pairs, one panel column each.
       band: the caption line that says what the bands are.
     """
-    plt = _pyplot()
+    plt = pyplot()
     col = {h: i for i, h in enumerate(header)}
     noises = list(dict.fromkeys(r[col["noise"]] for r in rows))
     fig, axes = plt.subplots(len(noises), len(quantities), figsize=(4.2 * len(quantities), 3.3 * len(noises)),
@@ -520,9 +324,9 @@ def width_curves(
         for j, (q, ylabel) in enumerate(quantities):
             ax = axes[i, j]
             for p in sorted(dict.fromkeys(r[col["p"]] for r in sub)):
-                w, m, s = _points(sub, col["p"], col["width"], col[q + "_mean"], col[q + "_std"], p)
+                w, m, s = points(sub, col["p"], col["width"], col[q + "_mean"], col[q + "_std"], p)
                 (line,) = ax.plot(w, m, marker="o", ms=3, label=f"p = {p:g}")
-                _band(ax, w, m, s, color=line.get_color(), alpha=0.2)
+                fill_band(ax, w, m, s, color=line.get_color(), alpha=0.2)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("hidden width n (units per layer)")
             ax.set_ylabel(ylabel)
@@ -541,7 +345,7 @@ def width_curves(
 # ---------------------------------------------------------------------------
 
 
-def _log_tick_label(v: float, _pos=None) -> str:
+def log_tick_label(v: float, _pos=None) -> str:
     """A log-axis tick label: plain for 10⁻³ < v < 10⁴, m×10^e otherwise."""
     if v <= 0:
         return ""
@@ -575,7 +379,7 @@ def loglog_fits(
     """
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    plt = _pyplot()
+    plt = pyplot()
     ncols = len(panels) if ncols is None else max(1, min(ncols, len(panels)))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows), squeeze=False)
@@ -595,9 +399,9 @@ def loglog_fits(
             ax.scatter(x, y, color=color, s=18, label=text, zorder=3)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(_log_tick_label))
+        ax.xaxis.set_major_formatter(FuncFormatter(log_tick_label))
         ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-        ax.xaxis.set_minor_formatter(FuncFormatter(_log_tick_label))
+        ax.xaxis.set_minor_formatter(FuncFormatter(log_tick_label))
         ax.set_xlabel(xlabel)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3, which="both")
@@ -633,14 +437,14 @@ def group_curves(
       chance: a grey horizontal line at this level, or None.
       band: the caption line that says what the bands are.
     """
-    plt = _pyplot()
+    plt = pyplot()
     styles = {"network": "-", "ntk": "--"} if styles is None else styles
     fig, ax = plt.subplots(figsize=(7.2, 4.0))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     def curve(group, pred):
         sub = [r for r in rows if r[0] == group]
-        return _points(sub, 2, 1, 3, 4, pred) if any(r[2] == pred for r in sub) else None
+        return points(sub, 2, 1, 3, 4, pred) if any(r[2] == pred for r in sub) else None
 
     groups = list(dict.fromkeys(r[0] for r in rows))
     for i, group in enumerate(groups):
@@ -653,7 +457,7 @@ def group_curves(
             text = label(group) if len(styles) == 1 else f"{label(group)} ({label(pred)})"
             ax.plot(p, m, ls=ls, color=color, marker="o", ms=3, label=text)
             if ls == "-":
-                _band(ax, p, m, s, color=color, alpha=0.2)
+                fill_band(ax, p, m, s, color=color, alpha=0.2)
     if reference is not None:
         for group in groups:
             c = curve(group, reference)
@@ -671,126 +475,3 @@ def group_curves(
     fig.tight_layout()
     caption(fig, band)
     return fig
-
-
-def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> dict:
-    """Figures of the ``dilution`` study from its tables (``accuracy``, ``required_clean_size``).
-
-    * ``accuracy_vs_alpha``: networks (mean, ±1 std band) per depth against α, with the NTK mean
-      predictor (dotted) and the NTK predicted accuracy (dashed) on the same diluted sets;
-    * ``required_clean_size``: the clean-set size reaching each target accuracy against 1 + α,
-      networks (solid) and NTK prediction (dashed), log–log, with fitted slopes;
-    * ``structured``: accuracy against δ per ordering; ``robustness``: batch size (H_α as a
-      horizontal line), learning rate and noise source.
-    """
-    plt = _pyplot()
-    header, rows = tables["accuracy"]
-    col = {name: i for i, name in enumerate(header)}
-    figs = {}
-
-    def part(name):
-        return [r for r in rows if r[col["part"]] == name]
-
-    def num(v):
-        return math.nan if v in ("", None) else float(v)
-
-    def note(rs):
-        return band_note({"networks": [r[col["n"]] for r in rs]}, "R", "networks (initialisations) per point")
-
-    def network_series(ax, rs, group, x, label_of):
-        """One network line with its ±1 std band per value of column ``group``, against column ``x``;
-        returns {group value: (sorted rows, line)}."""
-        out = {}
-        for g in sorted({r[col[group]] for r in rs}):
-            sub = sorted((r for r in rs if r[col[group]] == g), key=lambda r: r[col[x]])
-            xs = np.asarray([r[col[x]] for r in sub], float)
-            m = np.asarray([r[col["net_mean"]] for r in sub], float)
-            sd = np.asarray([spread(r[col["net_std"]]) for r in sub], float)
-            (line,) = ax.plot(xs, m, marker="o", ms=3, label=label_of(g))
-            _band(ax, xs, m, sd, color=line.get_color(), alpha=0.2)
-            out[g] = (sub, line)
-        return out
-
-    alpha_rows = part("alpha")
-    if alpha_rows:
-        fig, ax = plt.subplots(figsize=(5.6, 3.8))
-        for depth, (rs, line) in network_series(ax, alpha_rows, "depth", "alpha", lambda h: f"{h} hidden: network").items():
-            a = np.asarray([r[col["alpha"]] for r in rs], float)
-            pred = np.asarray([num(r[col["ntk_predicted"]]) for r in rs])
-            mean_acc = np.asarray([num(r[col["ntk_mean_acc"]]) for r in rs])
-            if np.isfinite(pred).any():
-                ax.plot(a, pred, ls="--", color=line.get_color(), label=f"{depth} hidden: NTK predicted")
-                ax.plot(a, mean_acc, ls=":", color=line.get_color(), label=f"{depth} hidden: NTK mean predictor")
-        ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlabel("noisy examples per clean one α")
-        ax.set_ylabel(ACCURACY_LABEL)
-        ax.grid(alpha=0.3)
-        _legend_below(fig, ax)
-        caption(fig, note(alpha_rows) + "; NTK lines: exact theory on the same diluted set (missing where skipped)")
-        figs["accuracy_vs_alpha"] = fig
-
-    if "required_clean_size" in tables:
-        _, srows = tables["required_clean_size"]
-        fig, ax = plt.subplots(figsize=(5.0, 3.6))
-        for i, target in enumerate(targets):
-            rs = sorted((r for r in srows if r[1] == target), key=lambda r: r[0])
-            a = np.asarray([1 + r[0] for r in rs], float)
-            for j, (c, style, who) in enumerate(((2, "-", "networks"), (3, "--", "NTK predicted"))):
-                n = np.asarray([num(r[c]) for r in rs], float)
-                ok = np.isfinite(n)
-                if ok.sum() >= 1:
-                    lab = f"accuracy {target:g}: {who}"
-                    if ok.sum() >= 2:
-                        lab += f" (slope {np.polyfit(np.log(a[ok]), np.log(n[ok]), 1)[0]:.2f})"
-                    ax.plot(a[ok], n[ok], ls=style, marker="o" if j == 0 else "s", ms=3, color=f"C{i}", label=lab)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("1 + α")
-        ax.set_ylabel("clean examples N needed")
-        ax.grid(alpha=0.3, which="both")
-        _legend_below(fig, ax)
-        caption(fig, "N where the accuracy-vs-N curve first crosses the target inside the N grid (interpolated in log N; no point "
-                     "where it starts above or never reaches it); slope of log N vs "
-                     "log(1 + α), 1 = linear growth")
-        figs["required_clean_size"] = fig
-
-    srows = part("structured")
-    if srows:
-        fig, ax = plt.subplots(figsize=(4.8, 3.4))
-        network_series(ax, srows, "order", "delta", lambda o: f"{o} order")
-        ax.set_xlabel("structure δ of the noisy labels")
-        ax.set_ylabel(ACCURACY_LABEL)
-        ax.grid(alpha=0.3)
-        _legend_below(fig, ax)
-        caption(fig, note(srows) + f"; α = {srows[0][col['alpha']]:g}")
-        figs["structured"] = fig
-
-    panels = [(name, part(name)) for name in ("batch", "learning_rate", "source") if part(name)]
-    if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
-        for ax, (name, rs) in zip(axes[0], panels):
-            m = np.asarray([r[col["net_mean"]] for r in rs], float)
-            sd = np.asarray([spread(r[col["net_std"]]) for r in rs], float)
-            if name == "source":
-                ax.bar(range(len(rs)), m, yerr=np.nan_to_num(sd), color="C0", alpha=0.7)
-                ax.set_xticks(range(len(rs)), [r[col["source"]] for r in rs])
-                ax.set_xlabel("noisy inputs")
-            else:
-                key = col["batch_size"] if name == "batch" else col["learning_rate"]
-                finite = [(r[key], mi, si) for r, mi, si in zip(rs, m, sd) if r[key] != 0]
-                if finite:
-                    x, mm, ss = (np.asarray(v, float) for v in zip(*sorted(finite)))
-                    ax.errorbar(x, mm, yerr=np.nan_to_num(ss), marker="o", ms=3, capsize=2)
-                ax.set_xscale("log", base=2 if name == "batch" else 10)
-                ax.set_xlabel("batch size" if name == "batch" else "learning rate")
-                for r, mi in zip(rs, m):
-                    if name == "batch" and r[key] == 0:
-                        ax.axhline(mi, color="grey", ls="--", lw=0.8, label="H_α (expected labels)")
-                        ax.legend(fontsize=7)
-            ax.set_ylabel(ACCURACY_LABEL if ax is axes[0][0] else "")
-            ax.set_title(f"α = {rs[0][col['alpha']]:g}", fontsize=9)
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        caption(fig, "error bars: ±1 std over the networks of each point (ddof = 1)")
-        figs["robustness"] = fig
-    return figs

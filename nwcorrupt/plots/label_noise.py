@@ -1,0 +1,146 @@
+"""Figures of the label-noise studies."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from nwcorrupt.plots.base import (
+    ACCURACY_LABEL,
+    band_note,
+    caption,
+    fill_band,
+    label,
+    legend_below,
+    pyplot,
+    spread,
+)
+
+__all__ = [
+    "dilution_figures",
+]
+
+
+def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> dict:
+    """Figures of the ``dilution`` study from its tables (``accuracy``, ``required_clean_size``).
+
+    * ``accuracy_vs_alpha``: networks (mean, ±1 std band) per depth against α, with the NTK mean
+      predictor (dotted) and the NTK predicted accuracy (dashed) on the same diluted sets;
+    * ``required_clean_size``: the clean-set size reaching each target accuracy against 1 + α,
+      networks (solid) and NTK prediction (dashed), log–log, with fitted slopes;
+    * ``structured``: accuracy against δ per ordering; ``robustness``: batch size (H_α as a
+      horizontal line), learning rate and noise source.
+    """
+    plt = pyplot()
+    header, rows = tables["accuracy"]
+    col = {name: i for i, name in enumerate(header)}
+    figs = {}
+
+    def part(name):
+        return [r for r in rows if r[col["part"]] == name]
+
+    def num(v):
+        return math.nan if v in ("", None) else float(v)
+
+    def note(rs):
+        return band_note({"networks": [r[col["n"]] for r in rs]}, "R", "networks (initialisations) per point")
+
+    def network_series(ax, rs, group, x, label_of):
+        """One network line with its ±1 std band per value of column ``group``, against column ``x``;
+        returns {group value: (sorted rows, line)}."""
+        out = {}
+        for g in sorted({r[col[group]] for r in rs}):
+            sub = sorted((r for r in rs if r[col[group]] == g), key=lambda r: r[col[x]])
+            xs = np.asarray([r[col[x]] for r in sub], float)
+            m = np.asarray([r[col["net_mean"]] for r in sub], float)
+            sd = np.asarray([spread(r[col["net_std"]]) for r in sub], float)
+            (line,) = ax.plot(xs, m, marker="o", ms=3, label=label_of(g))
+            fill_band(ax, xs, m, sd, color=line.get_color(), alpha=0.2)
+            out[g] = (sub, line)
+        return out
+
+    alpha_rows = part("alpha")
+    if alpha_rows:
+        fig, ax = plt.subplots(figsize=(5.6, 3.8))
+        for depth, (rs, line) in network_series(ax, alpha_rows, "depth", "alpha", lambda h: f"{h} hidden: network").items():
+            a = np.asarray([r[col["alpha"]] for r in rs], float)
+            pred = np.asarray([num(r[col["ntk_predicted"]]) for r in rs])
+            mean_acc = np.asarray([num(r[col["ntk_mean_acc"]]) for r in rs])
+            if np.isfinite(pred).any():
+                ax.plot(a, pred, ls="--", color=line.get_color(), label=f"{depth} hidden: NTK predicted")
+                ax.plot(a, mean_acc, ls=":", color=line.get_color(), label=f"{depth} hidden: NTK mean predictor")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("noisy examples per clean one α")
+        ax.set_ylabel(ACCURACY_LABEL)
+        ax.grid(alpha=0.3)
+        legend_below(fig, ax)
+        caption(fig, note(alpha_rows) + "; NTK lines: exact theory on the same diluted set (missing where skipped)")
+        figs["accuracy_vs_alpha"] = fig
+
+    if "required_clean_size" in tables:
+        _, srows = tables["required_clean_size"]
+        fig, ax = plt.subplots(figsize=(5.0, 3.6))
+        for i, target in enumerate(targets):
+            rs = sorted((r for r in srows if r[1] == target), key=lambda r: r[0])
+            a = np.asarray([1 + r[0] for r in rs], float)
+            for j, (c, style, who) in enumerate(((2, "-", "networks"), (3, "--", "NTK predicted"))):
+                n = np.asarray([num(r[c]) for r in rs], float)
+                ok = np.isfinite(n)
+                if ok.sum() >= 1:
+                    lab = f"accuracy {target:g}: {who}"
+                    if ok.sum() >= 2:
+                        lab += f" (slope {np.polyfit(np.log(a[ok]), np.log(n[ok]), 1)[0]:.2f})"
+                    ax.plot(a[ok], n[ok], ls=style, marker="o" if j == 0 else "s", ms=3, color=f"C{i}", label=lab)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("1 + α")
+        ax.set_ylabel("clean examples N needed")
+        ax.grid(alpha=0.3, which="both")
+        legend_below(fig, ax)
+        caption(fig, "N where the accuracy-vs-N curve first crosses the target inside the N grid (interpolated in log N; no point "
+                     "where it starts above or never reaches it); slope of log N vs "
+                     "log(1 + α), 1 = linear growth")
+        figs["required_clean_size"] = fig
+
+    srows = part("structured")
+    if srows:
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        network_series(ax, srows, "order", "delta", lambda o: f"{o} order")
+        ax.set_xlabel("structure δ of the noisy labels")
+        ax.set_ylabel(ACCURACY_LABEL)
+        ax.grid(alpha=0.3)
+        legend_below(fig, ax)
+        caption(fig, note(srows) + f"; α = {srows[0][col['alpha']]:g}")
+        figs["structured"] = fig
+
+    panels = [(name, part(name)) for name in ("batch", "learning_rate", "source") if part(name)]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+        for ax, (name, rs) in zip(axes[0], panels):
+            m = np.asarray([r[col["net_mean"]] for r in rs], float)
+            sd = np.asarray([spread(r[col["net_std"]]) for r in rs], float)
+            if name == "source":
+                ax.bar(range(len(rs)), m, yerr=np.nan_to_num(sd), color="C0", alpha=0.7)
+                ax.set_xticks(range(len(rs)), [r[col["source"]] for r in rs])
+                ax.set_xlabel("noisy inputs")
+            else:
+                key = col["batch_size"] if name == "batch" else col["learning_rate"]
+                finite = [(r[key], mi, si) for r, mi, si in zip(rs, m, sd) if r[key] != 0]
+                if finite:
+                    x, mm, ss = (np.asarray(v, float) for v in zip(*sorted(finite)))
+                    ax.errorbar(x, mm, yerr=np.nan_to_num(ss), marker="o", ms=3, capsize=2)
+                ax.set_xscale("log", base=2 if name == "batch" else 10)
+                ax.set_xlabel("batch size" if name == "batch" else "learning rate")
+                for r, mi in zip(rs, m):
+                    if name == "batch" and r[key] == 0:
+                        ax.axhline(mi, color="grey", ls="--", lw=0.8, label="H_α (expected labels)")
+                        ax.legend(fontsize=7)
+            ax.set_ylabel(ACCURACY_LABEL if ax is axes[0][0] else "")
+            ax.set_title(f"α = {rs[0][col['alpha']]:g}", fontsize=9)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        caption(fig, "error bars: ±1 std over the networks of each point (ddof = 1)")
+        figs["robustness"] = fig
+    return figs
