@@ -29,8 +29,10 @@ Shapes: M rows (examples), F features, C classes, T test rows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
+import jax
 import numpy as np
 
 from nwcorrupt import kernels as _kernels
@@ -59,6 +61,8 @@ __all__ = [
     "clean_subsets",
     "representations",
     "layer_kernel",
+    "layer_kernels",
+    "kernel_regression",
     "kernel_scores",
 ]
 
@@ -276,6 +280,39 @@ def _truncated(arch: MLP, layer: Any) -> tuple[MLP, int]:
     return dataclasses.replace(arch, depth=int(layer) + 1), int(layer)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _kernel_layers_jit(arch, gram, diag1, diag2, get, d, symmetric):
+    return _kernels.kernel_layers(arch, gram, diag1, diag2, get=get, input_dim=d, symmetric=symmetric)
+
+
+def layer_kernels(arch: MLP, x1: Any, x2: Any = None, *, get: str = "nngp") -> dict[int, np.ndarray]:
+    """:func:`layer_kernel` of every layer l = 0..L − 1 at once (one pass of the kernel recursion).
+
+    Returns ``{l: (N1, N2) float64}``; computed in the default JAX float dtype (use
+    :func:`nwcorrupt.precision.x64` for float64).
+    """
+    check_choice("get", get, KERNEL_GETS)
+    _truncated(arch, 0)
+    x1 = check_matrix("x1", x1)
+    x2 = x1 if x2 is None else check_matrix("x2", x2)
+    check_same_size("x2", x2.shape[1], "x1", x1.shape[1], "features")
+    a = np.asarray(x1, np.float64)
+    b = a if x2 is x1 else np.asarray(x2, np.float64)
+    d = a.shape[1]
+    gram = a @ b.T / d
+    out = {0: gram}
+    if arch.depth > 1:
+        per = _kernel_layers_jit(arch, gram, np.einsum("ij,ij->i", a, a) / d,
+                                 None if b is a else np.einsum("ij,ij->i", b, b) / d, get, d, b is a)
+        for l in range(1, arch.depth):
+            k = np.asarray(getattr(per[l], get), np.float64)  # layer l + 1 of the recursion
+            out[l] = (k - arch.b_std**2) / arch.W_std**2 if get == "nngp" else k
+    if get == "ntk":  # Θ of the depth-1 network (a linear model of x) for layer 0
+        out[0] = np.asarray(_kernels.kernel(dataclasses.replace(arch, depth=1), a, None if b is a else b,
+                                            get="ntk").ntk, np.float64)
+    return out
+
+
 def layer_kernel(arch: MLP, layer: int, x1: Any, x2: Any = None, *, get: str = "nngp") -> np.ndarray:
     """The infinite-width kernel of layer ``layer``'s features (module docstring), (N1, N2).
 
@@ -292,6 +329,35 @@ def layer_kernel(arch: MLP, layer: int, x1: Any, x2: Any = None, *, get: str = "
     if get == "nngp":
         k = (k - sub.b_std**2) / sub.W_std**2
     return k
+
+
+def kernel_regression(
+    k_train: Any, k_test_train: Any, labels: Any, *, num_classes: int, ridge: float = 0.0, ridge_relative: bool = True
+) -> np.ndarray:
+    """(T, C) scores K(x_test, X)(K + λI)⁻¹ onehot(labels), float64 numpy.
+
+    λ = ``ridge`` · trace(K)/M with ``ridge_relative`` (the default), else ``ridge``; λ = 0 is the
+    minimum-norm least-squares solution (``numpy.linalg.lstsq``).
+    """
+    c = check_positive_int("num_classes", num_classes)
+    k_tr = np.asarray(check_matrix("k_train", k_train), np.float64)
+    if k_tr.shape[0] != k_tr.shape[1]:
+        raise ValueError(f"k_train must be square (M, M), got shape {k_tr.shape}")
+    k_te = np.asarray(check_matrix("k_test_train", k_test_train), np.float64)
+    check_same_size("k_test_train", k_te.shape[1], "k_train", k_tr.shape[0], "columns")
+    y = check_labels("labels", labels, n=k_tr.shape[0], num_classes=c, data_name="k_train")
+    lam = check_nonneg_float("ridge", ridge)
+    if ridge_relative:
+        lam *= float(np.trace(k_tr)) / k_tr.shape[0]
+    targets = np.eye(c)[y]
+    if lam == 0.0:
+        alpha = np.linalg.lstsq(k_tr, targets, rcond=None)[0]
+    else:
+        alpha = np.linalg.solve(k_tr + lam * np.eye(k_tr.shape[0]), targets)
+    out = k_te @ alpha
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError("the kernel regression produced non-finite scores; add a ridge")
+    return out
 
 
 def kernel_scores(
@@ -312,22 +378,8 @@ def kernel_scores(
     to trace(K)/M by default, as :func:`fit` with ``ridge_relative``), solved in float64 numpy
     (minimum-norm least squares at λ = 0).
     """
-    c = check_positive_int("num_classes", num_classes)
     xtr = check_matrix("x_train", x_train)
-    y = check_labels("labels", labels, n=xtr.shape[0], num_classes=c, data_name="x_train")
     xte = check_matrix("x_test", x_test)
     check_same_size("x_test", xte.shape[1], "x_train", xtr.shape[1], "features")
-    k_tr = layer_kernel(arch, layer, xtr, get=get)
-    k_te = layer_kernel(arch, layer, xte, xtr, get=get)
-    lam = check_nonneg_float("ridge", ridge)
-    if ridge_relative:
-        lam *= float(np.trace(k_tr)) / k_tr.shape[0]
-    targets = np.eye(c)[y]
-    if lam == 0.0:
-        alpha = np.linalg.lstsq(k_tr, targets, rcond=None)[0]
-    else:
-        alpha = np.linalg.solve(k_tr + lam * np.eye(k_tr.shape[0]), targets)
-    out = k_te @ alpha
-    if not np.all(np.isfinite(out)):
-        raise FloatingPointError("the kernel baseline produced non-finite scores; add a ridge")
-    return out
+    return kernel_regression(layer_kernel(arch, layer, xtr, get=get), layer_kernel(arch, layer, xte, xtr, get=get),
+                             labels, num_classes=num_classes, ridge=ridge, ridge_relative=ridge_relative)

@@ -191,8 +191,27 @@ def _labels_and_inputs():
     return params, recs
 
 
+def _predictive_power():
+    mod = studies.get("predictive_power")
+    params = mod.Params(datasets=("mnist",), label_noises=("symmetric:0", "symmetric:0.5", "pair:0.4"),
+                        inputs=("clean", "replacement@0.9"), ms=(1, 10, 100), repeats=R, subsets=1)
+    recs = []
+    for pt in mod.points(params):
+        r = mod.parse_label_noise(pt["label_noise"])[1]
+        probes = [{"model": model, "layer": layer, "m": m, "accuracy": _spread(0.9 - r / 3 - 0.1 / m, R)}
+                  for model, layers in (("trained", (1, 2, 3)), ("random", (1, 2, 3)), ("raw", (0,)),
+                                        ("nngp", (1, 2)), ("ntk", (1, 2)))
+                  for layer in layers for m in params.ms]
+        recs.append({"point": pt, "metrics": {
+            "flip_fraction": 0.9 * r, "test_accuracy": _spread(0.95 - r, R), "train_accuracy_clean": _spread(1.0, R),
+            "train_accuracy_noisy": [None] * R if r == 0 else _spread(0.8, R), "probes": probes,
+            "train_loss_mean": 0.1, "train_accuracy_mean": 0.95, "train_accuracy_min": 0.9}})
+    return params, recs
+
+
 FAKES = {
     "dilution": _dilution,
+    "predictive_power": _predictive_power,
     "labels_and_inputs": _labels_and_inputs,
     "heavy_corruption": _heavy_corruption,
     "centroid_comparison": _centroid_comparison,
@@ -273,7 +292,8 @@ def _bands(ax) -> list:
 @pytest.mark.parametrize("name", sorted(FAKES))
 def test_every_band_is_explained_in_the_figure_with_its_count(name):
     symbol = {"accuracy_vs_corruption": f"R = {R} trained networks", "ptrain_ptest": f"R = {R} trained networks",
-              "dilution": f"R = {R} networks (initialisations) per point"}
+              "dilution": f"R = {R} networks (initialisations) per point",
+              "predictive_power": f"n = {R} networks × clean subsets"}
     expected = "±1 std over " + symbol.get(name, f"K = {K} noisy training sets")
     for fig_name, fig in _figures(name).items():
         if any(_bands(ax) for ax in fig.axes):

@@ -156,3 +156,26 @@ def test_bad_probe_inputs_raise():
         probe.fit(phi, y, num_classes=2).predict(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="get must be one of"):
         probe.layer_kernel(MLP(depth=2), 1, phi, get="cov")
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_layer_kernels_in_one_pass_equal_the_truncated_kernels(get):
+    arch = MLP(depth=4, activation="relu", W_std=1.3, b_std=0.2)
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(7, 5)), rng.normal(size=(4, 5))
+    with precision.x64():
+        for x1, x2 in ((a, None), (b, a)):
+            allk = probe.layer_kernels(arch, x1, x2, get=get)
+            assert sorted(allk) == [0, 1, 2, 3]
+            for l in range(4):
+                np.testing.assert_allclose(allk[l], probe.layer_kernel(arch, l, x1, x2, get=get), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(probe.layer_kernels(arch, a, get="nngp")[0], a @ a.T / 5, rtol=1e-6)
+
+
+def test_kernel_regression_checks_its_matrices():
+    k = np.eye(3)
+    with pytest.raises(ValueError, match="k_train must be square"):
+        probe.kernel_regression(np.ones((3, 2)), np.ones((2, 3)), [0, 1, 0], num_classes=2)
+    with pytest.raises(ValueError, match="k_test_train has 2 columns but k_train has 3"):
+        probe.kernel_regression(k, np.ones((2, 2)), [0, 1, 0], num_classes=2)
+    np.testing.assert_allclose(probe.kernel_regression(k, k, [0, 1, 0], num_classes=2, ridge=0.0), np.eye(2)[[0, 1, 0]])

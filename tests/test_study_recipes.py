@@ -70,6 +70,13 @@ RECIPES = {
         "orders": ("confusing", "reverse", "random"), "batch_sizes": (32, 64, 128, 256, 0),
         "sources": ("pool", "copies", "external", "white"),
     },
+    # Li et al.: symmetric r in {0, 0.2, 0.5, 0.8}, pair and instance-dependent noise, MNIST and Fashion-MNIST;
+    # probes from few clean examples per class up; PyTorch-style standard layers
+    "predictive_power": {
+        "datasets": ("mnist", "fashion_mnist"),
+        "label_noises": ("symmetric:0", "symmetric:0.2", "symmetric:0.5", "symmetric:0.8", "pair:0.4", "instance:0.5"),
+        "parameterization": "standard", "init": "torch_default", "n_train": 0, "n_test": 0,
+    },
 }
 
 
@@ -119,3 +126,12 @@ def test_dilution_scales_keep_the_recipe_and_reach_alpha_100():
     for key in ("depths", "batch_size", "optimizer", "learning_rate", "epochs", "width", "parameterization", "init",
                 "source", "orders", "batch_sizes", "sources", "structured_alpha"):
         assert _same(getattr(quick, key), getattr(full, key)), key
+
+
+def test_predictive_power_quick_scale_keeps_the_network_recipe():
+    full = catalog.load("predictive_power", "full").params
+    quick = catalog.load("predictive_power", "quick").params
+    for key in ("hidden", "width", "parameterization", "init", "learning_rate", "epochs", "batch_size", "probe_ridge",
+                "label_noises", "datasets", "inputs", "composed_label_noises"):
+        assert _same(getattr(quick, key), getattr(full, key)), key
+    assert min(full.ms) == 1 and max(full.ms) >= 1000 and set(quick.ms) <= set(full.ms)

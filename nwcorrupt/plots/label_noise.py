@@ -20,6 +20,7 @@ from nwcorrupt.plots.base import (
 
 __all__ = [
     "dilution_figures",
+    "predictive_power_figures",
 ]
 
 
@@ -143,4 +144,117 @@ def dilution_figures(tables: Mapping[str, tuple], targets: Sequence[float]) -> d
         fig.tight_layout()
         caption(fig, "error bars: ±1 std over the networks of each point (ddof = 1)")
         figs["robustness"] = fig
+    return figs
+
+
+def _columns(header: Sequence[str]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(header)}
+
+
+def predictive_power_figures(tables: Mapping[str, tuple], *, hidden: int) -> dict:
+    """Figures of the ``predictive_power`` study from its tables (``probe``, ``network``).
+
+    * ``probe_<dataset>[_<inputs>]``: one panel per label noise; probe test accuracy against the clean
+      examples per class m (log scale) for every layer of the trained networks (solid, ±1 std band over
+      networks × clean subsets), the baselines at the last hidden layer (random init dashed, NNGP and NTK
+      dotted, raw inputs dash-dotted) and the noisy networks' own test accuracy (grey horizontal line);
+    * ``noise_<dataset>``: at the largest m, accuracy against the symmetric rate r: the networks' own
+      test accuracy and the probes of their layers, beside the NNGP baseline.
+    """
+    plt = pyplot()
+    header, rows = tables["probe"]
+    col = _columns(header)
+    nh, nrows = tables["network"]
+    ncol = _columns(nh)
+    own = {(r[ncol["dataset"]], r[ncol["label_noise"]], r[ncol["inputs"]]): (r[ncol["test_mean"]], r[ncol["test_std"]])
+           for r in nrows}
+    last = hidden
+    figs = {}
+    groups = list(dict.fromkeys((r[col["dataset"]], r[col["inputs"]]) for r in rows))
+    for dataset, inputs in groups:
+        sub = [r for r in rows if r[col["dataset"]] == dataset and r[col["inputs"]] == inputs]
+        noises = list(dict.fromkeys(r[col["label_noise"]] for r in sub))
+        ncols = min(3, len(noises))
+        nr = -(-len(noises) // ncols)
+        fig, axes = plt.subplots(nr, ncols, figsize=(4.3 * ncols, 3.4 * nr), squeeze=False, sharey=True)
+        for ax in axes.ravel()[len(noises):]:
+            ax.set_visible(False)
+        counts: dict[str, list[int]] = {}
+        for ax, noise in zip(axes.ravel(), noises):
+            cell = [r for r in sub if r[col["label_noise"]] == noise]
+
+            def series(model, layer):
+                pts = sorted((float(r[col["m_per_class"]]), float(r[col["mean"]]), spread(r[col["std"]]), int(r[col["n"]]))
+                             for r in cell if r[col["model"]] == model and int(r[col["layer"]]) == layer)
+                return [np.asarray(v) for v in zip(*pts)] if pts else None
+
+            for layer in range(1, hidden + 2):
+                s = series("trained", layer)
+                if s is None:
+                    continue
+                name = f"trained, layer {layer}" + (" (outputs)" if layer == hidden + 1 else "")
+                (line,) = ax.plot(s[0], s[1], marker="o", ms=3, label=name)
+                fill_band(ax, s[0], s[1], s[2], color=line.get_color(), alpha=0.15)
+                counts.setdefault("trained", []).extend(s[3].tolist())
+            for model, layer, style, color in (("random", last, "--", "tab:gray"), ("nngp", last, ":", "black"),
+                                               ("ntk", last, ":", "tab:purple"), ("raw", 0, "-.", "tab:brown")):
+                s = series(model, layer)
+                if s is not None:
+                    text = {"random": f"random init, layer {last}", "nngp": f"NNGP, layer {last}",
+                            "ntk": f"NTK, {last} hidden layers", "raw": "raw inputs"}[model]
+                    ax.plot(s[0], s[1], ls=style, color=color, lw=1.4, label=text)
+            acc = own.get((dataset, noise, inputs))
+            if acc is not None:
+                ax.axhline(float(acc[0]), color="0.5", lw=1.0, label="noisy network's own accuracy")
+            ax.set_xscale("log")
+            ms = sorted({float(r[col["m_per_class"]]) for r in cell})
+            ax.set_xticks(ms, [f"{v:g}" for v in ms])
+            ax.minorticks_off()
+            ax.set_title(f"{label(noise.replace(':', ' r = '))}", fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("clean examples per class m")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("probe test accuracy (fraction correct)")
+        title = f"{label(dataset)}" + ("" if inputs == "clean" else f", inputs {inputs.replace('@', ' at p = ')}")
+        fig.suptitle(f"linear probes after training on noisy labels: {title}", fontsize=10)
+        legend_below(fig, axes[0, 0])
+        caption(fig, band_note(counts, "n", "networks × clean subsets"))
+        figs[f"probe_{dataset}" + ("" if inputs == "clean" else "_" + inputs.replace("@", "_").replace(":", "_"))] = fig
+    # accuracy against the symmetric rate at the largest m
+    for dataset in dict.fromkeys(g[0] for g in groups):
+        sub = [r for r in rows if r[col["dataset"]] == dataset and r[col["inputs"]] == "clean"
+               and str(r[col["label_noise"]]).startswith("symmetric:")]
+        if not sub:
+            continue
+        m_max = max(int(r[col["m_per_class"]]) for r in sub)
+        sub = [r for r in sub if int(r[col["m_per_class"]]) == m_max]
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        rates = sorted({float(str(r[col["label_noise"]]).split(":")[1]) for r in sub})
+
+        def at(model, layer, rate):
+            for r in sub:
+                if (r[col["model"]] == model and int(r[col["layer"]]) == layer
+                        and float(str(r[col["label_noise"]]).split(":")[1]) == rate):
+                    return float(r[col["mean"]]), spread(r[col["std"]])
+            return math.nan, math.nan
+
+        counts = {"trained": [int(r[col["n"]]) for r in sub if r[col["model"]] == "trained"]}
+        for layer in range(1, hidden + 2):
+            v = np.array([at("trained", layer, r) for r in rates])
+            (line,) = ax.plot(rates, v[:, 0], marker="o", ms=3, label=f"probe of trained layer {layer}")
+            fill_band(ax, np.array(rates), v[:, 0], v[:, 1], color=line.get_color(), alpha=0.15)
+        v = np.array([at("nngp", last, r) for r in rates])
+        ax.plot(rates, v[:, 0], ls=":", color="black", label=f"NNGP baseline, layer {last}")
+        own_by_rate = {float(k[1].split(":")[1]): float(v[0]) for k, v in own.items()
+                       if k[0] == dataset and k[2] == "clean" and str(k[1]).startswith("symmetric:")}
+        ax.plot(rates, [own_by_rate.get(r, math.nan) for r in rates], color="0.4", marker="s", ms=3,
+                label="noisy network's own accuracy")
+        ax.set_xlabel("symmetric label-noise rate r")
+        ax.set_ylabel(ACCURACY_LABEL)
+        ax.set_title(f"{label(dataset)}: probes with m = {m_max} clean examples per class", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+        fig.tight_layout()
+        caption(fig, band_note(counts, "n", "networks × clean subsets"))
+        figs[f"noise_{dataset}"] = fig
     return figs

@@ -48,6 +48,7 @@ _STUDIES = {
     "heavy_corruption": "nwcorrupt.experiments.studies.heavy_corruption",
     "labels_and_inputs": "nwcorrupt.experiments.studies.labels_and_inputs",
     "noise_illustration": "nwcorrupt.experiments.studies.noise_illustration",
+    "predictive_power": "nwcorrupt.experiments.studies.predictive_power",
     "ptrain_ptest": "nwcorrupt.experiments.studies.ptrain_ptest",
     "snr_sweep": "nwcorrupt.experiments.studies.snr_sweep",
 }
