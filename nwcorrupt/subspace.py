@@ -56,7 +56,10 @@ __all__ = [
     "sin_theta",
     "HeadComparison",
     "compare_heads",
+    "kernel_feature_map",
+    "perturbation_bound",
     "ridge_head",
+    "ridge_path",
     "sin_theta_bound",
     "lip",
 ]
@@ -160,10 +163,59 @@ def compare_heads(w: Any, w_prime: Any) -> HeadComparison:
     return HeadComparison(singular_values=np.stack([sa, sb]), similarity=similarity_matrix(ua, ub), sin_theta=sines)
 
 
+def kernel_feature_map(k_train: Any, k_test_train: Any = None, *, rtol: float = 1e-10):
+    """The finite-sample feature map of a kernel: Φ (N, r) with ΦΦᵀ = K, and Φ* (T, r) for test points.
+
+    K = V Λ Vᵀ (eigendecomposition, eigenvalues below ``rtol`` · λ_max dropped, r kept); Φ = V Λ^½ and
+    Φ* = K(X*, X) V Λ^-½. A ridge head on Φ then predicts Φ*(ΦᵀΦ + λ)⁻¹ΦᵀY = K*(K + λ)⁻¹Y on the kept
+    span: kernel ridge regression, with a head W (r, C) whose spectrum and subspaces can be compared.
+    The columns of Φ are orthogonal (ΦᵀΦ = Λ).
+
+    Returns:
+      ``(phi, phi_test)``; ``phi_test`` is None without ``k_test_train``.
+    """
+    k = np.asarray(check_matrix("k_train", k_train), np.float64)
+    if k.shape[0] != k.shape[1]:
+        raise ValueError(f"k_train must be square (N, N), got shape {k.shape}")
+    lam, vec = np.linalg.eigh((k + k.T) / 2)
+    keep = lam > check_positive_float("rtol", rtol) * lam[-1]
+    lam, vec = lam[keep][::-1], vec[:, keep][:, ::-1]
+    phi = vec * np.sqrt(lam)
+    if k_test_train is None:
+        return phi, None
+    kt = np.asarray(check_matrix("k_test_train", k_test_train), np.float64)
+    check_same_size("k_test_train", kt.shape[1], "k_train", k.shape[0], "columns")
+    return phi, (kt @ vec) / np.sqrt(lam)
+
+
 def ridge_head(features: Any, targets: Any, ridge: float) -> np.ndarray:
     """The ridge head (ΦᵀΦ + λI)⁻¹ΦᵀY, (F, C); ``ridge`` = λ > 0 absolute."""
     lam = check_positive_float("ridge", ridge)
     return _probe.solve(features, targets, ridge=lam)
+
+
+def ridge_path(features: Any, targets: Any, ridges: Any) -> np.ndarray:
+    """Ridge heads for many λ from one SVD of Φ: (len(ridges), F, C) with head i = (ΦᵀΦ + λ_i I)⁻¹ΦᵀY.
+
+    Φ = A S Bᵀ (thin SVD) gives (ΦᵀΦ + λ)⁻¹ΦᵀY = B diag(s/(s² + λ)) AᵀY plus nothing outside the row space
+    of Φ (the ridge head has no component there); every λ_i must be > 0.
+    """
+    phi = np.asarray(check_matrix("features", features), np.float64)
+    y = np.asarray(check_array("targets", targets, ndim=2), np.float64)
+    check_same_size("targets", y.shape[0], "features", phi.shape[0])
+    lams = [check_positive_float("ridges", lam) for lam in np.atleast_1d(np.asarray(ridges, np.float64))]
+    a, sv, bt = np.linalg.svd(phi, full_matrices=False)
+    ay = a.T @ y
+    return np.stack([bt.T @ ((sv / (sv**2 + lam))[:, None] * ay) for lam in lams])
+
+
+def perturbation_bound(sigma_max: float, lambda_min: float, targets_change: float, ridge: float, gap: float) -> float:
+    """σ_max ‖Y′ − Y‖_F / ((λ_min + λ) δ): the bound on sin θ of :func:`sin_theta_bound` from its numbers
+    (σ_max(Φ), λ_min(ΦᵀΦ), ‖Y′ − Y‖_F, λ, the gap δ); inf when δ <= 0 or λ_min + λ = 0."""
+    den = (check_nonneg_float("lambda_min", lambda_min) + check_nonneg_float("ridge", ridge)) * float(gap)
+    if gap <= 0 or den <= 0:
+        return float("inf")
+    return float(check_nonneg_float("sigma_max", sigma_max) * check_nonneg_float("targets_change", targets_change) / den)
 
 
 def sin_theta_bound(features: Any, targets: Any, noisy_targets: Any, ridge: float, k: int) -> float:
@@ -185,10 +237,7 @@ def sin_theta_bound(features: Any, targets: Any, noisy_targets: Any, ridge: floa
     lam_min = sv[-1] ** 2 if phi.shape[1] <= phi.shape[0] else 0.0
     s_clean = np.linalg.svd(_probe.solve(phi, y, ridge=lam), compute_uv=False)
     s_noisy = np.linalg.svd(_probe.solve(phi, y2, ridge=lam), compute_uv=False)
-    gap = s_noisy[k - 1] - s_clean[k]
-    if gap <= 0:
-        return float("inf")
-    return float(sv[0] * np.linalg.norm(y2 - y) / ((lam_min + lam) * gap))
+    return perturbation_bound(sv[0], lam_min, float(np.linalg.norm(y2 - y)), lam, s_noisy[k - 1] - s_clean[k])
 
 
 def lip(w_noisy: Any, features: Any, targets: Any, k: int, *, target_scale: Any = "one_hot") -> np.ndarray:

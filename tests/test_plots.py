@@ -209,8 +209,33 @@ def _predictive_power():
     return params, recs
 
 
+def _principal_subspace():
+    mod = studies.get("principal_subspace")
+    params = mod.Params(ps=(0.0, 0.2, 0.5), ridges=(1e-2, 1e-1), repeats=R)
+    recs = []
+    for pt in mod.points(params):
+        p = pt["p"]
+        if pt["part"] == "ridge":
+            heads = [{"ridge": lam, "singular_values": [list(np.linspace(3, 1, 10)), list(np.linspace(3 + p, 1, 10))],
+                      "similarity": (np.full((10, 10), 1 - p)).tolist(), "sin_theta": [0.5 * np.sqrt(p)] * 9,
+                      "bound": [None] * 9, "clean_head_accuracy": 0.9, "noisy_head_accuracy": 0.9 - p / 2,
+                      "lip_accuracy": list(np.linspace(0.85 - p / 2, 0.9 - p / 2, 11))} for lam in params.ridges]
+            info = ({"test_accuracy": 0.95, "train_loss_mean": 0.01, "train_accuracy_mean": 1.0, "train_accuracy_min": 1.0}
+                    if pt["features"] == "trained" else {})
+            recs.append({"point": pt, "metrics": {"flip_fraction": p, "feature_dim": 512, "features_info": info,
+                                                  "heads": heads}})
+        else:
+            acc = [list(np.linspace(0.8 - p / 2, 0.9 - p / 2 + 0.01 * i, 11)) for i in range(R)]
+            recs.append({"point": pt, "metrics": {
+                "flip_fraction": p, "test_accuracy": [a[-1] for a in acc], "lip_accuracy": {"one_hot": acc, "match": acc},
+                "head_singular_values": [list(np.linspace(3, 1, 10))] * R,
+                "train_loss_mean": 0.1, "train_accuracy_mean": 0.95, "train_accuracy_min": 0.9}})
+    return params, recs
+
+
 FAKES = {
     "dilution": _dilution,
+    "principal_subspace": _principal_subspace,
     "predictive_power": _predictive_power,
     "labels_and_inputs": _labels_and_inputs,
     "heavy_corruption": _heavy_corruption,
@@ -293,7 +318,8 @@ def _bands(ax) -> list:
 def test_every_band_is_explained_in_the_figure_with_its_count(name):
     symbol = {"accuracy_vs_corruption": f"R = {R} trained networks", "ptrain_ptest": f"R = {R} trained networks",
               "dilution": f"R = {R} networks (initialisations) per point",
-              "predictive_power": f"n = {R} networks × clean subsets"}
+              "predictive_power": f"n = {R} networks × clean subsets",
+              "principal_subspace": f"R = {R} networks per point"}
     expected = "±1 std over " + symbol.get(name, f"K = {K} noisy training sets")
     for fig_name, fig in _figures(name).items():
         if any(_bands(ax) for ax in fig.axes):

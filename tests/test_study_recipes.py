@@ -77,6 +77,12 @@ RECIPES = {
         "label_noises": ("symmetric:0", "symmetric:0.2", "symmetric:0.5", "symmetric:0.8", "pair:0.4", "instance:0.5"),
         "parameterization": "standard", "init": "torch_default", "n_train": 0, "n_test": 0,
     },
+    # Si et al. (LIP): ridge heads on NNGP/NTK, random and trained features; trained heads on squared and
+    # cross-entropy losses; PyTorch-style standard layers
+    "principal_subspace": {
+        "features": ("nngp", "ntk", "random", "trained"), "losses": ("mse", "cross_entropy"),
+        "parameterization": "standard", "init": "torch_default",
+    },
 }
 
 
@@ -128,10 +134,16 @@ def test_dilution_scales_keep_the_recipe_and_reach_alpha_100():
         assert _same(getattr(quick, key), getattr(full, key)), key
 
 
-def test_predictive_power_quick_scale_keeps_the_network_recipe():
+def test_probe_and_subspace_quick_scales_keep_the_network_recipe():
     full = catalog.load("predictive_power", "full").params
     quick = catalog.load("predictive_power", "quick").params
     for key in ("hidden", "width", "parameterization", "init", "learning_rate", "epochs", "batch_size", "probe_ridge",
                 "label_noises", "datasets", "inputs", "composed_label_noises"):
         assert _same(getattr(quick, key), getattr(full, key)), key
     assert min(full.ms) == 1 and max(full.ms) >= 1000 and set(quick.ms) <= set(full.ms)
+    full = catalog.load("principal_subspace", "full").params
+    quick = catalog.load("principal_subspace", "quick").params
+    for key in ("hidden", "width", "parameterization", "init", "learning_rate", "epochs", "batch_size", "features",
+                "losses", "parts", "angle_ks", "dataset"):
+        assert _same(getattr(quick, key), getattr(full, key)), key
+    assert set(quick.ps) <= set(full.ps) and set(quick.ridges) <= set(full.ridges)

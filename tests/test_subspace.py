@@ -174,3 +174,34 @@ def test_bad_subspace_inputs_raise():
         subspace.lip(w, x, y, 1, target_scale="logits")
     with pytest.raises(ValueError, match="ridge"):
         subspace.ridge_head(x, np.eye(3)[y], 0.0)
+
+
+def test_ridge_path_equals_one_ridge_head_per_lambda_and_the_bound_takes_known_singular_values():
+    x, t, t2, _, _ = _heads(0.2, 1.0)
+    path = subspace.ridge_path(x, t2, [0.1, 10.0])
+    for i, lam in enumerate((0.1, 10.0)):
+        np.testing.assert_allclose(path[i], subspace.ridge_head(x, t2, lam), rtol=1e-9, atol=1e-12)
+    wide = np.random.default_rng(9).normal(size=(20, 50))  # F > M: the head stays in the row space
+    y = np.eye(3)[np.arange(20) % 3]
+    np.testing.assert_allclose(subspace.ridge_path(wide, y, [0.5])[0], subspace.ridge_head(wide, y, 0.5), atol=1e-10)
+    sv = np.linalg.svd(x, compute_uv=False)
+    s1, s2 = (np.linalg.svd(subspace.ridge_head(x, t_, 10.0), compute_uv=False) for t_ in (t, t2))
+    by_hand = sv[0] * np.linalg.norm(t2 - t) / ((sv[-1] ** 2 + 10.0) * (s2[1] - s1[2]))
+    assert subspace.sin_theta_bound(x, t, t2, 10.0, 2) == pytest.approx(by_hand, rel=1e-9)
+    assert subspace.perturbation_bound(1.0, 0.0, 1.0, 1.0, -0.1) == float("inf")
+    with pytest.raises(ValueError, match="ridges"):
+        subspace.ridge_path(x, t2, [0.0])
+
+
+def test_kernel_feature_map_turns_a_ridge_head_into_kernel_ridge_regression():
+    rng = np.random.default_rng(10)
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(8, 4))
+    kern = lambda u, v: np.exp(-0.5 * np.sum((u[:, None] - v[None]) ** 2, -1))  # noqa: E731
+    phi, phit = subspace.kernel_feature_map(kern(a, a), kern(b, a))
+    np.testing.assert_allclose(phi @ phi.T, kern(a, a), atol=1e-9)
+    g = phi.T @ phi
+    np.testing.assert_allclose(g, np.diag(np.diag(g)), atol=1e-9)
+    y = np.eye(3)[rng.integers(0, 3, 30)]
+    w = subspace.ridge_head(phi, y, 0.3)
+    krr = kern(b, a) @ np.linalg.solve(kern(a, a) + 0.3 * np.eye(30), y)
+    np.testing.assert_allclose(phit @ w, krr, atol=1e-7)

@@ -49,7 +49,7 @@ from nwcorrupt.plots.curves import (
     loglog_fits,
     width_curves,
 )
-from nwcorrupt.plots.label_noise import dilution_figures, predictive_power_figures
+from nwcorrupt.plots.label_noise import dilution_figures, predictive_power_figures, principal_subspace_figures
 
 __all__ = [
     "ACCURACY_LABEL",
@@ -74,6 +74,7 @@ __all__ = [
     "loglog_fits",
     "points",
     "predictive_power_figures",
+    "principal_subspace_figures",
     "pyplot",
     "save_figure",
     "series_counts",

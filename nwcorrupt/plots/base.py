@@ -62,6 +62,10 @@ LABELS: dict[str, str] = {
     "additive:gaussian": "additive (Gaussian)",
     "additive:uniform": "additive (uniform)",
     "additive:laplace": "additive (Laplace)",
+    # losses and feature maps (principal_subspace)
+    "mse": "MSE",
+    "cross_entropy": "cross-entropy",
+    "random": "random-init",
     # data sets
     "mnist": "MNIST",
     "fashion_mnist": "Fashion-MNIST",

@@ -21,6 +21,7 @@ from nwcorrupt.plots.base import (
 __all__ = [
     "dilution_figures",
     "predictive_power_figures",
+    "principal_subspace_figures",
 ]
 
 
@@ -257,4 +258,150 @@ def predictive_power_figures(tables: Mapping[str, tuple], *, hidden: int) -> dic
         fig.tight_layout()
         caption(fig, band_note(counts, "n", "networks × clean subsets"))
         figs[f"noise_{dataset}"] = fig
+    return figs
+
+
+def _panel_grid(plt, n: int, *, width: float = 4.2, height: float = 3.3, sharey: bool = True):
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharey=sharey)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequence[int]) -> dict:
+    """Figures of the ``principal_subspace`` study from its tables.
+
+    * ``spectra``, ``similarity``, ``lip_ridge``: one panel per feature map at the middle ridge λ of the run:
+      the singular values of the clean and the noisy ridge heads; φ(U, U′, i, i) against i; the test
+      accuracy of the LIP plug-in against the kept rank k (k = C is the noisy head itself), one line per p;
+    * ``sin_theta``: sin θ of the top-k feature subspace against √p, one line per λ, with k the middle of
+      ``angle_ks``;
+    * ``lip_trained``: LIP on the readout of networks trained on noisy labels, per loss: accuracy against
+      k, one-hot refit (solid, ±1 std band over networks) and scale-matched refit (dashed).
+    """
+    plt = pyplot()
+    figs: dict = {}
+    sh, srows = tables["spectra"]
+    col = _columns(sh)
+    if srows:
+        feats = list(dict.fromkeys(r[col["features"]] for r in srows))
+        ridges = sorted({float(r[col["ridge"]]) for r in srows})
+        mid = ridges[len(ridges) // 2]
+        ps = sorted({float(r[col["p"]]) for r in srows})
+        cmap = plt.get_cmap("viridis")
+        color = {p: cmap(0.9 * i / max(1, len(ps) - 1)) for i, p in enumerate(ps)}
+        nsv = len(sh) - 4
+
+        fig, axes = _panel_grid(plt, len(feats), sharey=False)
+        for ax, f in zip(axes.ravel(), feats):
+            for r in srows:
+                if r[col["features"]] != f or float(r[col["ridge"]]) != mid:
+                    continue
+                p = float(r[col["p"]])
+                if r[col["head"]] == "clean":
+                    if p == ps[0]:
+                        ax.plot(range(1, nsv + 1), r[4:], color="black", lw=2, label="clean labels")
+                elif p > 0:
+                    ax.plot(range(1, nsv + 1), r[4:], color=color[p], marker="o", ms=2, label=f"noisy, p = {p:g}")
+            ax.set_yscale("log")
+            ax.set_title(f"{label(f)} features", fontsize=10)
+            ax.set_xlabel("singular value index i")
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel("singular value of the ridge head")
+        fig.suptitle(f"spectra of ridge heads, relative λ = {mid:g}", fontsize=10)
+        legend_below(fig, axes[0, 0])
+        caption(fig, "no band: one label draw per p")
+        figs["spectra"] = fig
+
+        mh, mrows = tables["similarity"]
+        mcol = _columns(mh)
+        fig, axes = _panel_grid(plt, len(feats))
+        for ax, f in zip(axes.ravel(), feats):
+            for r in mrows:
+                p = float(r[mcol["p"]])
+                if r[mcol["features"]] == f and float(r[mcol["ridge"]]) == mid and p > 0:
+                    ax.plot(range(1, len(r) - 2), r[3:], color=color[p], marker="o", ms=2, label=f"p = {p:g}")
+            ax.set_title(f"{label(f)} features", fontsize=10)
+            ax.set_xlabel("leading directions i = j")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel(r"similarity $\varphi(U, U', i, i)$")
+        fig.suptitle(f"subspace similarity of clean and noisy ridge heads, relative λ = {mid:g}", fontsize=10)
+        legend_below(fig, axes[0, 0])
+        caption(fig, "no band: one label draw per p")
+        figs["similarity"] = fig
+
+        ah, arows = tables["sin_theta"]
+        acol = _columns(ah)
+        k_show = sorted(angle_ks)[len(angle_ks) // 2]
+        fig, axes = _panel_grid(plt, len(feats))
+        lcolor = {lam: plt.get_cmap("plasma")(0.85 * i / max(1, len(ridges) - 1)) for i, lam in enumerate(ridges)}
+        for ax, f in zip(axes.ravel(), feats):
+            for lam in ridges:
+                pts = sorted((float(r[acol["sqrt_p"]]), float(r[acol["sin_theta"]])) for r in arows
+                             if r[acol["features"]] == f and float(r[acol["ridge"]]) == lam and int(r[acol["top_k"]]) == k_show)
+                if pts:
+                    x, y = zip(*pts)
+                    ax.plot(x, y, color=lcolor[lam], marker="o", ms=3, label=f"relative λ = {lam:g}")
+            ax.set_title(f"{label(f)} features", fontsize=10)
+            ax.set_xlabel(r"$\sqrt{p}$ (p: flipped fraction)")
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel(rf"$\sin\theta$ of the top-{k_show} feature subspace")
+        fig.suptitle("principal angle between clean and noisy ridge heads", fontsize=10)
+        legend_below(fig, axes[0, 0])
+        caption(fig, "no band: one label draw per p; the perturbation bound is listed in the sin θ table of the report")
+        figs["sin_theta"] = fig
+
+        lh, lrows = tables["lip_ridge"]
+        lcol = _columns(lh)
+        kcols = [i for i, h in enumerate(lh) if h.startswith("lip_k")]
+        fig, axes = _panel_grid(plt, len(feats))
+        for ax, f in zip(axes.ravel(), feats):
+            for r in lrows:
+                p = float(r[lcol["p"]])
+                if r[lcol["features"]] == f and float(r[lcol["ridge"]]) == mid and p > 0:
+                    ax.plot(range(len(kcols)), [r[i] for i in kcols], color=color[p], marker="o", ms=2,
+                            label=f"p = {p:g}")
+                    ax.axhline(float(r[lcol["clean_head"]]), color=color[p], lw=0.6, ls=":")
+            ax.set_title(f"{label(f)} features", fontsize=10)
+            ax.set_xlabel("kept rank k (k = C: the noisy head)")
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel(ACCURACY_LABEL)
+        fig.suptitle(f"LIP plug-in on noisy ridge heads, relative λ = {mid:g} (dotted: the clean head)", fontsize=10)
+        legend_below(fig, axes[0, 0])
+        caption(fig, "no band: one label draw per p")
+        figs["lip_ridge"] = fig
+    th, trows = tables["lip_trained"]
+    if trows:
+        tcol = _columns(th)
+        losses = list(dict.fromkeys(r[tcol["loss"]] for r in trows))
+        ps = sorted({float(r[tcol["p"]]) for r in trows if float(r[tcol["p"]]) > 0})
+        cmap = plt.get_cmap("viridis")
+        color = {p: cmap(0.9 * i / max(1, len(ps) - 1)) for i, p in enumerate(ps)}
+        fig, axes = _panel_grid(plt, len(losses))
+        counts: dict[str, list[int]] = {}
+        for ax, loss in zip(axes.ravel(), losses):
+            for p in ps:
+                for scale, ls in (("one_hot", "-"), ("match", "--")):
+                    pts = sorted((int(r[tcol["rank_k"]]), float(r[tcol["mean"]]), spread(r[tcol["std"]]), int(r[tcol["n"]]))
+                                 for r in trows if r[tcol["loss"]] == loss and float(r[tcol["p"]]) == p
+                                 and r[tcol["target_scale"]] == scale)
+                    if not pts:
+                        continue
+                    k, m, s, n = (np.asarray(v) for v in zip(*pts))
+                    text = f"p = {p:g}" + ("" if scale == "one_hot" else ", scale-matched refit")
+                    ax.plot(k, m, ls=ls, color=color[p], marker="o" if ls == "-" else None, ms=2, label=text)
+                    if ls == "-":
+                        fill_band(ax, k.astype(float), m, s, color=color[p], alpha=0.15)
+                        counts.setdefault("networks", []).extend(n.tolist())
+            ax.set_title(f"networks trained with {label(loss)} loss", fontsize=10)
+            ax.set_xlabel("kept rank k (k = C: the trained readout)")
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel(ACCURACY_LABEL)
+        fig.suptitle("LIP plug-in on the readout of networks trained on noisy labels", fontsize=10)
+        legend_below(fig, axes[0, 0])
+        caption(fig, band_note(counts, "R", "networks per point"))
+        figs["lip_trained"] = fig
     return figs

@@ -49,6 +49,7 @@ _STUDIES = {
     "labels_and_inputs": "nwcorrupt.experiments.studies.labels_and_inputs",
     "noise_illustration": "nwcorrupt.experiments.studies.noise_illustration",
     "predictive_power": "nwcorrupt.experiments.studies.predictive_power",
+    "principal_subspace": "nwcorrupt.experiments.studies.principal_subspace",
     "ptrain_ptest": "nwcorrupt.experiments.studies.ptrain_ptest",
     "snr_sweep": "nwcorrupt.experiments.studies.snr_sweep",
 }
