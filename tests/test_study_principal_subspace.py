@@ -23,7 +23,15 @@ def test_ridge_heads_are_the_direct_ridge_solution_and_agree_at_p_zero():
     h = m["heads"][1]
     assert h["noisy_head_accuracy"] == pytest.approx(np.mean((phit @ w).argmax(1) == ds.y_test))
     np.testing.assert_allclose(h["singular_values"][1], np.linalg.svd(w, compute_uv=False), rtol=1e-8)
-    assert h["lip_accuracy"][-1] == h["noisy_head_accuracy"]  # k = C keeps the head
+    assert h["lip_accuracy"][-1] == h["noisy_head_accuracy"] == h["lip_clean_accuracy"][-1]  # k = C keeps the head
+    # the clean refit at k = 0 is the diagonal least-squares refit of all singular values on 10 clean rows per class
+    from nwcorrupt import probe
+
+    rows = probe.clean_subsets(ds.y_train, 10, num_classes=10, seed=SMALL.seed)[0]
+    u, sv, vt = np.linalg.svd(w, full_matrices=False)
+    xu = phi[rows] @ u
+    s_new = np.einsum("mj,mc,jc->j", xu, np.eye(10)[ds.y_train[rows]], vt) / np.sum(xu**2, 0)
+    assert h["lip_clean_accuracy"][0] == pytest.approx(np.mean((phit @ (u * s_new) @ vt).argmax(1) == ds.y_test))
     clean = S.run_point(SMALL, {"part": "ridge", "features": "random", "p": 0.0})["heads"][0]
     assert clean["sin_theta"] == pytest.approx([0.0] * 9, abs=1e-7)
     assert np.allclose(np.diag(clean["similarity"]), 1.0)
@@ -47,7 +55,7 @@ def test_trained_points_record_the_fit_and_lip_of_every_network():
     m = S.run_point(SMALL, {"part": "trained", "loss": "mse", "p": 0.4})
     assert {"train_loss_mean", "train_accuracy_mean", "train_accuracy_min"} <= set(m)
     assert len(m["test_accuracy"]) == 2
-    for scale in ("one_hot", "match"):
+    for scale in ("one_hot", "match", "clean"):
         acc = np.asarray(m["lip_accuracy"][scale])
         assert acc.shape == (2, 11)
         np.testing.assert_allclose(acc[:, -1], m["test_accuracy"])  # k = C: the network's own readout
@@ -56,8 +64,10 @@ def test_trained_points_record_the_fit_and_lip_of_every_network():
 
 
 def test_sin_theta_slope_fit_and_bad_parameters():
-    b, a, r2 = S._slope([0.0, 0.25, 0.64], [0.0, 0.5 + 0.1, 0.8 + 0.1])
+    b, a, r2 = S._slope([0.0, 0.25, 0.64], [0.1, 0.5 + 0.1, 0.8 + 0.1])
     assert (b, a, r2) == pytest.approx((1.0, 0.1, 1.0))
+    b, a, _ = S._slope([0.0, 0.04, 0.25, 0.64], [0.0, 0.4, 1.0, 1.0], max_p=0.1)  # saturation left out
+    assert (b, a) == pytest.approx((2.0, 0.0))
     with pytest.raises(ValueError, match="features must be one of"):
         S.Params(features=("rbf",))
     with pytest.raises(ValueError, match="ridges"):

@@ -220,7 +220,7 @@ def predictive_power_figures(tables: Mapping[str, tuple], *, hidden: int) -> dic
         fig.suptitle(f"linear probes after training on noisy labels: {title}", fontsize=10)
         legend_below(fig, axes[0, 0])
         caption(fig, band_note(counts, "n", "networks × clean subsets"))
-        figs[f"probe_{dataset}" + ("" if inputs == "clean" else "_" + inputs.replace("@", "_").replace(":", "_"))] = fig
+        figs[f"probe_{dataset}" + ("" if inputs == "clean" else "_" + inputs.replace("@", "_").replace(":", "_").replace(".", "p"))] = fig
     # accuracy against the symmetric rate at the largest m
     for dataset in dict.fromkeys(g[0] for g in groups):
         sub = [r for r in rows if r[col["dataset"]] == dataset and r[col["inputs"]] == "clean"
@@ -242,7 +242,8 @@ def predictive_power_figures(tables: Mapping[str, tuple], *, hidden: int) -> dic
         counts = {"trained": [int(r[col["n"]]) for r in sub if r[col["model"]] == "trained"]}
         for layer in range(1, hidden + 2):
             v = np.array([at("trained", layer, r) for r in rates])
-            (line,) = ax.plot(rates, v[:, 0], marker="o", ms=3, label=f"probe of trained layer {layer}")
+            text = f"probe of the outputs (layer {layer})" if layer == hidden + 1 else f"probe of trained layer {layer}"
+            (line,) = ax.plot(rates, v[:, 0], marker="o", ms=3, label=text)
             fill_band(ax, np.array(rates), v[:, 0], v[:, 1], color=line.get_color(), alpha=0.15)
         v = np.array([at("nngp", last, r) for r in rates])
         ax.plot(rates, v[:, 0], ls=":", color="black", label=f"NNGP baseline, layer {last}")
@@ -362,14 +363,17 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
             for r in lrows:
                 p = float(r[lcol["p"]])
                 if r[lcol["features"]] == f and float(r[lcol["ridge"]]) == mid and p > 0:
-                    ax.plot(range(len(kcols)), [r[i] for i in kcols], color=color[p], marker="o", ms=2,
-                            label=f"p = {p:g}")
+                    clean_refit = r[lcol["refit"]] == "clean"
+                    ax.plot(range(len(kcols)), [r[i] for i in kcols], color=color[p], marker=None if clean_refit else "o",
+                            ms=2, ls="--" if clean_refit else "-",
+                            label=f"p = {p:g}" + (", refit on clean examples" if clean_refit else ""))
                     ax.axhline(float(r[lcol["clean_head"]]), color=color[p], lw=0.6, ls=":")
             ax.set_title(f"{label(f)} features", fontsize=10)
             ax.set_xlabel("kept rank k (k = C: the noisy head)")
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel(ACCURACY_LABEL)
-        fig.suptitle(f"LIP plug-in on noisy ridge heads, relative λ = {mid:g} (dotted: the clean head)", fontsize=10)
+        fig.suptitle(f"LIP plug-in on noisy ridge heads, relative λ = {mid:g} (solid: refit on the noisy training "
+                     "labels; dashed: on clean examples; dotted: the clean head)", fontsize=10)
         legend_below(fig, axes[0, 0])
         caption(fig, "no band: one label draw per p")
         figs["lip_ridge"] = fig
@@ -384,14 +388,15 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
         counts: dict[str, list[int]] = {}
         for ax, loss in zip(axes.ravel(), losses):
             for p in ps:
-                for scale, ls in (("one_hot", "-"), ("match", "--")):
+                for scale, ls in (("one_hot", "-"), ("match", "--"), ("clean", ":")):
                     pts = sorted((int(r[tcol["rank_k"]]), float(r[tcol["mean"]]), spread(r[tcol["std"]]), int(r[tcol["n"]]))
                                  for r in trows if r[tcol["loss"]] == loss and float(r[tcol["p"]]) == p
                                  and r[tcol["target_scale"]] == scale)
                     if not pts:
                         continue
                     k, m, s, n = (np.asarray(v) for v in zip(*pts))
-                    text = f"p = {p:g}" + ("" if scale == "one_hot" else ", scale-matched refit")
+                    text = f"p = {p:g}" + {"one_hot": "", "match": ", scale-matched refit",
+                                           "clean": ", refit on clean examples"}[scale]
                     ax.plot(k, m, ls=ls, color=color[p], marker="o" if ls == "-" else None, ms=2, label=text)
                     if ls == "-":
                         fill_band(ax, k.astype(float), m, s, color=color[p], alpha=0.15)

@@ -20,6 +20,10 @@ Two parts (``parts``):
     bias as a last row), for every k, with the one-hot refit targets and with the scale-matched
     targets (``target_scale="match"``), beside the network's own accuracy (k = C).
 
+Both parts also refit the tail on ``refit_clean_per_class`` clean training examples per class (their true
+labels; scale-matched for the trained readouts): a refit on the noisy training labels cannot undo what a
+least-squares fit of those same labels did.
+
 Networks: ReLU, ``hidden`` layers of ``width`` units, standard parameterisation with PyTorch's
 default initialisation, Adam 1e-3, batch 128, ``epochs`` passes, raw pixels (a reconstruction, as in
 ``predictive_power``; docs/studies/principal_subspace.md).
@@ -35,7 +39,7 @@ import numpy as np
 
 from nwcorrupt import data, precision, probe, subspace
 from nwcorrupt import labels as _labels
-from nwcorrupt._checks import check_choice, check_positive_float, check_positive_int, check_seed
+from nwcorrupt._checks import check_choice, check_positive_float, check_positive_int, check_real, check_seed
 from nwcorrupt.arch import MLP, PARAMETERIZATIONS
 from nwcorrupt.experiments.errors import ConfigError
 from nwcorrupt.experiments.studies import common, training_fit
@@ -48,6 +52,7 @@ __all__ = [
     "LOSSES",
     "SWEEPS",
     "POINTS_ARE_PRODUCT",
+    "REPORT_FIELDS",
     "Params",
     "preflight",
     "points",
@@ -69,6 +74,8 @@ FEATURES = ("nngp", "ntk", "random", "trained")
 LOSSES = ("mse", "cross_entropy")
 SWEEPS = {"parts": "part", "features": "features", "losses": "loss", "ps": "p"}
 POINTS_ARE_PRODUCT = False
+#: Fields read only by the reports: changing them recomputes no point.
+REPORT_FIELDS = ("angle_ks", "slope_max_p")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +87,12 @@ class Params:
       parts: ``"ridge"`` and/or ``"trained"``. features: the feature maps of the ridge part.
       losses: the losses of the trained part. ps: flipped fractions p.
       ridges: relative ridges λ of the ridge heads. angle_ks: the k whose sin θ the tables list.
+      slope_max_p: the fit of sin θ against √p uses the points with p <= slope_max_p (the small-p regime of
+        the bound; sin θ saturates at 1 beyond it).
       hidden, width, parameterization, init, learning_rate, epochs, batch_size: the networks.
       repeats: networks per trained point. seed: of the subset, the labels and the networks.
+      refit_clean_per_class: also refit LIP's tail on this many clean training examples per class (true
+        labels; 0: not done), beside the refit on all training rows with their noisy labels.
     """
 
     dataset: str = "mnist"
@@ -93,6 +104,7 @@ class Params:
     ps: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     ridges: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
     angle_ks: tuple[int, ...] = (1, 3, 5)
+    slope_max_p: float = 0.1
     hidden: int = 2
     width: int = 512
     parameterization: str = "standard"
@@ -101,6 +113,7 @@ class Params:
     epochs: int = 50
     batch_size: int = 128
     repeats: int = 3
+    refit_clean_per_class: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,6 +133,8 @@ class Params:
             check_positive_float("ridges", lam)
         for k in self.angle_ks:
             check_positive_int("angle_ks", k)
+        check_real("slope_max_p", self.slope_max_p, lo=0.0, hi=1.0, lo_open=True)
+        check_positive_int("refit_clean_per_class", self.refit_clean_per_class, allow_zero=True)
         for name in ("hidden", "width", "epochs", "batch_size", "repeats"):
             check_positive_int(name, getattr(self, name))
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
@@ -244,6 +259,14 @@ def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
+def _clean_rows(params: Params, ds: data.Dataset) -> np.ndarray | None:
+    """The clean training rows of LIP's clean refit (true labels), or None."""
+    if not params.refit_clean_per_class:
+        return None
+    return probe.clean_subsets(ds.y_train, params.refit_clean_per_class, num_classes=ds.num_classes,
+                               seed=params.seed)[0]
+
+
 def _ridge_point(params: Params, point: dict) -> dict:
     ds = dataset(params)
     c = ds.num_classes
@@ -256,6 +279,7 @@ def _ridge_point(params: Params, point: dict) -> dict:
     dy = float(np.linalg.norm(y2 - y))
     ay = a.T @ np.concatenate([y, y2], 1)  # the ridge heads of subspace.ridge_path, from the cached SVD
     heads = [bt.T @ ((sv / (sv**2 + lam * scale))[:, None] * ay) for lam in params.ridges]
+    clean = _clean_rows(params, ds)
     per = []
     for lam, both in zip(params.ridges, heads):
         w, w2 = both[:, :c], both[:, c:]
@@ -272,6 +296,8 @@ def _ridge_point(params: Params, point: dict) -> dict:
             "clean_head_accuracy": _accuracy(phit, w, ds.y_test),
             "noisy_head_accuracy": _accuracy(phit, w2, ds.y_test),
             "lip_accuracy": [_accuracy(phit, subspace.lip(w2, phi, noisy, k), ds.y_test) for k in range(c + 1)],
+            **({"lip_clean_accuracy": [_accuracy(phit, subspace.lip(w2, phi[clean], ds.y_train[clean], k), ds.y_test)
+                                       for k in range(c + 1)]} if clean is not None else {}),
         })
     return {"flip_fraction": _labels.flip_fraction(ds.y_train, noisy), "feature_dim": int(phi.shape[1]),
             "features_info": info, "heads": per}
@@ -284,7 +310,8 @@ def _trained_point(params: Params, point: dict) -> dict:
     c = ds.num_classes
     noisy = noisy_labels(params, ds, float(point["p"]))
     cfg = train_config(params, c, point["loss"])
-    own, lip_acc, fits, svals = [], {"one_hot": [], "match": []}, [], []
+    clean = _clean_rows(params, ds)
+    own, lip_acc, fits, svals = [], {"one_hot": [], "match": [], **({"clean": []} if clean is not None else {})}, [], []
     for i in range(params.repeats):
         res = train.train_member(cfg, ds.x_train, noisy, ds.x_test, m=i)
         fits.append((res.train_loss, res.train_accuracy))
@@ -294,9 +321,13 @@ def _trained_point(params: Params, point: dict) -> dict:
                                np.asarray(res.params[-1]["b"], np.float64)[None]], 0)
         own.append(float(np.mean(res.test_logits.argmax(1) == ds.y_test)))
         svals.append(np.linalg.svd(head, compute_uv=False).tolist())
-        for scale in lip_acc:
+        for scale in ("one_hot", "match"):
             lip_acc[scale].append([_accuracy(feats[1], subspace.lip(head, feats[0], noisy, k, target_scale=scale),
                                              ds.y_test) for k in range(c + 1)])
+        if clean is not None:  # the tail refit on a few clean examples, logit scale matched on them
+            lip_acc["clean"].append([_accuracy(feats[1], subspace.lip(head, feats[0][clean], ds.y_train[clean], k,
+                                                                      target_scale="match"), ds.y_test)
+                                     for k in range(c + 1)])
     return {"flip_fraction": _labels.flip_fraction(ds.y_train, noisy), "test_accuracy": own,
             "lip_accuracy": lip_acc, "head_singular_values": svals,
             **training_fit.summarize([f[0] for f in fits], [f[1] for f in fits])}
@@ -309,11 +340,11 @@ def run_point(params: Params, point: dict) -> dict:
 # --------------------------------------------------------------------------- reports
 
 
-def _slope(ps: list[float], sines: list[float]) -> tuple[float, float, float]:
-    """Least-squares fit sin θ = a + b √p over p > 0: (b, a, R²)."""
+def _slope(ps: list[float], sines: list[float], max_p: float = 1.0) -> tuple[float, float, float]:
+    """Least-squares fit sin θ = a + b √p over the points with p <= max_p: (b, a, R²)."""
     x = np.sqrt(np.asarray(ps, float))
     s = np.asarray(sines, float)
-    ok = (x > 0) & np.isfinite(s)
+    ok = (x <= np.sqrt(max_p) + 1e-12) & np.isfinite(s)
     if ok.sum() < 2:
         return math.nan, math.nan, math.nan
     b, a = np.polyfit(x[ok], s[ok], 1)
@@ -341,14 +372,17 @@ def tables(params: Params, records: list[dict]) -> dict:
                     bound = h["bound"][k - 1]
                     angles.append([pt["features"], h["ridge"], k, pt["p"], math.sqrt(pt["p"]), h["sin_theta"][k - 1],
                                    "" if bound is None else bound])
-            lip = h["lip_accuracy"]
-            lip_r.append([*key, m["flip_fraction"], h["clean_head_accuracy"], h["noisy_head_accuracy"], *lip,
-                          int(np.argmax(lip)), max(lip) - h["noisy_head_accuracy"]])
+            for refit in ("noisy", "clean"):
+                lip = h["lip_accuracy"] if refit == "noisy" else h.get("lip_clean_accuracy")
+                if lip is not None:
+                    lip_r.append([*key, refit, m["flip_fraction"], h["clean_head_accuracy"], h["noisy_head_accuracy"],
+                                  *lip, int(np.argmax(lip)), max(lip) - h["noisy_head_accuracy"]])
     slopes = []
     groups = dict.fromkeys((r[0], r[1], r[2]) for r in angles)
     for f, lam, k in groups:
         rows = [r for r in angles if (r[0], r[1], r[2]) == (f, lam, k)]
-        slopes.append([f, lam, k, *_slope([r[3] for r in rows], [r[5] for r in rows])])
+        slopes.append([f, lam, k, *_slope([r[3] for r in rows], [r[5] for r in rows], params.slope_max_p),
+                       sum(r[3] <= params.slope_max_p for r in rows)])
     for rec in records:
         pt, m = rec["point"], rec["metrics"]
         if pt["part"] != "trained":
@@ -364,8 +398,8 @@ def tables(params: Params, records: list[dict]) -> dict:
         "spectra": (["features", "p", "ridge", "head", *[f"s{i}" for i in range(1, c + 1)]], spectra),
         "similarity": (["features", "p", "ridge", *[f"phi_{i}{i}" for i in range(1, c + 1)]], sim),
         "sin_theta": (["features", "ridge", "top_k", "p", "sqrt_p", "sin_theta", "bound"], angles),
-        "sin_theta_slope": (["features", "ridge", "top_k", "slope_vs_sqrt_p", "intercept", "r2"], slopes),
-        "lip_ridge": (["features", "p", "ridge", "flip_fraction", "clean_head", "noisy_head",
+        "sin_theta_slope": (["features", "ridge", "top_k", "slope_vs_sqrt_p", "intercept", "r2", "points"], slopes),
+        "lip_ridge": (["features", "p", "ridge", "refit", "flip_fraction", "clean_head", "noisy_head",
                        *[f"lip_k{k}" for k in range(c + 1)], "best_k", "best_gain"], lip_r),
         "lip_trained": (["loss", "p", "target_scale", "rank_k", "mean", "std", "n"], lip_t),
         "training_fit": (["loss", "p", "flip_fraction", "test_mean", "test_std", "n", *training_fit.HEADER], fit_rows),
