@@ -24,6 +24,7 @@ __all__ = [
     "check_dataset",
     "preflight_dataset",
     "check_recipe_numbers",
+    "torch_relu_config",
     "mean_std",
 ]
 
@@ -102,3 +103,31 @@ def preflight_dataset(name: str) -> None:
         data.load_raw(name)
     except data.DatasetNotFoundError as err:
         raise ConfigError(str(err)) from None
+
+
+def torch_relu_config(params, num_classes: int, *, loss: str = "cross_entropy", optimizer=None):
+    """The :class:`~nwcorrupt.train.TrainConfig` of a PyTorch-style ReLU MLP study network.
+
+    ``params`` provides ``hidden`` (hidden layers), ``width``, ``parameterization``, ``init``,
+    ``learning_rate``, ``epochs``, ``batch_size`` and ``seed``. The architecture's W_std is the
+    initialisation's fan-in std (1/√3 for PyTorch's ``nn.Linear`` default, √2 for He-scale Gaussian);
+    no bias variance (PyTorch's biases start small and trainable). The optimiser defaults to Adam at
+    ``learning_rate`` (PyTorch's defaults otherwise); the last partial batch is kept (PyTorch's
+    ``DataLoader``).
+    """
+    from nwcorrupt import train
+    from nwcorrupt.arch import MLP
+
+    w_std = 1 / math.sqrt(3) if params.init == "torch_default" else math.sqrt(2.0)
+    return train.TrainConfig(
+        arch=MLP(params.hidden + 1, "relu", W_std=w_std, b_std=0.0, parameterization=params.parameterization),
+        width=params.width,
+        num_classes=num_classes,
+        optimizer=train.Optimizer("adam", params.learning_rate) if optimizer is None else optimizer,
+        loss=loss,
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        init=params.init,
+        drop_last=False,
+        seed=params.seed,
+    )

@@ -251,21 +251,7 @@ def training_set(params: Params, point: dict) -> tuple[data.Dataset, data.Datase
 
 def train_config(params: Params, num_classes: int):
     """The networks' :class:`~nwcorrupt.train.TrainConfig` (module docstring)."""
-    from nwcorrupt import train
-
-    w_std = 1 / math.sqrt(3) if params.init == "torch_default" else math.sqrt(2.0)  # the init's fan-in std
-    return train.TrainConfig(
-        arch=MLP(params.hidden + 1, "relu", W_std=w_std, b_std=0.0, parameterization=params.parameterization),
-        width=params.width,
-        num_classes=num_classes,
-        optimizer=train.Optimizer("adam", params.learning_rate),
-        loss="cross_entropy",
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        init=params.init,
-        drop_last=False,
-        seed=params.seed,
-    )
+    return common.torch_relu_config(params, num_classes)
 
 
 def kernel_arch(params: Params) -> MLP:

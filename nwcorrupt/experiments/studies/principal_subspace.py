@@ -197,15 +197,8 @@ def noisy_labels(params: Params, ds: data.Dataset, p: float) -> np.ndarray:
 
 
 def train_config(params: Params, num_classes: int, loss: str = "cross_entropy"):
-    from nwcorrupt import train
-
-    w_std = 1 / math.sqrt(3) if params.init == "torch_default" else math.sqrt(2.0)
-    return train.TrainConfig(
-        arch=MLP(params.hidden + 1, "relu", W_std=w_std, b_std=0.0, parameterization=params.parameterization),
-        width=params.width, num_classes=num_classes, optimizer=train.Optimizer("adam", params.learning_rate),
-        loss=loss, batch_size=params.batch_size, epochs=params.epochs, init=params.init, drop_last=False,
-        seed=params.seed,
-    )
+    """The networks' :class:`~nwcorrupt.train.TrainConfig` (module docstring), with ``loss``."""
+    return common.torch_relu_config(params, num_classes, loss=loss)
 
 
 def kernel_arch(params: Params) -> MLP:
