@@ -146,16 +146,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import warnings
+
     from nwcorrupt.experiments import runner
-    from nwcorrupt.experiments.errors import ConfigError
+    from nwcorrupt.experiments.errors import ConfigError, DamagedFileWarning
 
     try:
-        tables = runner.report(args.dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DamagedFileWarning)
+            tables = runner.report(args.dir)
+            missing = runner.missing_points(args.dir)
     except (FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for w in caught:
+        print(f"{'damaged' if issubclass(w.category, DamagedFileWarning) else 'warning'}: {w.message}", file=sys.stderr)
     print(runner.format_tables(tables))
     print(f"tables in {Path(args.dir) / 'tables'}, figures in {Path(args.dir) / 'figures'}")
+    if missing:
+        shown = ", ".join(str(pt) for pt in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        print(f"incomplete: {len(missing)} point(s) of this folder have no finished record ({shown}); the tables "
+              f"leave them out. Run `nwcorrupt run` with this folder's configuration to compute them", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -292,6 +292,79 @@ def test_a_record_under_a_wrong_id_is_not_trusted(tmp_path):
     (pid_a, pt_a, _), (pid_b, _, _) = runner.plan(cfg)[:2]
     rec = json.loads((tmp_path / "records" / f"{pid_a}.json").read_text())
     (tmp_path / "records" / f"{pid_b}.json").write_text(json.dumps(rec))
-    with pytest.raises(ConfigError, match="does not hold point"):
-        runner.folder_records(tmp_path)
+    from nwcorrupt.experiments.errors import DamagedFileWarning
+
+    n = len(runner.plan(cfg))
+    with pytest.warns(DamagedFileWarning, match=f"its id is '{pid_a}', not '{pid_b}'"):
+        records = runner.folder_records(tmp_path)  # moved aside and left out, never read as point b
+    assert len(records) == n - 1 and pid_b not in {r["id"] for r in records}
     assert point_id(rec["key"]) == pid_a == rec["id"]
+    # a record with the right id but another point's key is not trusted either
+    rec["id"] = pid_b
+    (tmp_path / "records" / f"{pid_b}.json").write_text(json.dumps(rec))
+    with pytest.warns(DamagedFileWarning, match="does not hold point"):
+        assert len(runner.folder_records(tmp_path)) == n - 1
+
+
+# --- a results folder heals: damaged files are moved aside and recomputed -------------------------
+
+
+def _damage(path, how):
+    if how == "truncated":
+        path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    elif how == "empty":
+        path.write_text("")
+    else:  # valid JSON that is not a finished record
+        path.write_text('{"id": "x"}')
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "not_a_record"])
+def test_a_damaged_record_is_moved_aside_and_recomputed(tmp_path, how):
+    from nwcorrupt.experiments.errors import DamagedFileWarning
+
+    cfg = load(CONFIGS[0], "tiny")
+    runner.run(cfg, tmp_path, quiet=True)
+    before = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "records").glob("*.json")}
+    victim = sorted((tmp_path / "records").glob("*.json"))[0]
+    _damage(victim, how)
+    with pytest.warns(DamagedFileWarning, match=str(victim.name)):
+        assert len(runner.folder_records(tmp_path)) == len(before) - 1  # the report leaves it out, by name
+    moved = list((tmp_path / "damaged").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith(victim.name)  # kept, not deleted
+    assert [pt for pt in runner.missing_points(tmp_path)]  # the folder knows it is incomplete
+    assert cli.main(["report", str(tmp_path)]) == 3
+    summary = runner.run(cfg, tmp_path, quiet=True)  # the next run recomputes exactly that point
+    assert summary.ran == 1 and summary.skipped == len(before) - 1
+    after = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "records").glob("*.json")}
+    assert after == before
+    assert cli.main(["report", str(tmp_path)]) == 0
+
+
+def test_a_damaged_record_found_by_a_run_is_recomputed(tmp_path):
+    from nwcorrupt.experiments.errors import DamagedFileWarning
+
+    cfg = load(CONFIGS[0], "tiny")
+    runner.run(cfg, tmp_path, quiet=True)
+    victim = sorted((tmp_path / "records").glob("*.json"))[-1]
+    _damage(victim, "truncated")
+    with pytest.warns(DamagedFileWarning, match="does not parse as JSON"):
+        summary = runner.run(cfg, tmp_path, quiet=True)
+    assert summary.ran == 1 and json.loads(victim.read_text())["id"] == victim.stem
+
+
+def test_a_damaged_config_is_moved_aside_rebuilt_by_a_run_and_named_by_a_report(tmp_path, capsys):
+    from nwcorrupt.experiments.errors import DamagedFileWarning
+
+    cfg = load(CONFIGS[0], "tiny")
+    runner.run(cfg, tmp_path, quiet=True)
+    n = len(list((tmp_path / "records").glob("*.json")))
+    (tmp_path / "config.json").write_text("{not json")
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json does not parse as JSON" in err and "moved to" in err and "nwcorrupt run" in err
+    assert list((tmp_path / "damaged").glob("config.json.*"))
+    (tmp_path / "config.json").write_text('["a list"]')
+    with pytest.warns(DamagedFileWarning, match="holds a JSON list"):
+        summary = runner.run(cfg, tmp_path, quiet=True)  # rebuilt; every finished record reused
+    assert summary.ran == 0 and summary.skipped == n
+    assert cli.main(["report", str(tmp_path)]) == 0

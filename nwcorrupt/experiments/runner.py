@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 from nwcorrupt.experiments import studies
-from nwcorrupt.experiments.errors import ConfigError
+import warnings
+
+from nwcorrupt.experiments.errors import ConfigError, DamagedFileError
 from nwcorrupt.experiments.schema import ExperimentConfig, build_params
 from nwcorrupt.experiments.store import LAYOUT, Store, check_layout, merge_params, point_id
 
@@ -28,6 +30,7 @@ __all__ = [
     "folder_records",
     "format_plan",
     "format_tables",
+    "missing_points",
     "plan",
     "point_key",
     "report",
@@ -95,7 +98,8 @@ def _config_doc(config: ExperimentConfig) -> dict:
 def folder_config(config: ExperimentConfig, out: str | Path) -> ExperimentConfig:
     """The configuration the folder ``out`` holds after a run of ``config``: its sweep lists united with the folder's.
 
-    ``config`` itself for a new folder. Nothing is written.
+    ``config`` itself for a new folder, or for a folder whose config.json is damaged (it is moved aside
+    with a warning, and the run rebuilds it). Nothing else is written.
 
     Raises:
       ConfigError: when the folder holds another study or other shared parameters (naming the keys and
@@ -104,7 +108,11 @@ def folder_config(config: ExperimentConfig, out: str | Path) -> ExperimentConfig
     store = Store(Path(out))
     if not store.exists():
         return config
-    doc = store.config_dict()
+    try:
+        doc = store.config_dict()
+    except DamagedFileError as err:  # moved aside: this run's configuration rebuilds it
+        warnings.warn(str(err), stacklevel=2)
+        return config
     check_layout(doc, str(store.root))
     if doc.get("study") != config.study:
         raise ConfigError(f"{store.root} holds results of a different configuration: study {doc.get('study')!r} there, "
@@ -163,7 +171,7 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
     ran = skipped = 0
     bar = tqdm(items, desc=config.study, disable=quiet or not sys.stderr.isatty(), unit="pt")
     for pid, pt, _ in bar:
-        if store.has(pid):
+        if store.load_record(pid) is not None:  # a damaged record is moved aside and recomputed
             skipped += 1
             continue
         if max_points is not None and ran >= max_points:
@@ -202,11 +210,13 @@ def folder_records(out: str | Path) -> list[dict]:
 
     Records of other points (e.g. superseded by a longer sweep list they depend on)
     are left out. A folder of the first layout held a single configuration: all its
-    records, in their stored order.
+    records, in their stored order. A damaged record, or one whose key is not its
+    point's, is moved aside with a warning and left out (:func:`missing_points` lists
+    the points without a record).
 
     Raises:
       FileNotFoundError: when ``out`` is not a results folder.
-      ConfigError: when a stored record's key does not match its point.
+      DamagedFileError: when its config.json is damaged (moved aside).
     """
     store = Store(Path(out))
     doc = store.config_dict()
@@ -218,19 +228,29 @@ def folder_records(out: str | Path) -> list[dict]:
     for pt in studies.get(config.study).points(config.params):
         key = point_key(config, pt)
         pid = point_id(key)
-        if store.has(pid):
-            rec = store.read_record(pid)
-            if rec.get("key") != key:
-                raise ConfigError(f"{store.records_dir / (pid + '.json')} does not hold point {pt} of {store.root}")
-            records.append(rec)
+        rec = store.load_record(pid)
+        if rec is None:
+            continue
+        if rec.get("key") != key:
+            store.quarantine(store.records_dir / f"{pid}.json", f"does not hold point {pt} of {store.root}")
+            continue
+        records.append(rec)
     return records
+
+
+def missing_points(out: str | Path) -> list[dict]:
+    """The points of the folder's configuration that have no finished record (not run yet, or damaged)."""
+    store = Store(Path(out))
+    config = _stored_config(store)
+    return [pt for pt in studies.get(config.study).points(config.params) if not store.has(point_id(point_key(config, pt)))]
 
 
 def report(out: str | Path, *, formats: tuple[str, ...] = ("png", "pdf")) -> dict[str, list[list]]:
     """Rebuild the tables (CSV) and figures of a results folder from its records alone.
 
     Returns:
-      the tables, name -> rows with the header first.
+      the tables, name -> rows with the header first. Points without a finished record are left out
+      (:func:`missing_points`); damaged records are moved aside with a warning naming them.
     """
     store = Store(Path(out))
     config = _stored_config(store)

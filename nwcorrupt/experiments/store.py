@@ -17,6 +17,13 @@ the keys). ``config.json`` holds the shared parameters and, for each sweep list,
 the union of the values of every run into the folder, so it describes every
 point the folder can hold.
 
+**Damaged files heal.** A record that does not parse as JSON, or lacks what a finished point holds
+(its ``id``, ``key``, ``point`` and ``metrics``), is moved aside to ``damaged/`` (not deleted), with a
+:class:`~nwcorrupt.experiments.errors.DamagedFileWarning` naming both paths, and counts as not done:
+the next run recomputes it. A damaged ``config.json`` is moved aside the same way
+(:class:`~nwcorrupt.experiments.errors.DamagedFileError`): a run rebuilds it from its own
+configuration, a report asks for that run.
+
 Folders of the first layout (no ``"layout"`` key in config.json; point ids
 hashed the whole configuration) are refused by :func:`check_layout`: their
 records cannot be matched to the new ids.
@@ -25,16 +32,32 @@ records cannot be matched to the new ids.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
+import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from nwcorrupt._io import atomic_write_csv, atomic_write_json
-from nwcorrupt.experiments.errors import ConfigError
+from nwcorrupt.experiments.errors import ConfigError, DamagedFileError, DamagedFileWarning
 
-__all__ = ["LAYOUT", "Store", "check_layout", "merge_params", "merge_sweep_list", "point_id"]
+__all__ = [
+    "DAMAGED_DIR",
+    "LAYOUT",
+    "Store",
+    "check_layout",
+    "config_problem",
+    "merge_params",
+    "merge_sweep_list",
+    "point_id",
+    "record_problem",
+]
+
+#: where damaged files of a results folder are moved (relative to the folder)
+DAMAGED_DIR = "damaged"
 
 LAYOUT = 2  # version of the folder layout written in config.json
 
@@ -91,6 +114,36 @@ def merge_params(folder: Mapping[str, Any], new: Mapping[str, Any], sweeps: Iter
     return out
 
 
+def record_problem(record: Any, pid: str) -> str | None:
+    """What a stored record of point ``pid`` lacks, in words, or None when it is a finished point's record."""
+    if not isinstance(record, dict):
+        return f"holds a JSON {type(record).__name__}, not an object"
+    if record.get("id") != pid:
+        return f"its id is {record.get('id')!r}, not {pid!r}"
+    for name in ("key", "point", "metrics"):
+        if not isinstance(record.get(name), dict):
+            return f"has no {name!r} object"
+    return None
+
+
+def config_problem(doc: Any) -> str | None:
+    """What a results folder's config.json lacks, in words, or None."""
+    if not isinstance(doc, dict):
+        return f"holds a JSON {type(doc).__name__}, not an object"
+    if not isinstance(doc.get("study"), str):
+        return "has no 'study' name"
+    if not isinstance(doc.get("params"), dict):
+        return "has no 'params' object"
+    return None
+
+
+def _parse(path: Path) -> tuple[Any, str | None]:
+    try:
+        return json.loads(path.read_text()), None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return None, f"does not parse as JSON ({type(err).__name__}: {err})"
+
+
 def check_layout(doc: Mapping[str, Any], where: str) -> None:
     """Refuse a config.json of another folder layout."""
     layout = doc.get("layout", 1)
@@ -120,24 +173,64 @@ class Store:
         """Whether the folder already holds a config.json."""
         return self.config_path.is_file()
 
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move a damaged file of the folder to ``damaged/<name>.<UTC time>`` and warn; returns the new path."""
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        dest = self.root / DAMAGED_DIR / f"{path.name}.{stamp}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+        warnings.warn(f"{path} {reason}; moved to {dest}", DamagedFileWarning, stacklevel=3)
+        return dest
+
     def config_dict(self) -> dict:
         """The folder's config.json.
 
         Raises:
           FileNotFoundError: when the folder is not a results folder.
+          DamagedFileError: when config.json does not parse or lacks the study or its parameters (it is
+            moved aside first; the message names both paths).
         """
         if not self.config_path.is_file():
             raise FileNotFoundError(f"{self.root} is not a results folder (no config.json)")
-        return json.loads(self.config_path.read_text())
+        doc, problem = _parse(self.config_path)
+        problem = problem or config_problem(doc)
+        if problem:
+            dest = self.quarantine(self.config_path, problem)
+            raise DamagedFileError(
+                f"{self.config_path} {problem}; moved to {dest}. Run `nwcorrupt run` with this folder's "
+                "configuration to rebuild it (the finished records are kept and reused)"
+            )
+        return doc
 
     def write_config(self, doc: Mapping[str, Any]) -> Path:
         return atomic_write_json(self.config_path, dict(doc))
 
     def has(self, pid: str) -> bool:
-        return (self.records_dir / f"{pid}.json").is_file()
+        """Whether point ``pid`` has a finished record (a damaged one does not count; nothing is moved)."""
+        path = self.records_dir / f"{pid}.json"
+        if not path.is_file():
+            return False
+        rec, problem = _parse(path)
+        return not (problem or record_problem(rec, pid))
+
+    def load_record(self, pid: str) -> dict | None:
+        """The finished record of point ``pid``, or None; a damaged record is moved aside (and warned of)."""
+        path = self.records_dir / f"{pid}.json"
+        if not path.is_file():
+            return None
+        rec, problem = _parse(path)
+        problem = problem or record_problem(rec, pid)
+        if problem:
+            self.quarantine(path, problem)
+            return None
+        return rec
 
     def read_record(self, pid: str) -> dict:
-        return json.loads((self.records_dir / f"{pid}.json").read_text())
+        """The record of point ``pid``; raises ``DamagedFileError`` (after moving it aside) when it is damaged."""
+        rec = self.load_record(pid)
+        if rec is None:
+            raise DamagedFileError(f"point {pid} of {self.root} has no finished record")
+        return rec
 
     def write_record(self, pid: str, record: dict) -> Path:
         return atomic_write_json(self.records_dir / f"{pid}.json", record)
@@ -150,7 +243,7 @@ class Store:
 
     def records(self) -> list[dict]:
         """Every stored record, in the order of its sweep index (see ``runner.folder_records`` for the plan's)."""
-        out = [self.read_record(pid) for pid in self.record_ids()]
+        out = [rec for rec in map(self.load_record, self.record_ids()) if rec is not None]
         return sorted(out, key=lambda r: r.get("index", 0))
 
     def write_table(self, name: str, header: list[str], rows: list[list[Any]]) -> Path:
