@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 
 from nwcorrupt.experiments import studies
-import warnings
-
 from nwcorrupt.experiments.errors import ConfigError, DamagedFileError
 from nwcorrupt.experiments.schema import ExperimentConfig, build_params
 from nwcorrupt.experiments.store import LAYOUT, Store, check_layout, merge_params, point_id
@@ -110,8 +108,7 @@ def folder_config(config: ExperimentConfig, out: str | Path) -> ExperimentConfig
         return config
     try:
         doc = store.config_dict()
-    except DamagedFileError as err:  # moved aside: this run's configuration rebuilds it
-        warnings.warn(str(err), stacklevel=2)
+    except DamagedFileError:  # moved aside (the store warned, naming both paths): this run rebuilds it
         return config
     check_layout(doc, str(store.root))
     if doc.get("study") != config.study:
