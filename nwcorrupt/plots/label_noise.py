@@ -271,6 +271,14 @@ def _panel_grid(plt, n: int, *, width: float = 4.2, height: float = 3.3, sharey:
     return fig, axes
 
 
+def _finish(fig, axes, title: str, note: str):
+    """Title, one legend under the panels and the caption line of a panel-grid figure; returns the figure."""
+    fig.suptitle(title, fontsize=10)
+    legend_below(fig, axes[0, 0])
+    caption(fig, note)
+    return fig
+
+
 def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequence[int]) -> dict:
     """Figures of the ``principal_subspace`` study from its tables.
 
@@ -284,6 +292,7 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
     """
     plt = pyplot()
     figs: dict = {}
+    one_draw = "no band: one label draw per p"
     sh, srows = tables["spectra"]
     col = _columns(sh)
     if srows:
@@ -311,10 +320,7 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
             ax.set_xlabel("singular value index i")
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel("singular value of the ridge head")
-        fig.suptitle(f"spectra of ridge heads, relative λ = {mid:g}", fontsize=10)
-        legend_below(fig, axes[0, 0])
-        caption(fig, "no band: one label draw per p")
-        figs["spectra"] = fig
+        figs["spectra"] = _finish(fig, axes, f"spectra of ridge heads, relative λ = {mid:g}", one_draw)
 
         mh, mrows = tables["similarity"]
         mcol = _columns(mh)
@@ -329,10 +335,8 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel(r"similarity $\varphi(U, U', i, i)$")
-        fig.suptitle(f"subspace similarity of clean and noisy ridge heads, relative λ = {mid:g}", fontsize=10)
-        legend_below(fig, axes[0, 0])
-        caption(fig, "no band: one label draw per p")
-        figs["similarity"] = fig
+        figs["similarity"] = _finish(
+            fig, axes, f"subspace similarity of clean and noisy ridge heads, relative λ = {mid:g}", one_draw)
 
         ah, arows = tables["sin_theta"]
         acol = _columns(ah)
@@ -350,10 +354,9 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
             ax.set_xlabel(r"$\sqrt{p}$ (p: flipped fraction)")
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel(rf"$\sin\theta$ of the top-{k_show} feature subspace")
-        fig.suptitle("principal angle between clean and noisy ridge heads", fontsize=10)
-        legend_below(fig, axes[0, 0])
-        caption(fig, "no band: one label draw per p; the perturbation bound is listed in the sin θ table of the report")
-        figs["sin_theta"] = fig
+        figs["sin_theta"] = _finish(
+            fig, axes, "principal angle between clean and noisy ridge heads",
+            one_draw + "; the perturbation bound is listed in the sin θ table of the report")
 
         lh, lrows = tables["lip_ridge"]
         lcol = _columns(lh)
@@ -372,11 +375,9 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
             ax.set_xlabel("kept rank k (k = C: the noisy head)")
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel(ACCURACY_LABEL)
-        fig.suptitle(f"LIP plug-in on noisy ridge heads, relative λ = {mid:g} (solid: refit on the noisy training "
-                     "labels; dashed: on clean examples; dotted: the clean head)", fontsize=10)
-        legend_below(fig, axes[0, 0])
-        caption(fig, "no band: one label draw per p")
-        figs["lip_ridge"] = fig
+        figs["lip_ridge"] = _finish(
+            fig, axes, f"LIP plug-in on noisy ridge heads, relative λ = {mid:g} (solid: refit on the noisy training "
+            "labels; dashed: on clean examples; dotted: the clean head)", one_draw)
     th, trows = tables["lip_trained"]
     if trows:
         tcol = _columns(th)
@@ -405,8 +406,6 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
             ax.set_xlabel("kept rank k (k = C: the trained readout)")
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel(ACCURACY_LABEL)
-        fig.suptitle("LIP plug-in on the readout of networks trained on noisy labels", fontsize=10)
-        legend_below(fig, axes[0, 0])
-        caption(fig, band_note(counts, "R", "networks per point"))
-        figs["lip_trained"] = fig
+        figs["lip_trained"] = _finish(fig, axes, "LIP plug-in on the readout of networks trained on noisy labels",
+                                      band_note(counts, "R", "networks per point"))
     return figs
