@@ -31,6 +31,7 @@ _SUBMODULES = (
     "predict",
     "probe",
     "prototype",
+    "stax",
     "subspace",
     "theory",
     "train",

@@ -13,7 +13,9 @@ kernels and theory can share the spec without importing each other.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -21,7 +23,7 @@ import jax
 from nwcorrupt import activations as _act
 from nwcorrupt._checks import check_choice, check_int, check_nonneg_float, check_positive_float, check_positive_int
 
-__all__ = ["GET_NAMES", "PARAMETERIZATIONS", "MLP", "Kernels", "check_arch", "normalize_get"]
+__all__ = ["GET_NAMES", "PARAMETERIZATIONS", "MLP", "Kernels", "check_arch", "normalize_get", "select_kernels"]
 
 #: The two parameterisations of a dense layer (neural-tangents' names).
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -107,3 +109,21 @@ def normalize_get(get: Any) -> tuple[str, ...]:
         if name not in GET_NAMES:
             raise ValueError(f"get must contain only {GET_NAMES}, got {name!r}")
     return tuple(dict.fromkeys(names))
+
+
+def select_kernels(kernels: Kernels, get: Any, want: tuple[str, ...]) -> Any:
+    """What a ``kernel_fn(..., get)`` call returns, from the computed ``kernels``.
+
+    ``get=None``: the :class:`Kernels` itself; a name: that array; a tuple: a named
+    tuple ``Kernel`` of the arrays in ``want`` (the normalised tuple), in that order.
+    """
+    if get is None:
+        return kernels
+    if isinstance(get, str):
+        return getattr(kernels, get)
+    return _kernel_tuple(want)(*(getattr(kernels, name) for name in want))
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_tuple(names: tuple[str, ...]) -> type:
+    return collections.namedtuple("Kernel", names)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 
 from nwcorrupt import activations as _act
 from nwcorrupt._checks import check_matrix, is_traced
-from nwcorrupt.arch import GET_NAMES, MLP, Kernels, check_arch, normalize_get
+from nwcorrupt.arch import GET_NAMES, MLP, Kernels, check_arch, normalize_get, select_kernels
 from nwcorrupt.kernels.matrices import kernel
 from nwcorrupt.kernels.recursion import check_quad_order, check_standard_width, hyper_override, overlap_recursion
 from nwcorrupt.kernels.tiled import check_devices, check_tiling
@@ -40,19 +39,6 @@ def _traced_kernels(
         g, q0_2 = jnp.matmul(x1, x2.T, precision=MATMUL_PRECISION) / d, jnp.sum(x2 * x2, axis=1) / d
     ((K, theta),) = overlap_recursion(arch, want_ntk, order, g, q0_1, q0_2, d, hyper=hyper)
     return Kernels(nngp=K if "nngp" in want else None, ntk=theta if want_ntk else None)
-
-
-def _select(kernels: Kernels, get: Any, want: tuple[str, ...]) -> Any:
-    if get is None:
-        return kernels
-    if isinstance(get, str):
-        return getattr(kernels, get)
-    return _named_tuple(want)(*(getattr(kernels, name) for name in want))
-
-
-@functools.lru_cache(maxsize=None)
-def _named_tuple(names: tuple[str, ...]) -> type:
-    return collections.namedtuple("Kernel", names)
 
 
 def kernel_fn(
@@ -118,7 +104,7 @@ def kernel_fn(
                 spec, x1, None if symmetric else x2, want, tile_size=tiles, memory_budget=budget,
                 quad_order=order, devices=devices,
             )  # fmt: skip
-        return _select(out, get, want)
+        return select_kernels(out, get, want)
 
     fn.__doc__ = (
         f"kernel_fn of {arch!r}: fn(x1, x2=None, get=None, *, W_std=None, b_std=None) "

@@ -34,6 +34,7 @@ from nwcorrupt._checks import (
     check_seed,
 )
 from nwcorrupt.arch import MLP, check_arch
+from nwcorrupt.stax.network import Network
 
 __all__ = [
     "LOSSES",
@@ -44,6 +45,8 @@ __all__ = [
     "TrainingDivergedError",
     "cross_entropy_loss",
     "cross_entropy_target_loss",
+    "forward_fn",
+    "init_params",
     "loss_fn",
     "member_init",
     "member_keys",
@@ -139,8 +142,10 @@ class TrainConfig:
     """Everything that defines how one member is trained (hashable, fingerprinted).
 
     Attributes:
-      arch: the :class:`~nwcorrupt.arch.MLP` spec.
-      width: hidden-layer (base) width n >= 1 (None: ``arch.width``).
+      arch: the :class:`~nwcorrupt.arch.MLP` spec, or an :class:`nwcorrupt.stax.Network`
+        (any stax architecture bound to its input shape; then ``width`` is None,
+        ``width_scale`` 1 and ``num_classes`` the network's number of outputs).
+      width: hidden-layer (base) width n >= 1 (None: ``arch.width``; always None for a Network).
       num_classes: number of outputs C >= 1.
       optimizer: an :class:`Optimizer` or any ``optax.GradientTransformation`` (for
         the latter, name it in ``tag`` so resumed runs can tell configurations apart).
@@ -165,7 +170,7 @@ class TrainConfig:
         corruption callables here).
     """
 
-    arch: MLP
+    arch: MLP | Network
     width: int | None
     num_classes: int
     optimizer: Any = Optimizer()
@@ -182,12 +187,23 @@ class TrainConfig:
     tag: str = ""
 
     def __post_init__(self) -> None:
-        check_arch(self.arch)
-        _mlp.resolve_width(self.arch, self.width)
         check_positive_int("num_classes", self.num_classes)
+        if isinstance(self.arch, Network):
+            if self.width is not None:
+                raise ValueError(f"width must be None for a stax Network (its layers set the widths), got {self.width!r}")
+            if self.width_scale != 1:
+                raise ValueError(f"width_scale must be 1 for a stax Network, got {self.width_scale!r}")
+            if self.arch.num_outputs != self.num_classes:
+                raise ValueError(
+                    f"num_classes={self.num_classes} but the network has {self.arch.num_outputs} outputs"
+                )
+            self.arch.check_init_law(self.init)
+        else:
+            check_arch(self.arch)
+            _mlp.resolve_width(self.arch, self.width)
+            _mlp.check_width_scale(self.arch, self.width_scale)
+            _mlp.check_init_law(self.arch, self.init, self.width_scale)
         check_positive_int("batch_size", self.batch_size)
-        _mlp.check_width_scale(self.arch, self.width_scale)
-        _mlp.check_init_law(self.arch, self.init, self.width_scale)
         if not isinstance(self.drop_last, bool):
             raise TypeError(f"drop_last must be True or False, got {self.drop_last!r}")
         check_choice("loss", self.loss, LOSSES)
@@ -228,15 +244,20 @@ class TrainConfig:
         )
         if opt.get("name") not in (None, "adadelta"):
             opt.pop("rho")  # only Adadelta reads it (keeps the descriptions of earlier runs unchanged)
-        return {
-            "arch": {
+        if isinstance(arch, Network):
+            arch_desc, width = arch.describe(), None
+        else:
+            arch_desc = {
                 "depth": arch.depth,
                 "activation": arch.act.name,
                 "W_std": arch.W_std,
                 "b_std": arch.b_std,
                 "parameterization": arch.parameterization,
-            },
-            "width": _mlp.resolve_width(self.arch, self.width),
+            }
+            width = _mlp.resolve_width(self.arch, self.width)
+        return {
+            "arch": arch_desc,
+            "width": width,
             "num_classes": self.num_classes,
             "optimizer": opt,
             "loss": self.loss,
@@ -306,13 +327,29 @@ def member_keys(seed: int, k: Any, m: Any) -> tuple[Array, Array]:
     return jax.random.fold_in(member, 0), jax.random.fold_in(member, 1)
 
 
+def init_params(config: TrainConfig, key: Array, d_in: int, dtype: Any = None) -> Any:
+    """Parameters of the configured network (MLP or stax Network) for rows of ``d_in`` features."""
+    if isinstance(config.arch, Network):
+        config.arch.check_rows(d_in)
+        return config.arch.init(key, dtype=dtype, law=config.init)
+    return _mlp.init(
+        key, config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale, dtype=dtype,
+        law=config.init,
+    )  # fmt: skip
+
+
+def forward_fn(config: TrainConfig) -> Callable[[Any, Array], Array]:
+    """``net(params, x) -> logits`` (N, C) for flat rows x (N, d): pure jnp, for jit and autodiff."""
+    arch = config.arch
+    if isinstance(arch, Network):
+        return arch.apply
+    return lambda params, x: _mlp.forward(arch, params, x, config.width_scale, _mlp.MATMUL_PRECISION, arch.depth)
+
+
 def member_init(config: TrainConfig, d_in: int, *, k: int = 0, m: int = 0) -> Any:
     """Initial parameters of member (k, m) (as used by the training functions)."""
     init_key, _ = member_keys(config.seed, k, m)
-    return _mlp.init(
-        init_key, config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale,
-        law=config.init,
-    )
+    return init_params(config, init_key, d_in)
 
 
 def validation_split(seed: int, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:

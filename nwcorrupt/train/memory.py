@@ -18,7 +18,8 @@ import numpy as np
 from nwcorrupt import mlp as _mlp
 from nwcorrupt._checks import check_positive_int
 from nwcorrupt.precision import default_float
-from nwcorrupt.train.config import TrainConfig
+from nwcorrupt.stax.network import Network
+from nwcorrupt.train.config import TrainConfig, init_params
 
 __all__ = ["choose_chunk_size", "default_memory_budget", "estimate_member_bytes"]
 
@@ -36,17 +37,22 @@ def estimate_member_bytes(
     With ``online`` corruption the member instead builds its own corrupted copy every
     epoch: about four (N, d) arrays (the draws, the noise values, the mask and the result).
     """
-    shapes = _mlp.layer_shapes(config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale)
     itemsize = np.dtype(default_float()).itemsize
-    n_params = sum(a * b + b for a, b in shapes)
-    params_shape = [
-        {"W": jax.ShapeDtypeStruct((a, b), default_float()), "b": jax.ShapeDtypeStruct((b,), default_float())}
-        for a, b in shapes
-    ]
+    if isinstance(config.arch, Network):
+        params_shape = jax.eval_shape(lambda key: init_params(config, key, d_in), jax.random.PRNGKey(0))
+        n_params = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(params_shape))
+        units = config.arch.unit_count()
+    else:
+        shapes = _mlp.layer_shapes(config.arch, config.width, d_in, config.num_classes, width_scale=config.width_scale)
+        n_params = sum(a * b + b for a, b in shapes)
+        params_shape = [
+            {"W": jax.ShapeDtypeStruct((a, b), default_float()), "b": jax.ShapeDtypeStruct((b,), default_float())}
+            for a, b in shapes
+        ]
+        units = sum(b for _, b in shapes)
     opt_state = jax.eval_shape(config.transform().init, params_shape)
     opt_bytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in jax.tree_util.tree_leaves(opt_state))
     copies = 4 + (1 if config.early_stopping is not None else 0)  # params (old+new), grads, updates, best
-    units = sum(b for _, b in shapes)
     batch = config.batch_size * (d_in + 4 * units)
     evals = eval_block * (d_in + 2 * units)
     data = (4 if online else 1) * n_train * d_in

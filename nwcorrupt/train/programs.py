@@ -43,10 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nwcorrupt import mlp as _mlp
 from nwcorrupt._checks import check_choice, check_positive_int
 from nwcorrupt.precision import default_float
-from nwcorrupt.train.config import TrainConfig, loss_fn, target_loss_fn, validation_split
+from nwcorrupt.train.config import TrainConfig, forward_fn, init_params, loss_fn, target_loss_fn, validation_split
 
 __all__ = [
     "MEMBER_BATCHING",
@@ -208,15 +207,14 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
       ``x_index`` (the member's set in ``shared["x"]``).
     """
     cfg = spec.config
-    arch, opt = cfg.arch, cfg.transform()
+    opt = cfg.transform()
     loss_of = loss_fn(cfg.loss)
     target_loss_of = target_loss_fn(cfg.loss)
     es = cfg.early_stopping
     spe, bsz = spec.steps_per_epoch, cfg.batch_size
     dtype = jnp.dtype(spec.dtype)
 
-    def net(params: Any, x: Array) -> Array:
-        return _mlp.forward(arch, params, x, cfg.width_scale, _mlp.MATMUL_PRECISION, arch.depth)
+    net = forward_fn(cfg)
 
     def batch_loss(logits: Array, y: Array) -> Array:
         # y: (n,) labels, or (n, C) target rows with soft targets
@@ -269,9 +267,7 @@ def member_programs(spec: ProgramSpec) -> dict[str, Callable]:
         return take
 
     def init_state(init_key: Array) -> dict:
-        params = _mlp.init(
-            init_key, arch, cfg.width, spec.d, cfg.num_classes, width_scale=cfg.width_scale, dtype=dtype, law=cfg.init
-        )
+        params = init_params(cfg, init_key, spec.d, dtype)
         state = {"params": params, "opt": opt.init(params)}
         if es is not None:
             state["best"] = params
