@@ -43,3 +43,20 @@ def test_label_moments_script_prints_the_ratio_to_one_solve():
     text = _run("benchmarks/label_moments.py", "--n", "200", "--m", "50", "--reps", "1")
     row = text.strip().splitlines()[-1].split()
     assert row[0] == "200" and row[1] == "50" and float(row[4]) > 0
+
+
+def test_conv_kernels_script_prints_nwcorrupt_numbers_for_both_architectures():
+    text = _run("benchmarks/conv_kernels.py", "--n", "4", "--channels", "2", "--image", "8", "--repeats", "1",
+                "--no-nw-jit")
+    for arch in ("pooled", "flatten"):
+        assert f"{arch}: N=4 images 8x8x1 float32" in text
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith("nwcorrupt (blocked)")]
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row[2]) > 0 and row[-1].replace(",", "").isdigit()  # min time; largest N in the limit
+    try:
+        import neural_tangents  # noqa: F401
+    except ImportError:
+        assert "neural-tangents is not installed" in text
+    else:
+        assert text.count("nt jit (whole N)") >= 2
