@@ -100,7 +100,7 @@ def test_nngp_matches_finite_networks_with_fitted_slope(x64, readout):
             stax.Flatten() if readout == "flatten" else stax.GlobalAvgPool(),
         )  # fmt: skip
         exact = np.asarray(stax.serial(body, stax.Dense(1, 1.1, 0.2))[2](x, None, "nngp"))
-        draws = _empirical_readout_kernel(body, x, jax.random.PRNGKey(n), 6, 1.1, 0.2)
+        draws = _empirical_readout_kernel(body, x, jax.random.PRNGKey(n), 4, 1.1, 0.2)
         errors.append(np.sqrt(np.mean((draws - exact) ** 2)) / np.abs(exact).max())
     slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
     assert -0.7 < slope < -0.3, (slope, errors)
@@ -192,7 +192,7 @@ def test_jit_grad_vmap_path_agrees_with_the_blocked_path(x64):
 # ----------------------------------------------------------------------------- memory
 
 
-@pytest.mark.parametrize("depth,act,budget", [(1, "tanh", 8 << 20), (2, "relu", 8 << 20), (5, "erf", 24 << 20)])
+@pytest.mark.parametrize("depth,act,budget", [(1, "gelu", 8 << 20), (2, "relu", 8 << 20), (5, "erf", 24 << 20)])
 def test_blocks_keep_compiled_memory_under_the_budget(x64, depth, act, budget):
     """A pooled CNN whose dense (N², (HW)²) intermediates exceed the budget runs in blocks that fit it."""
     n, shape = 16, (8, 8, 1)
