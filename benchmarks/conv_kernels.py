@@ -60,7 +60,7 @@ warnings.filterwarnings("ignore", message="Some donated buffers were not usable"
 
 GET = ("nngp", "ntk")
 ARCHS = ("pooled", "flatten")
-DEFAULT_N = {"pooled": 16, "flatten": 64}
+DEFAULT_N = {"pooled": 8, "flatten": 64}
 
 try:
     import neural_tangents as nt
