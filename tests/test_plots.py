@@ -209,6 +209,22 @@ def _predictive_power():
     return params, recs
 
 
+def _alignment():
+    mod = studies.get("alignment")
+    params = mod.Params(datasets=("mnist",), noise_rates=(0.0, 0.8), ms=(1, 10, 100), repeats=R, subsets=1,
+                        random_inits=1)
+    recs = []
+    for pt in mod.points(params):
+        r = pt["r"]
+        probes = [{"model": model, "m": m, "accuracy": _spread(0.9 - r / 3 - 0.1 / m, R if model == "trained" else 1)}
+                  for model in mod.MODELS for m in params.ms]
+        recs.append({"point": pt, "metrics": {
+            "flip_fraction": 0.9 * r, "test_accuracy": _spread(0.95 - r, R), "follows_noise": _spread(r / 2, R),
+            "train_accuracy_clean": _spread(1.0, R), "train_accuracy_noisy": [None] * R if r == 0 else _spread(0.8, R),
+            "probes": probes, "train_loss_mean": 0.1, "train_accuracy_mean": 0.95, "train_accuracy_min": 0.9}})
+    return params, recs
+
+
 def _principal_subspace():
     mod = studies.get("principal_subspace")
     params = mod.Params(ps=(0.0, 0.2, 0.5), ridges=(1e-2, 1e-1), repeats=R)
@@ -234,6 +250,7 @@ def _principal_subspace():
 
 
 FAKES = {
+    "alignment": _alignment,
     "dilution": _dilution,
     "principal_subspace": _principal_subspace,
     "predictive_power": _predictive_power,
@@ -319,6 +336,7 @@ def test_every_band_is_explained_in_the_figure_with_its_count(name):
     symbol = {"accuracy_vs_corruption": f"R = {R} trained networks", "ptrain_ptest": f"R = {R} trained networks",
               "dilution": f"R = {R} networks (initialisations) per point",
               "predictive_power": f"n = {R} networks × clean subsets",
+              "alignment": f"n = {R} networks × clean subsets",
               "principal_subspace": f"R = {R} networks per point"}
     expected = "±1 std over " + symbol.get(name, f"K = {K} noisy training sets")
     for fig_name, fig in _figures(name).items():

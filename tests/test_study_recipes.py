@@ -77,6 +77,13 @@ RECIPES = {
         "label_noises": ("symmetric:0", "symmetric:0.2", "symmetric:0.5", "symmetric:0.8", "pair:0.4", "instance:0.5"),
         "parameterization": "standard", "init": "torch_default", "n_train": 0, "n_test": 0,
     },
+    # Li et al.'s alignment experiment: a planted-marker task and the digit task, noise given by the other
+    # label, an MLP beside a translation-invariant pooled CNN; the same PyTorch-style recipe
+    "alignment": {
+        "datasets": ("mnist", "fashion_mnist"), "tasks": ("position", "digit"), "archs": ("mlp", "pooled"),
+        "parameterization": "standard", "init": "torch_default", "n_train": 0, "n_test": 0, "hidden": 2,
+        "width": 512, "learning_rate": 1e-3, "epochs": 50, "batch_size": 128,
+    },
     # Si et al. (LIP): ridge heads on NNGP/NTK, random and trained features; trained heads on squared and
     # cross-entropy losses; PyTorch-style standard layers
     "principal_subspace": {
@@ -141,6 +148,12 @@ def test_probe_and_subspace_quick_scales_keep_the_network_recipe():
                 "label_noises", "datasets", "inputs", "composed_label_noises"):
         assert _same(getattr(quick, key), getattr(full, key)), key
     assert min(full.ms) == 1 and max(full.ms) >= 1000 and set(quick.ms) <= set(full.ms)
+    full = catalog.load("alignment", "full").params
+    quick = catalog.load("alignment", "quick").params
+    for key in ("hidden", "width", "parameterization", "init", "learning_rate", "batch_size", "probe_ridge", "tasks",
+                "archs", "border", "marker"):
+        assert _same(getattr(quick, key), getattr(full, key)), key
+    assert set(quick.noise_rates) <= set(full.noise_rates) and set(quick.ms) <= set(full.ms)
     full = catalog.load("principal_subspace", "full").params
     quick = catalog.load("principal_subspace", "quick").params
     for key in ("hidden", "width", "parameterization", "init", "learning_rate", "epochs", "batch_size", "features",

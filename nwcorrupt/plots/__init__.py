@@ -49,9 +49,10 @@ from nwcorrupt.plots.curves import (
     loglog_fits,
     width_curves,
 )
-from nwcorrupt.plots.label_noise import dilution_figures, predictive_power_figures, principal_subspace_figures
+from nwcorrupt.plots.label_noise import alignment_figures, dilution_figures, predictive_power_figures, principal_subspace_figures
 
 __all__ = [
+    "alignment_figures",
     "ACCURACY_LABEL",
     "AGREEMENT_LABEL",
     "LABELS",

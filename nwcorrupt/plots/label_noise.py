@@ -19,6 +19,7 @@ from nwcorrupt.plots.base import (
 )
 
 __all__ = [
+    "alignment_figures",
     "dilution_figures",
     "predictive_power_figures",
     "principal_subspace_figures",
@@ -408,4 +409,87 @@ def principal_subspace_figures(tables: Mapping[str, tuple], *, angle_ks: Sequenc
         axes[0, 0].set_ylabel(ACCURACY_LABEL)
         figs["lip_trained"] = _finish(fig, axes, "LIP plug-in on the readout of networks trained on noisy labels",
                                       band_note(counts, "R", "networks per point"))
+    return figs
+
+
+def alignment_figures(tables: Mapping[str, tuple]) -> dict:
+    """Figures of the ``alignment`` study from its tables (``probe``, ``network``).
+
+    * ``probe_<dataset>``: one panel per (task, architecture): probe test accuracy of the penultimate
+      representation against the clean examples per class m (log scale), one solid line per noise rate r
+      for the trained networks (±1 std band over networks × clean subsets), the same architecture at
+      initialisation (dashed) and the raw pixels (dash-dotted);
+    * ``rates_<dataset>``: one panel per task: at the largest m, the trained networks' probe accuracy
+      (solid) and their own test accuracy on the target (dashed) against r, one colour per architecture.
+    """
+    plt = pyplot()
+    header, rows = tables["probe"]
+    col = _columns(header)
+    nh, nrows = tables["network"]
+    ncol = _columns(nh)
+    figs: dict = {}
+    for dataset in dict.fromkeys(r[col["dataset"]] for r in rows):
+        sub = [r for r in rows if r[col["dataset"]] == dataset]
+        cells = list(dict.fromkeys((r[col["task"]], r[col["arch"]]) for r in sub))
+        fig, axes = _panel_grid(plt, len(cells))
+        counts: dict[str, list[int]] = {}
+        for ax, (task, arch) in zip(axes.ravel(), cells):
+            cell = [r for r in sub if r[col["task"]] == task and r[col["arch"]] == arch]
+            rates = sorted({float(r[col["r"]]) for r in cell})
+
+            def series(model, rate):
+                pts = sorted((float(r[col["m_per_class"]]), float(r[col["mean"]]), spread(r[col["std"]]), int(r[col["n"]]))
+                             for r in cell if r[col["model"]] == model and float(r[col["r"]]) == rate)
+                return [np.asarray(v) for v in zip(*pts)] if pts else None
+
+            for rate in rates:
+                s_ = series("trained", rate)
+                if s_ is None:
+                    continue
+                (line,) = ax.plot(s_[0], s_[1], marker="o", ms=3, label=f"trained, r = {rate:g}")
+                fill_band(ax, s_[0], s_[1], s_[2], color=line.get_color(), alpha=0.15)
+                counts.setdefault("trained", []).extend(s_[3].tolist())
+            for model, style, color, text in (("random", "--", "tab:gray", "at initialisation"),
+                                              ("raw", "-.", "tab:brown", "raw pixels")):
+                s_ = series(model, rates[0])
+                if s_ is not None:
+                    ax.plot(s_[0], s_[1], ls=style, color=color, lw=1.4, label=text)
+            ax.set_xscale("log")
+            ms = sorted({float(r[col["m_per_class"]]) for r in cell})
+            ax.set_xticks(ms, [f"{v:g}" for v in ms])
+            ax.minorticks_off()
+            ax.set_title(f"target: {task}, {arch}", fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("clean examples per class m")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("probe test accuracy (fraction correct)")
+        figs[f"probe_{dataset}"] = _finish(
+            fig, axes, f"{label(dataset)} with a planted marker: probes of the penultimate layer (noise = the other label)",
+            band_note(counts, "n", "networks × clean subsets"))
+        tasks = list(dict.fromkeys(c[0] for c in cells))
+        fig, axes = _panel_grid(plt, len(tasks))
+        rate_counts: dict[str, list[int]] = {}
+        for ax, task in zip(axes.ravel(), tasks):
+            m_max = max(int(r[col["m_per_class"]]) for r in sub if r[col["task"]] == task)
+            for i, arch in enumerate(dict.fromkeys(c[1] for c in cells if c[0] == task)):
+                color = f"C{i}"
+                pts = sorted((float(r[col["r"]]), float(r[col["mean"]]), spread(r[col["std"]]), int(r[col["n"]]))
+                             for r in sub if r[col["task"]] == task and r[col["arch"]] == arch
+                             and r[col["model"]] == "trained" and int(r[col["m_per_class"]]) == m_max)
+                if pts:
+                    x, m_, s_, n_ = (np.asarray(v) for v in zip(*pts))
+                    rate_counts.setdefault("trained", []).extend(n_.tolist())
+                    ax.plot(x, m_, marker="o", ms=3, color=color, label=f"{arch}: probe, m = {m_max}")
+                    fill_band(ax, x, m_, s_, color=color, alpha=0.15)
+                own = sorted((float(r[ncol["r"]]), float(r[ncol["test_mean"]])) for r in nrows
+                             if r[ncol["dataset"]] == dataset and r[ncol["task"]] == task and r[ncol["arch"]] == arch)
+                if own:
+                    ax.plot(*zip(*own), ls="--", marker="s", ms=3, color=color, label=f"{arch}: own test accuracy")
+            ax.set_title(f"target: {task}", fontsize=10)
+            ax.set_xlabel("fraction r relabelled by the other label")
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel(ACCURACY_LABEL)
+        figs[f"rates_{dataset}"] = _finish(
+            fig, axes, f"{label(dataset)} with a planted marker: predictive power against the noise rate",
+            band_note(rate_counts, "n", "networks × clean subsets") + "; dashed: the networks' own mean test accuracy")
     return figs

@@ -115,9 +115,31 @@ class Network:
             x = x.reshape((x.shape[0],) + self.input_shape)
         return self.spec.apply(params, x)
 
+    def top_layers(self) -> tuple[LayerSpec, ...]:
+        """The top-level layers (those of the outer ``serial``; the network itself otherwise)."""
+        return self.spec.layers if isinstance(self.spec, SerialSpec) else (self.spec,)
+
+    def features(self, params: Any, x: Array, stop: int) -> Array:
+        """Outputs (N, ...) of the first ``stop`` top-level layers, for flat rows or shaped inputs.
+
+        ``stop = len(top_layers()) - 1`` gives the representation the readout reads (the
+        penultimate layer); 0 gives the (reshaped) inputs.
+        """
+        layers = self.top_layers()
+        if not isinstance(stop, int) or not 0 <= stop <= len(layers):
+            raise ValueError(f"stop must be an integer in [0, {len(layers)}], got {stop!r}")
+        x = jnp.asarray(x)
+        if x.ndim == 2 and self.input_shape != (x.shape[1],):
+            self.check_rows(x.shape[1])
+            x = x.reshape((x.shape[0],) + self.input_shape)
+        plist = params if isinstance(self.spec, SerialSpec) else (params,)
+        for spec, p in zip(layers[:stop], plist[:stop]):
+            x = spec.apply(p, x)
+        return x
+
     def unit_count(self) -> int:
         """Activations per example summed over the top-level layers (a memory estimate)."""
-        layers = self.spec.layers if isinstance(self.spec, SerialSpec) else (self.spec,)
+        layers = self.top_layers()
         total, shape = 0, self.input_shape
         for spec in layers:
             shape = spec.output_shape(shape)

@@ -41,6 +41,7 @@ __all__ = ["depends_on", "get", "names", "report_fields", "sweeps"]
 _STUDIES = {
     "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
     "activations": "nwcorrupt.experiments.studies.activations",
+    "alignment": "nwcorrupt.experiments.studies.alignment",
     "centroid_comparison": "nwcorrupt.experiments.studies.centroid_comparison",
     "dilution": "nwcorrupt.experiments.studies.dilution",
     "finite_vs_infinite": "nwcorrupt.experiments.studies.finite_vs_infinite",
