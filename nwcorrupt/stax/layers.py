@@ -37,7 +37,7 @@ from nwcorrupt.stax.spatial import (
     window_counts,
     window_sum,
 )
-from nwcorrupt.stax.state import KernelState, variances
+from nwcorrupt.stax.state import KernelState, pixel_eye, variances
 
 Array = jax.Array
 
@@ -499,6 +499,19 @@ class IdentitySpec(LayerSpec):
         return "Identity()"
 
 
+def _duals_at(act: Any, pairs: tuple, v1: Array, k12: Array, v2: Array, at_one: Array | None, order: int) -> tuple:
+    """Dual kernels of (v1, k12, v2), with the entries under ``at_one`` (a point with itself) from the
+    diagonal formula at variance v1: exact there, and with finite derivatives (the general formula of
+    the relu family has an infinite slope at correlation 1, which would turn a zero tangent into NaN)."""
+    if at_one is None:
+        return _act.duals_unchecked(act, pairs, v1, k12, v2, "auto", order)
+    safe = jnp.where(at_one, 0.0, k12)
+    general = _act.duals_unchecked(act, pairs, v1, safe, v2, "auto", order)
+    q = jnp.broadcast_to(v1, jnp.broadcast_shapes(jnp.shape(v1), jnp.shape(k12)))
+    diagonal = _act.duals_diag_unchecked(act, pairs, q, "auto", order)
+    return tuple(jnp.where(at_one, d, g) for d, g in zip(diagonal, general))
+
+
 @dataclasses.dataclass(frozen=True)
 class NonlinearitySpec(LayerSpec):
     """An elementwise activation from the registry; its kernel map is the dual kernel (no rescaling).
@@ -532,9 +545,9 @@ class NonlinearitySpec(LayerSpec):
                 "its input must be Gaussian at infinite width: put a Dense or Conv layer before it "
                 "(the network input, a Flatten output or an activation's output is not)"
             )
-        v1, v2, nngp = variances(state)
+        v1, v2, nngp, at_one = variances(state)
         pairs = ((0, 0), (1, 1)) if state.ntk is not None else ((0, 0),)
-        duals = _act.duals_unchecked(act, pairs, v1, nngp, v2, "auto", order)
+        duals = _duals_at(act, pairs, v1, nngp, v2, at_one, order)
         ntk = None if state.ntk is None else duals[1] * state.ntk
         nd = state.nd
 
@@ -544,7 +557,7 @@ class NonlinearitySpec(LayerSpec):
             d = spatial_diagonal(cov, 1, nd)
             rows = d[(slice(None),) + (slice(None), None) * nd]
             cols = d[(slice(None),) + (None, slice(None)) * nd]
-            return _act.duals_unchecked(act, ((0, 0),), rows, cov, cols, "auto", order)[0]
+            return _duals_at(act, ((0, 0),), rows, cov, cols, pixel_eye(state.shape[:-1])[None], order)[0]
 
         return state.replace(
             nngp=duals[0], ntk=ntk, cov1=self_cov(state.cov1), cov2=self_cov(state.cov2), gaussian=False

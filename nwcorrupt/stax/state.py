@@ -34,7 +34,7 @@ from nwcorrupt.stax.spatial import spatial_diagonal
 
 Array = jax.Array
 
-__all__ = ["KernelState", "input_state", "pair_entries", "to_diagonal", "variances"]
+__all__ = ["KernelState", "covariance_state", "input_state", "pair_entries", "pixel_eye", "to_diagonal", "variances"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,21 +115,50 @@ def input_state(x1: Array, x2: Array, full: bool, want_ntk: bool, same: Array | 
         nngp = jnp.einsum(spec(nd, False), x1, x2, precision=MATMUL_PRECISION) / c
         cov1 = jnp.einsum(spec(nd, True), x1, x1, precision=MATMUL_PRECISION) / c
         cov2 = jnp.einsum(spec(nd, True), x2, x2, precision=MATMUL_PRECISION) / c
+    return covariance_state(nngp, cov1, cov2, tuple(int(v) for v in x1.shape[1:]), full, want_ntk, same)
+
+
+def covariance_state(
+    nngp: Array,
+    cov1: Array,
+    cov2: Array,
+    shape: tuple[int, ...],
+    full: bool,
+    want_ntk: bool,
+    same: Array | None = None,
+) -> KernelState:
+    """The input state of a network from given input covariances (e.g. noise-averaged pixel overlaps).
+
+    ``nngp`` (N1, N2, *S), ``cov1`` (N1, *S), ``cov2`` (N2, *S) in the layout ``full`` says (see the
+    module docstring), already averaged over the C channels; ``shape`` = (*spatial, C) of one input.
+    The NTK starts at zero, as for inputs.
+    """
+    nd = len(shape) - 1
     state = KernelState(
         nngp=nngp,
         ntk=jnp.zeros_like(nngp) if want_ntk else None,
         cov1=cov1,
         cov2=cov2,
         same=same,
-        shape=tuple(int(v) for v in x1.shape[1:]),
+        shape=tuple(int(v) for v in shape),
         full=bool(full and nd > 0),
         peak=0,
     )
     return state.replace()
 
 
-def variances(state: KernelState) -> tuple[Array, Array, Array]:
-    """(v1, v2, nngp): the variances of both inputs broadcast against ``nngp`` (same-point pairs exact)."""
+def pixel_eye(spatial: tuple[int, ...]) -> Array:
+    """Boolean (*S·S) mask of the same-position pairs in the full layout, e.g. (H, H', W, W')."""
+    eye = jnp.ones((), bool)
+    for n in spatial:
+        eye = eye[..., None, None] & jnp.eye(n, dtype=bool)
+    return eye
+
+
+def variances(state: KernelState) -> tuple[Array, Array, Array, Array | None]:
+    """(v1, v2, nngp, at_one): the variances of both inputs broadcast against ``nngp``, and the mask of the
+    entries that pair a point with itself (correlation exactly 1; None when there are none), where
+    ``nngp`` is taken from ``cov1``."""
     nd = state.nd
     if state.full and nd:
         d1 = spatial_diagonal(state.cov1, 1, nd)
@@ -141,10 +170,12 @@ def variances(state: KernelState) -> tuple[Array, Array, Array]:
         v1 = state.cov1[:, None]
         v2 = state.cov2[None, :]
     nngp = state.nngp
+    at_one = None
     if state.same is not None:
         mask = state.same.reshape(state.same.shape + (1,) * (nngp.ndim - 2))
         nngp = jnp.where(mask, state.cov1[:, None], nngp)
-    return v1, v2, nngp
+        at_one = mask & pixel_eye(state.shape[:-1]) if (state.full and nd) else mask
+    return v1, v2, nngp, at_one
 
 
 def to_diagonal(state: KernelState) -> KernelState:

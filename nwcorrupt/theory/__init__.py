@@ -20,17 +20,28 @@ Submodules, one concept each (every public name is re-exported here):
   :func:`transfer_signs`);
 * :mod:`~nwcorrupt.theory.first_order` — the closed-form first order (:func:`first_order`,
   :func:`assemble_first_order`);
-* :mod:`~nwcorrupt.theory.series` — Taylor series by autodiff (:func:`taylor`).
+* :mod:`~nwcorrupt.theory.series` — Taylor series by autodiff (:func:`taylor`);
+* :mod:`~nwcorrupt.theory.conv` — the same for any :mod:`nwcorrupt.stax` network (convolutional
+  networks): pixel-pair overlaps, :func:`conv_meanfield_predict`, :func:`conv_taylor`, and the
+  leading-order rule :func:`conv_leading_rule` with its pixel weights :func:`pixel_weights`.
 
 Conventions: ``get`` picks the kernel (``"ntk"``: gradient flow at t = ∞, ``"nngp"``: the
 NNGP posterior mean), as in :mod:`nwcorrupt.kernels`; ``ridge`` is an **absolute** ridge
 added to the train-train kernel diagonal (unlike the relative ``diag_reg`` of
 :mod:`nwcorrupt.predict`; see :func:`meanfield_ridge`). Only the NTK parameterisation
-is covered.
+is covered (for MLPs; stax networks in either).
 """
 
 from __future__ import annotations
 
+from nwcorrupt.theory.conv import (
+    conv_leading_rule,
+    conv_meanfield_kernels,
+    conv_meanfield_predict,
+    conv_taylor,
+    pixel_weights,
+    pure_noise_state,
+)
 from nwcorrupt.theory.first_order import (
     SENSITIVITY_METHODS,
     FirstOrder,
@@ -120,6 +131,13 @@ __all__ = [
     "assemble_first_order",
     "first_order",
     "first_order_inputs",
+    # convolutional (stax) networks
+    "conv_leading_rule",
+    "conv_meanfield_kernels",
+    "conv_meanfield_predict",
+    "conv_taylor",
+    "pixel_weights",
+    "pure_noise_state",
     # Taylor series
     "KernelSeries",
     "kernel_series",
