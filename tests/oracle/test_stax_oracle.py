@@ -28,7 +28,7 @@ SEED = int(os.environ["ORACLE_SEED"])
 RTOL = 1e-10
 DIAG_RTOL = 1e-6
 ACTIVATIONS = ("relu", "erf", "gelu", "abs", "sin", "leaky_relu")
-N_CASES = 12
+N_CASES = 8
 
 
 def _draw(rng: np.random.Generator) -> dict:

@@ -93,6 +93,7 @@ class Params:
       datasets: image data sets; n_train: training images (balanced; 0: all); n_test: first test images (0: all).
       tasks: ``"position"`` and/or ``"digit"``; archs: ``"mlp"`` and/or ``"pooled"``.
       noise_rates: fractions r of training rows relabelled by the other label.
+      size: side of the images before padding, resized from the data set's (0: native, 28 for MNIST).
       border: blank pixels added on each side; marker: side of the planted square (<= border).
       hidden, width: the MLP's hidden layers and units (``width`` is also the pooled network's hidden layer).
       channels: the pooled network's two convolutions.
@@ -109,6 +110,7 @@ class Params:
     tasks: tuple[str, ...] = TASKS
     archs: tuple[str, ...] = ARCHS
     noise_rates: tuple[float, ...] = (0.0, 0.5, 0.8)
+    size: int = 0
     border: int = 4
     marker: int = 3
     hidden: int = 2
@@ -142,6 +144,7 @@ class Params:
         for r in self.noise_rates:
             if not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
                 raise ValueError(f"noise_rates must lie in [0, 1), got {r!r}")
+        check_positive_int("size", self.size, allow_zero=True)
         check_positive_int("marker", self.marker)
         check_positive_int("border", self.border)
         if self.marker > self.border:
@@ -191,7 +194,7 @@ def points(params: Params) -> list[dict]:
 
 def estimate(params: Params, point: dict) -> float:
     n = params.n_train or 60000
-    side = 28 + 2 * params.border
+    side = (params.size or 28) + 2 * params.border
     if point["arch"] == "mlp":
         w = params.width
         flops = 6 * (side * side * w + (params.hidden - 1) * w * w + 10 * w)
@@ -234,7 +237,8 @@ def marked_dataset(params: Params, dataset: str) -> tuple[data.Dataset, dict]:
 
     Returns (Dataset with the digit labels, {"position_train", "position_test": (N,) int, "shape": (H, W)}).
     """
-    ds = data.load(dataset, n_train=params.n_train or None, seed=params.seed, normalize="none")
+    ds = data.load(dataset, n_train=params.n_train or None, seed=params.seed, normalize="none",
+                   size=(params.size, params.size) if params.size else None)
     if params.n_test and params.n_test < ds.n_test:
         ds = ds.replace(x_test=ds.x_test[: params.n_test], y_test=ds.y_test[: params.n_test])
     h, w = ds.image_shape
