@@ -37,7 +37,7 @@ from nwcorrupt.stax.spatial import (
     window_counts,
     window_sum,
 )
-from nwcorrupt.stax.state import KernelState, pixel_eye, variances
+from nwcorrupt.stax.state import KernelState, map_covariances, pixel_eye, variances
 
 Array = jax.Array
 
@@ -400,13 +400,7 @@ class AvgPoolSpec(LayerSpec):
                 a = window_sum(a, batch_ndim + 2 * i + 1, k, s, self.padding)
             return a / norm
 
-        return state.replace(
-            nngp=pool(state.nngp, 2),
-            ntk=None if state.ntk is None else pool(state.ntk, 2),
-            cov1=pool(state.cov1, 1),
-            cov2=pool(state.cov2, 1),
-            shape=new_shape,
-        )
+        return map_covariances(state, pool, shape=new_shape)
 
     def input_full(self, out_full: Any) -> bool:
         return True
@@ -436,14 +430,7 @@ class GlobalAvgPoolSpec(LayerSpec):
         def pool(a: Array, batch_ndim: int) -> Array:
             return jnp.mean(a, axis=tuple(range(batch_ndim, a.ndim)))
 
-        return state.replace(
-            nngp=pool(state.nngp, 2),
-            ntk=None if state.ntk is None else pool(state.ntk, 2),
-            cov1=pool(state.cov1, 1),
-            cov2=pool(state.cov2, 1),
-            shape=new_shape,
-            full=False,
-        )
+        return map_covariances(state, pool, shape=new_shape, full=False)
 
     def input_full(self, out_full: Any) -> bool:
         return True
@@ -475,15 +462,7 @@ class FlattenSpec(LayerSpec):
                 a = spatial_diagonal(a, batch_ndim, nd)
             return jnp.mean(a, axis=tuple(range(batch_ndim, a.ndim)))
 
-        return state.replace(
-            nngp=trace(state.nngp, 2),
-            ntk=None if state.ntk is None else trace(state.ntk, 2),
-            cov1=trace(state.cov1, 1),
-            cov2=trace(state.cov2, 1),
-            shape=new_shape,
-            full=False,
-            gaussian=False,
-        )
+        return map_covariances(state, trace, shape=new_shape, full=False, gaussian=False)
 
     def input_full(self, out_full: Any) -> bool:
         return False

@@ -34,7 +34,7 @@ from nwcorrupt.stax.spatial import spatial_diagonal
 
 Array = jax.Array
 
-__all__ = ["KernelState", "covariance_state", "input_state", "pair_entries", "pixel_eye", "to_diagonal", "variances"]
+__all__ = ["KernelState", "covariance_state", "input_state", "map_covariances", "pair_entries", "pixel_eye", "to_diagonal", "variances"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,17 @@ jax.tree_util.register_pytree_node(
     lambda s: ((s.nngp, s.ntk, s.cov1, s.cov2, s.same), (s.shape, s.full, s.peak, s.gaussian, s.total)),
     lambda aux, ch: KernelState(*ch, *aux),
 )
+
+
+def map_covariances(state: KernelState, fn, **changes) -> KernelState:
+    """``state`` with ``fn(array, batch_ndim)`` applied to nngp, ntk (pairs: 2 batch axes) and cov1, cov2 (1)."""
+    return state.replace(
+        nngp=fn(state.nngp, 2),
+        ntk=None if state.ntk is None else fn(state.ntk, 2),
+        cov1=fn(state.cov1, 1),
+        cov2=fn(state.cov2, 1),
+        **changes,
+    )
 
 
 def pair_entries(state: KernelState) -> int:
