@@ -122,8 +122,7 @@ def _corrupted_self(kind: str, eps: Array, mu: float, mu2: float, a: Array, full
         return same
     off = (eps**2 * _self_products(a, True)
            + eps * (1 - eps) * mu * (_pair_expand(mean, nd, 0) + _pair_expand(mean, nd, 1)) + (1 - eps) ** 2 * mu**2)
-    diag = jnp.zeros_like(off) + _pair_expand(same, nd, 0) * pixel_eye(a.shape[1:-1])
-    return jnp.where(pixel_eye(a.shape[1:-1]), diag, off)
+    return jnp.where(pixel_eye(a.shape[1:-1]), _pair_expand(same, nd, 0), off)
 
 
 def _train_state(kind, eps, mu, mu2, a, b, same, full, want_ntk) -> KernelState:
@@ -131,8 +130,7 @@ def _train_state(kind, eps, mu, mu2, a, b, same, full, want_ntk) -> KernelState:
     nd = a.ndim - 2
     ma, mb = jnp.mean(a, axis=-1), jnp.mean(b, axis=-1)
     if full:
-        ea = ma[:, None][(slice(None), slice(None)) + tuple(slice(None) if i % 2 == 0 else None for i in range(2 * nd))]
-        eb = mb[None, :][(slice(None), slice(None)) + tuple(slice(None) if i % 2 == 1 else None for i in range(2 * nd))]
+        ea, eb = _pair_expand(ma, nd, 0)[:, None], _pair_expand(mb, nd, 1)[None, :]
     else:
         ea, eb = ma[:, None], mb[None, :]
     g = eps**2 * _products(a, b, full) + eps * (1 - eps) * mu * (ea + eb) + (1 - eps) ** 2 * mu**2
@@ -148,8 +146,7 @@ def _test_state(kind, eps, mu, mu2, t, b, full, want_ntk) -> KernelState:
     """Noise-averaged input state of clean images t against corrupted images b."""
     nd = t.ndim - 2
     mt = jnp.mean(t, axis=-1)
-    et = mt[:, None][(slice(None), slice(None)) + tuple(slice(None) if (i % 2 == 0 or not full) else None
-                                                        for i in range(2 * nd if full else nd))]
+    et = _pair_expand(mt, nd, 0)[:, None] if full else mt[:, None]
     g = eps * _products(t, b, full) + (1 - eps) * mu * et
     return covariance_state(g, _self_products(t, full), _corrupted_self(kind, eps, mu, mu2, b, full),
                             tuple(t.shape[1:]), full, want_ntk, None)
