@@ -60,3 +60,10 @@ def test_conv_kernels_script_prints_nwcorrupt_numbers_for_both_architectures():
         assert "neural-tangents is not installed" in text
     else:
         assert text.count("nt jit (whole N)") >= 2
+
+
+def test_cnn_training_script_prints_the_scan_to_host_ratio():
+    text = _run("benchmarks/cnn_training.py", "--n", "64", "--side", "6", "--channels", "2", "2", "--width", "8",
+                "--batch", "32", "--epochs", "1", "--repeats", "1")
+    assert "train_member host" in text and "jitted step loop" in text
+    assert float(text.strip().splitlines()[-1].split()[-1]) > 0

@@ -85,6 +85,11 @@ class Network:
     def num_outputs(self) -> int:
         return int(self.output_shape[0])
 
+    @property
+    def has_convolution(self) -> bool:
+        """Whether some layer is a :func:`~nwcorrupt.stax.Conv` (training picks its stepping by it)."""
+        return any(isinstance(spec, ConvSpec) for spec in _affine_specs(self.spec))
+
     def check_init_law(self, law: Any) -> str:
         """``law`` if the network can be initialised with it (``torch_default`` needs standard layers)."""
         if law not in INIT_LAWS:

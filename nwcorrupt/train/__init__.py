@@ -45,13 +45,15 @@ from nwcorrupt.train.config import (
 )
 from nwcorrupt.train.ensemble import EnsembleResult, MemberResult, ensemble_accuracy, train_ensemble, train_member
 from nwcorrupt.train.memory import choose_chunk_size, default_memory_budget, estimate_member_bytes
-from nwcorrupt.train.programs import MEMBER_BATCHING, resolve_member_batching
+from nwcorrupt.train.programs import HOST_STEPS, MEMBER_BATCHING, STEPPING, resolve_member_batching, resolve_stepping
 
 __all__ = [
     "CHUNK_FORMAT",
     "LOSSES",
+    "HOST_STEPS",
     "MEMBER_BATCHING",
     "OPTIMIZERS",
+    "STEPPING",
     "EarlyStopping",
     "EnsembleResult",
     "MemberResult",
@@ -74,6 +76,7 @@ __all__ = [
     "mse_target_loss",
     "target_loss_fn",
     "resolve_member_batching",
+    "resolve_stepping",
     "train_ensemble",
     "train_member",
     "validation_split",

@@ -54,6 +54,7 @@ from nwcorrupt.train.programs import (
     make_spec,
     member_programs,
     resolve_member_batching,
+    resolve_stepping,
     shared_inputs,
 )
 
@@ -234,6 +235,7 @@ def train_member(
     corrupt: Callable | None = None,
     targets: Any = None,
     clean_mask: Any = None,
+    stepping: str = "auto",
 ) -> MemberResult:
     """Train member (k, m) on its own, with exactly the recipe of :func:`train_ensemble`.
 
@@ -250,6 +252,8 @@ def train_member(
         against ``y_train``.
       clean_mask: optional (N,) bool, True on clean rows: per-step and final accuracies on
         the clean and the noisy rows are recorded.
+      stepping: ``"auto"``, ``"scan"`` or ``"host"``: how the epochs' steps run
+        (:func:`~nwcorrupt.train.resolve_stepping`; the same member either way).
 
     Returns:
       :class:`MemberResult`, with the training-set fit (``train_loss``, ``train_accuracy``)
@@ -264,7 +268,7 @@ def train_member(
     n, d = (x.shape[0], x.shape[1]) if corrupt is not None else (x.shape[1], x.shape[2])
     targets, clean_mask = _check_targets_mask(config, n, targets, clean_mask)
     spec = make_spec(config, n, d, corrupt, soft_targets=targets is not None, track_clean=clean_mask is not None)
-    prog = compiled_programs(spec, "single", _FIT_BLOCK)
+    prog = compiled_programs(spec, "single", _FIT_BLOCK, resolve_stepping(stepping, config, jax.devices()))
     dtype = np.dtype(spec.dtype)
     init_key, shuffle_key = member_keys(config.seed, k, m)
     member = {"k": jnp.asarray(k, jnp.int32), "shuffle_key": shuffle_key}
@@ -437,6 +441,7 @@ def train_ensemble(
     member_batching: str = "auto",
     targets: Any = None,
     clean_mask: Any = None,
+    stepping: str = "auto",
 ) -> EnsembleResult:
     """Train a nested ensemble of K training sets × M initialisations.
 
@@ -466,6 +471,9 @@ def train_ensemble(
       targets: optional (N, C) target rows for the loss (see :func:`train_member`).
       clean_mask: optional (N,) bool, True on clean rows: clean/noisy step counts and
         training-set accuracies are recorded (and saved with the chunks).
+      stepping: ``"auto"``, ``"scan"`` or ``"host"``: how the epochs' steps run
+        (:func:`~nwcorrupt.train.resolve_stepping`: ``"host"`` for convolutional networks on
+        CPUs); the same members either way.
 
     Returns:
       :class:`EnsembleResult`, with every member's training-set fit (module docstring).
@@ -498,6 +506,7 @@ def train_ensemble(
     devs = list(devices) if devices is not None else jax.devices()
     n_dev = len(devs)
     batching = resolve_member_batching(member_batching, devs)
+    step_mode = resolve_stepping(stepping, config, devs)
     if batching == "map" and n_dev > 1:
         raise ValueError(f"member_batching='map' runs on one device; got {n_dev} devices (use 'vmap' to shard)")
     if chunk_size is not None:
@@ -515,7 +524,7 @@ def train_ensemble(
         mesh = Mesh(np.array(devs), ("member",))
         on_members = NamedSharding(mesh, PartitionSpec("member"))
         replicated = NamedSharding(mesh, PartitionSpec())
-        prog = compiled_programs(spec, batching, eval_block)
+        prog = compiled_programs(spec, batching, eval_block, step_mode)
         shared = jax.device_put(
             shared_inputs(spec, x if corrupt is not None else None, y, targets=targets, clean_mask=clean_mask),
             replicated,
