@@ -14,7 +14,7 @@ from nwcorrupt.experiments import catalog, runner, studies
 from nwcorrupt.experiments.schema import ConfigError, parse_config
 from nwcorrupt.experiments.store import point_id
 
-TRAINING_STUDIES = ("accuracy_vs_corruption", "activations", "alignment", "centroid_comparison", "finite_vs_infinite", "labels_and_inputs", "predictive_power",
+TRAINING_STUDIES = ("accuracy_vs_corruption", "activations", "alignment", "architectures", "centroid_comparison", "finite_vs_infinite", "labels_and_inputs", "predictive_power",
                     "heavy_corruption", "ptrain_ptest", "snr_sweep")
 CONFIGS = sorted(catalog.names(), key=lambda name: (name != "centroid_rules", name))  # CONFIGS[0]: a cheap study
 

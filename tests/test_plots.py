@@ -225,6 +225,28 @@ def _alignment():
     return params, recs
 
 
+def _architectures():
+    mod = studies.get("architectures")
+    params = mod.Params(datasets=("mnist",), noises=("additive", "replacement"), ps=(0.9, 0.99), k=K)
+    recs = []
+    for pt in mod.points(params):
+        pooled = pt["arch"] == "cnn_pool"
+        per_p = []
+        for p in params.ps:
+            acc = {"network": _spread(0.5 - p / 4, K), "ntk": _spread(0.52 - p / 4, K), "meanfield": [0.7],
+                   "prototype": [0.75], **({} if pooled and p > 0.95 else {"leading": [0.74]})}
+            agree = {f"{a}~{b}": _spread(0.8, K if a == "network" or b == "ntk" or a == "ntk" else 1)
+                     for a, b in mod.AGREEMENTS if a in acc and b in acc}
+            per_p.append({"p": p, "accuracy": acc, "agreement": agree, "train_seconds": 1.0,
+                          "train_loss_mean": 0.01, "train_accuracy_mean": 1.0, "train_accuracy_min": 1.0})
+        recs.append({"point": pt, "metrics": {"per_p": per_p, "leading_order": 2 if pooled else 1,
+                                              "class_signals": [1e-11 if pooled else 0.5, 0.7], "theory_seconds": 3.0,
+                                              "n_train": 100, "n_test": 250, "image_shape": [8, 8],
+                                              "train_loss_mean": 0.01, "train_accuracy_mean": 1.0,
+                                              "train_accuracy_min": 1.0}})
+    return params, recs
+
+
 def _principal_subspace():
     mod = studies.get("principal_subspace")
     params = mod.Params(ps=(0.0, 0.2, 0.5), ridges=(1e-2, 1e-1), repeats=R)
@@ -251,6 +273,7 @@ def _principal_subspace():
 
 FAKES = {
     "alignment": _alignment,
+    "architectures": _architectures,
     "dilution": _dilution,
     "principal_subspace": _principal_subspace,
     "predictive_power": _predictive_power,

@@ -38,6 +38,12 @@ LABELS: dict[str, str] = {
     "meanfield": "mean-field",
     "rule_noisy": "centroid rule (noisy means)",
     "rule_leading": "leading-order rule (clean means)",
+    # architectures: the networks and the theory's predictors
+    "mlp": "MLP",
+    "cnn_flatten": "CNN + Flatten",
+    "cnn_pool": "CNN + global average pooling",
+    "leading": "leading order of the mean-field predictor",
+    "prototype": "prototype rule (clean class means)",
     # label noise (labels_and_inputs): clean inputs, observed / label-averaged / true labels
     "rule_observed": "leading-order rule (observed labels)",
     "rule_expected": "leading-order rule (label-averaged means)",

@@ -164,8 +164,10 @@ def _block(eps, a, b, same_rows, same_cols, *, spec, kind, mu, mu2, full, get, s
     return out.ntk if want_ntk else out.nngp
 
 
+@functools.partial(jax.jit, static_argnames=("order", "spec", "kind", "mu", "mu2", "full", "get", "symmetric", "test"))
 def _series_block(eps, a, b, rows, cols, order, **static):
-    """[K, dK/dε, ½ d²K/dε²][: order + 1] of one block at ε (nested forward-mode derivatives)."""
+    """[K, dK/dε, ½ d²K/dε²][: order + 1] of one block at ε (nested forward-mode derivatives), compiled once
+    per block shape (jvp of a jitted function outside jit would be traced and compiled again at every call)."""
 
     def f(e):
         return _block(e, a, b, rows, cols, **static)
@@ -181,6 +183,12 @@ def _series_block(eps, a, b, rows, cols, order, **static):
     return out
 
 
+def _pad_rows(x: np.ndarray, block: int) -> np.ndarray:
+    """``x`` with its last row repeated up to a multiple of ``block`` rows."""
+    extra = -x.shape[0] % block
+    return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) if extra else x
+
+
 def _kernel_pair(layer: Layer, kind, mu, mu2, eps, xa, xb, *, get, test, symmetric, block, order):
     """Coefficients [K, K₁, K₂][: order + 1] (na, nb) of the kernel's expansion in ε around ``eps``."""
     spec = layer.spec
@@ -192,14 +200,18 @@ def _kernel_pair(layer: Layer, kind, mu, mu2, eps, xa, xb, *, get, test, symmetr
     out = [np.zeros((na, nb)) for _ in range(order + 1)]
     e = jnp.asarray(eps, jnp.float64)
     static = dict(spec=spec, kind=kind, mu=mu, mu2=mu2, full=full, get=get, symmetric=symmetric, test=test)
+    # every block has the same shape (the last images repeated to fill it), so the derivative program
+    # compiles once per call, not once per distinct edge-block shape
+    pa, pb = _pad_rows(xa, block), _pad_rows(xb, block)
     for i in range(0, na, block):
         for j in range(0, nb, block):
             if symmetric and j < i:
                 continue
-            a, b = jnp.asarray(xa[i : i + block]), jnp.asarray(xb[j : j + block])
-            rows, cols = jnp.arange(i, i + a.shape[0]), jnp.arange(j, j + b.shape[0])
+            a, b = jnp.asarray(pa[i : i + block]), jnp.asarray(pb[j : j + block])
+            rows, cols = jnp.arange(i, i + block), jnp.arange(j, j + block)
+            ra, rb = min(block, na - i), min(block, nb - j)
             for dst, val in zip(out, _series_block(e, a, b, rows, cols, order, **static)):
-                dst[i : i + block, j : j + block] = np.asarray(val)
+                dst[i : i + ra, j : j + rb] = np.asarray(val)[:ra, :rb]
     if symmetric:
         upper = np.triu(np.ones((na, nb), bool))
         out = [np.where(upper, k, k.T) for k in out]

@@ -42,6 +42,7 @@ _STUDIES = {
     "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
     "activations": "nwcorrupt.experiments.studies.activations",
     "alignment": "nwcorrupt.experiments.studies.alignment",
+    "architectures": "nwcorrupt.experiments.studies.architectures",
     "centroid_comparison": "nwcorrupt.experiments.studies.centroid_comparison",
     "dilution": "nwcorrupt.experiments.studies.dilution",
     "finite_vs_infinite": "nwcorrupt.experiments.studies.finite_vs_infinite",
