@@ -100,3 +100,17 @@ def test_quick_scale_is_the_full_recipe_made_smaller():
     assert set(quick.ps) <= set(full.ps) and min(full.ps) == 0.5 and max(full.ps) == 1.0
     # 4 steps per epoch at both scales
     assert -(-quick.n_train // quick.batch_size) == -(-full.n_train // full.batch_size) == 4
+
+
+def test_an_odd_activation_leaves_the_pooled_network_without_a_leading_order_up_to_two(x64):
+    """erf without biases makes the predictor odd in the test image: the pooled network's second order
+    (quadratic in the image) vanishes with its first (the image's zero mean), so no order up to 2 decides."""
+    from nwcorrupt import corruption, theory
+
+    params = dataclasses.replace(SMALL, activation="erf", W_std=1.0, size=4)
+    ds = S._dataset(params, "digits")
+    x, xt = ds.x_train[:10].astype(np.float64), ds.x_test[:10].astype(np.float64)
+    coeffs = theory.conv_taylor(S.layers(params, "cnn_pool", 10, "ntk"), corruption.Additive("gaussian"), x,
+                                ds.y_train[:10], xt, (4, 4), order=2, ridge=1e-6, num_classes=10, block=10)
+    j, f, signals = S.leading_order(coeffs)
+    assert j is None and f is None and max(signals) < 1e-7
