@@ -114,3 +114,17 @@ def test_an_odd_activation_leaves_the_pooled_network_without_a_leading_order_up_
                                 ds.y_train[:10], xt, (4, 4), order=2, ridge=1e-6, num_classes=10, block=10)
     j, f, signals = S.leading_order(coeffs)
     assert j is None and f is None and max(signals) < 1e-7
+
+
+def test_networks_train_with_the_main_recipe():
+    """Standard parameterisation, Gaussian He weights, MSE on one-hot targets, Adam 1e-4, batch 250 with the
+    last partial batch kept, 30 epochs (the recipe, written out here)."""
+    params = catalog.load("architectures", "full").params
+    for arch in S.ARCHS:
+        cfg = S.train_config(params, arch, 28, 10)
+        assert (cfg.loss, cfg.optimizer.name, cfg.optimizer.learning_rate) == ("mse", "adam", 1e-4)
+        assert (cfg.batch_size, cfg.epochs, cfg.drop_last, cfg.init, cfg.width) == (250, 30, False, "gaussian", None)
+        affine = [s for s in cfg.arch.spec.layers if s.kind in ("Dense", "Conv")]
+        assert len(affine) == 3 and all(s.parameterization == "standard" for s in affine)
+        assert all(abs(s.W_std - np.sqrt(2.0)) < 1e-12 and s.b_std == 0.0 for s in affine)
+        assert cfg.arch.has_convolution == (arch != "mlp")

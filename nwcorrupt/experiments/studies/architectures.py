@@ -44,10 +44,10 @@ import time
 
 import numpy as np
 
-from nwcorrupt import data, metrics, precision, prototype
+from nwcorrupt import data, precision, prototype
 from nwcorrupt._checks import check_choice, check_nonneg_float, check_positive_float, check_positive_int, check_seed
 from nwcorrupt.experiments.errors import ConfigError
-from nwcorrupt.experiments.studies import common, training_fit
+from nwcorrupt.experiments.studies import common, nested_predictors, training_fit
 
 __all__ = [
     "AGREEMENTS",
@@ -217,19 +217,10 @@ def layers(params: Params, arch: str, num_classes: int, parameterization: str):
 
 def train_config(params: Params, arch: str, side: int, num_classes: int):
     """The :class:`~nwcorrupt.train.TrainConfig` of the trained networks (Part I recipe, module docstring)."""
-    from nwcorrupt import stax, train
+    from nwcorrupt import stax
 
-    return train.TrainConfig(
-        arch=stax.Network(layers(params, arch, num_classes, params.parameterization), (side, side, 1)),
-        width=None,
-        num_classes=num_classes,
-        optimizer=train.Optimizer("adam", params.learning_rate),
-        loss="mse",
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        drop_last=False,
-        seed=params.seed,
-    )
+    net = stax.Network(layers(params, arch, num_classes, params.parameterization), (side, side, 1))
+    return nested_predictors.network_config(params, net, num_classes)
 
 
 # --------------------------------------------------------------------------- predictors
@@ -318,9 +309,8 @@ def run_point(params: Params, point: dict) -> dict:
             preds["leading"] = leading[None]
         per_p.append({
             "p": float(p),
-            "accuracy": {name: [metrics.accuracy(row, ds.y_test) for row in pr] for name, pr in preds.items()},
-            "agreement": {f"{a}~{b}": _agreement(preds[a], preds[b]) for a, b in AGREEMENTS
-                          if a in preds and b in preds},
+            "accuracy": nested_predictors.accuracies(preds, ds.y_test),
+            "agreement": nested_predictors.agreements(preds, [q for q in AGREEMENTS if q[0] in preds and q[1] in preds]),
             "train_seconds": train_seconds,
             **training_fit.summarize(np.asarray(ens.train_loss), np.asarray(ens.train_accuracy)),
         })  # fmt: skip
@@ -343,11 +333,6 @@ def _pure_noise_diagonal(layer, model, xtr: np.ndarray, shape: tuple[int, int]) 
 
     (k0,), _ = theory.conv_meanfield_kernels(layer, model, 1.0, xtr[:1], xtr[:1], shape, get="ntk", block=1)
     return float(np.asarray(k0)[0, 0])
-
-
-def _agreement(a: np.ndarray, b: np.ndarray) -> list[float]:
-    rows = max(len(a), len(b))
-    return [metrics.agreement(a[min(i, len(a) - 1)], b[min(i, len(b) - 1)]) for i in range(rows)]
 
 
 # --------------------------------------------------------------------------- reports

@@ -214,12 +214,14 @@ def network_config(params, arch, num_classes: int, width: int | None = None):
     """The study's training recipe as a :class:`nwcorrupt.train.TrainConfig`: Adam (``learning_rate``),
     MSE on one-hot targets (mean over N·C, PyTorch's ``MSELoss``), minibatches of ``batch_size`` in a
     fresh random order every epoch with the last, smaller batch kept (``drop_last=False``, PyTorch's
-    ``DataLoader``), ``epochs`` epochs, run seed ``params.seed``; width ``width`` (default ``params.width``)."""
+    ``DataLoader``), ``epochs`` epochs, run seed ``params.seed``; width ``width`` (default ``params.width``;
+    none for a :class:`nwcorrupt.stax.Network`, which carries its own sizes)."""
     from nwcorrupt import train
+    from nwcorrupt.stax import Network
 
     return train.TrainConfig(
         arch=arch,
-        width=params.width if width is None else width,
+        width=None if isinstance(arch, Network) else params.width if width is None else width,
         num_classes=num_classes,
         optimizer=train.Optimizer("adam", params.learning_rate),
         loss="mse",
