@@ -14,7 +14,11 @@ the diagonal (a point with itself) nwcorrupt evaluates the activations at
 correlation exactly 1, while neural-tangents rounds it; for the relu family the
 √(1 − ρ) singularity of the arc-cosine kernel turns that rounding into ~1e-9
 (measured up to 4e-10 here, 6.8e-9 for deep MLPs in test_oracle.py), so the
-diagonal is held to 1e-6 as there.
+diagonal is held to 1e-6 as there. The same holds off the diagonal when the first
+Conv sees one input channel through a one-pixel filter without bias: every pair
+of positions is then exactly collinear (ρ = ±1, e.g. case 3 of ORACLE_SEED=1237742419,
+where both libraries' ρ carry a few ulps and their leaky-ReLU NTKs differ by
+1.4e-10), so such cases are held to 1e-6 everywhere.
 """
 
 from __future__ import annotations
@@ -119,6 +123,12 @@ def _fits(case: dict) -> bool:
     return min(sizes) >= 1
 
 
+def _collinear(case: dict) -> bool:
+    """True when every pair of positions is exactly collinear after the first Conv."""
+    first = case["blocks"][0]
+    return case["channels"] == 1 and all(f == 1 for f in first["filter"]) and not first["b_std"]
+
+
 def _cases() -> list[dict]:
     rng = np.random.default_rng(SEED)
     out = []
@@ -150,5 +160,6 @@ def test_stax_kernels_match_neural_tangents(index):
             off = ~np.eye(ref.shape[0], dtype=bool) if sym else np.ones(ref.shape, bool)
             err = np.abs(got - ref)
             msg = f"ORACLE_SEED={SEED} case {index} {name} sym={sym}: {case}"
-            assert err[off].max(initial=0) <= RTOL * scale, (err[off].max() / scale, msg)
+            rtol = DIAG_RTOL if _collinear(case) else RTOL
+            assert err[off].max(initial=0) <= rtol * scale, (err[off].max() / scale, msg)
             assert err.max() <= DIAG_RTOL * scale, (err.max() / scale, msg)
