@@ -397,14 +397,20 @@ class Binary:
     Attributes:
       tau_pos: τ₊ = P(ỹ = −1 | y = +1).
       tau_neg: τ₋ = P(ỹ = +1 | y = −1).
+      exact: flip exactly ⌊τ₊ N₊⌋ of the N₊ positive rows and ⌊τ₋ N₋⌋ of the N₋ negative
+        rows (those with the smallest selection uniforms of their class) instead of one
+        Bernoulli draw per row; needs the whole set (``indices=None``).
     """
 
     tau_pos: float
     tau_neg: float
+    exact: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tau_pos", check_probability("tau_pos", self.tau_pos))
         object.__setattr__(self, "tau_neg", check_probability("tau_neg", self.tau_neg))
+        if not isinstance(self.exact, (bool, np.bool_)):
+            raise TypeError(f"exact must be True or False, got {self.exact!r}")
 
     def transition(self, num_classes: int = 2) -> np.ndarray:
         if num_classes != 2:
@@ -413,7 +419,19 @@ class Binary:
 
     def apply(self, y, seed: int, *, num_classes: int = 2, indices=None) -> np.ndarray:
         """Noisy labels (N,) int32 in {0, 1}."""
-        return _relabel(y, seed, num_classes, indices, 1.0, self.transition(num_classes), False)
+        if not self.exact:
+            return _relabel(y, seed, num_classes, indices, 1.0, self.transition(num_classes), False)
+        self.transition(num_classes)
+        if indices is not None:
+            raise ValueError("exact=True flips exactly floor(tau*N_class) rows of the whole set; indices must be None")
+        y = _check_y(y, 2)
+        u = row_uniforms(check_seed("seed", seed), np.arange(y.shape[0]))[:, 0]
+        out = y.copy()
+        for cls, tau in ((1, self.tau_pos), (0, self.tau_neg)):
+            rows = np.flatnonzero(y == cls)
+            sel = _selection(u[rows], tau, True, None)
+            out[rows[sel]] = 1 - cls
+        return out.astype(np.int32)
 
     def law(self, y, num_classes: int = 2) -> LabelLaw:
         return _law_from_transition(y, self.transition(num_classes))
