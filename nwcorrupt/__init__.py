@@ -35,6 +35,7 @@ _SUBMODULES = (
     "subspace",
     "theory",
     "train",
+    "two_stage",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

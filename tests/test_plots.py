@@ -271,8 +271,43 @@ def _principal_subspace():
     return params, recs
 
 
+def _two_stage():
+    mod = studies.get("two_stage")
+    params = mod.Params(taus=(0.0, 0.2), sweep_taus=(0.2,), sweep_n_snr2=(0.5, 4.0), real_optimizers=("adam", "sgd"),
+                        seeds=3, steps=4, log_every=2, real_epochs=2)
+    t = [0, 2, 4]
+
+    def stage(window: bool) -> dict:
+        return {"window_start": 2 if window else None, "window_end": 2 if window else None, "memorised": 4,
+                "study_at_stage1_end": 0.99 if window else None, "study_best": 0.99, "study_best_step": 2,
+                "study_final": 0.8, "iid_at_stage1_end": 1.0 if window else None, "iid_final": 1.0,
+                "precision_at_stage1_end": 1.0 if window else None, "recall_at_stage1_end": 1.0 if window else None,
+                "flip_fraction": 0.2}
+
+    keys = ("fit_clean", "fit_flipped", "test_iid", "test_study", "loss_clean", "loss_flipped", "precision", "recall")
+    recs = []
+    for pt in mod.points(params):
+        if pt["part"] == "real":
+            log = {k: [0.5, 0.9, 0.95] for k in ("fit_clean", "fit_flipped", "loss_clean", "loss_flipped", "train_loss",
+                                                   "train_accuracy", "test_accuracy", "precision", "recall")}
+            recs.append({"point": pt, "metrics": {"epochs": [0, 1, 2], "log": log, "flip_fraction": 0.2}})
+            continue
+        window = pt["part"] == "trajectory" or pt["n_snr2"] > 1
+        met = {"stages": {m: [stage(window)] * 3 for m in ("network", "lazy")}, "train_accuracy_final": [1.0] * 3,
+               "train_loss_final": [0.01] * 3}
+        if pt["part"] == "trajectory":
+            net = {k: [0.5, 1.0, 1.0] for k in (*keys, "gamma_max", "rho_clean", "rho_flipped")}
+            met.update(t=t, series={"network": net, "lazy": {k: [0.5, 0.9, 1.0] for k in keys}})
+            if pt["tau"] > 0:
+                met["selection_curves"] = {"stage1_end": {"step": 2, "threshold": [0.1, 0.2], "precision": [1.0, 0.9],
+                                                          "recall": [0.5, 1.0]}}
+        recs.append({"point": pt, "metrics": met})
+    return params, recs
+
+
 FAKES = {
     "alignment": _alignment,
+    "two_stage": _two_stage,
     "architectures": _architectures,
     "dilution": _dilution,
     "principal_subspace": _principal_subspace,

@@ -50,6 +50,7 @@ from nwcorrupt.plots.curves import (
     width_curves,
 )
 from nwcorrupt.plots.label_noise import alignment_figures, dilution_figures, predictive_power_figures, principal_subspace_figures
+from nwcorrupt.plots.two_stage import two_stage_figures
 
 __all__ = [
     "alignment_figures",
@@ -80,5 +81,6 @@ __all__ = [
     "save_figure",
     "series_counts",
     "spread",
+    "two_stage_figures",
     "width_curves",
 ]

@@ -42,6 +42,8 @@ LABELS: dict[str, str] = {
     "mlp": "MLP",
     "cnn_flatten": "CNN + Flatten",
     "cnn_pool": "CNN + global average pooling",
+    "stage1_end": "end of Stage I",
+    "final": "last step",
     "leading": "leading order of the mean-field predictor",
     "prototype": "prototype rule (clean class means)",
     # label noise (labels_and_inputs): clean inputs, observed / label-averaged / true labels

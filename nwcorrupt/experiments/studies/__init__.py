@@ -54,6 +54,7 @@ _STUDIES = {
     "principal_subspace": "nwcorrupt.experiments.studies.principal_subspace",
     "ptrain_ptest": "nwcorrupt.experiments.studies.ptrain_ptest",
     "snr_sweep": "nwcorrupt.experiments.studies.snr_sweep",
+    "two_stage": "nwcorrupt.experiments.studies.two_stage",
 }
 
 # study -> {sweep-list field of Params: key of each point that takes its values}, in the
