@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
+import numbers
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from nwcorrupt.experiments import studies
-from nwcorrupt.experiments.errors import ConfigError, DamagedFileError
+from nwcorrupt.experiments.errors import ConfigError, DamagedFileError, NonFiniteMetricsError, NonFiniteWarning
 from nwcorrupt.experiments.schema import ExperimentConfig, build_params
-from nwcorrupt.experiments.store import LAYOUT, Store, check_layout, merge_params, point_id
+from nwcorrupt.experiments.store import LAYOUT, Store, check_layout, merge_params, nonfinite_paths, point_id
 
 __all__ = [
     "RunSummary",
@@ -29,6 +32,7 @@ __all__ = [
     "format_plan",
     "format_tables",
     "missing_points",
+    "nonfinite_cells",
     "plan",
     "point_key",
     "report",
@@ -157,7 +161,7 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
     from tqdm.auto import tqdm
 
     study = studies.get(config.study)
-    study.preflight(config.params)  # e.g. a missing data set fails here, before any work
+    studies.preflight(config.study, config.params)  # e.g. a missing data set fails here, before any work
     folder = folder_config(config, out)
     store = Store(Path(out))
     store.write_config(_config_doc(folder))
@@ -166,6 +170,7 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
     env = environment()
     t0 = time.perf_counter()
     ran = skipped = 0
+    failed: list[str] = []
     bar = tqdm(items, desc=config.study, disable=quiet or not sys.stderr.isatty(), unit="pt")
     for pid, pt, _ in bar:
         if store.load_record(pid) is not None:  # a damaged record is moved aside and recomputed
@@ -175,6 +180,13 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
             break
         t = time.perf_counter()
         metrics = study.run_point(folder.params, pt)
+        bad = [path for path in nonfinite_paths(metrics) if not _allowed_nonfinite(study, path)]
+        if bad:  # not stored: a rerun recomputes the point; the other points go on
+            shown = ", ".join(bad[:6]) + (f", ... ({len(bad)} in all)" if len(bad) > 6 else "")
+            failed.append(f"{pt}: {shown}")
+            if not quiet:
+                print(f"[{config.study}] point {pt}: non-finite metrics ({shown}); not stored", file=sys.stderr)
+            continue
         record = {
             "id": pid,
             "key": point_key(folder, pt),
@@ -192,7 +204,29 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
         ran += 1
         if not quiet and not sys.stderr.isatty():
             print(f"[{config.study}] point {ran + skipped}/{len(items)} {pt}: {record['seconds']:.1f}s", file=sys.stderr)
+    if failed:
+        raise NonFiniteMetricsError(
+            f"{len(failed)} point(s) of {config.study} produced NaN or infinite metrics and were not stored "
+            f"(the other {ran} new point(s) were): " + "; ".join(failed)
+        )
     return RunSummary(total=len(items), ran=ran, skipped=skipped, seconds=time.perf_counter() - t0, out=Path(out))
+
+
+def _allowed_nonfinite(study, path: str) -> bool:
+    """Whether the study declares NaN/inf possible at metric ``path`` (``NONFINITE_METRICS``: path prefixes)."""
+    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[")
+               for p in getattr(study, "NONFINITE_METRICS", ()))  # fmt: skip
+
+
+def nonfinite_cells(tables: dict) -> list[str]:
+    """``table[row].column`` of every NaN or infinite number in ``{name: (header, rows)}`` tables."""
+    out = []
+    for name, (header, rows) in tables.items():
+        for i, row in enumerate(rows):
+            for col, v in zip(header, row):
+                if isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isfinite(float(v)):
+                    out.append(f"{name}[{i}].{col}")
+    return out
 
 
 def _stored_config(store: Store) -> ExperimentConfig:
@@ -257,6 +291,10 @@ def report(out: str | Path, *, formats: tuple[str, ...] = ("png", "pdf")) -> dic
     tables = study.tables(params, records)
     for name, (header, rows) in tables.items():
         store.write_table(name, header, rows)
+    cells = nonfinite_cells(tables)
+    if cells:
+        shown = ", ".join(cells[:8]) + (f", ... ({len(cells)} in all)" if len(cells) > 8 else "")
+        warnings.warn(f"tables of {store.root} hold NaN or infinite values: {shown}", NonFiniteWarning, stacklevel=2)
     if records:
         from nwcorrupt import plots
 

@@ -35,11 +35,15 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from nwcorrupt._io import atomic_write_csv, atomic_write_json
 from nwcorrupt.experiments.errors import ConfigError, DamagedFileError, DamagedFileWarning
@@ -52,6 +56,7 @@ __all__ = [
     "config_problem",
     "merge_params",
     "merge_sweep_list",
+    "nonfinite_paths",
     "point_id",
     "record_problem",
 ]
@@ -111,6 +116,24 @@ def merge_params(folder: Mapping[str, Any], new: Mapping[str, Any], sweeps: Iter
     for k, v in new.items():
         if k in sweeps:
             out[k] = merge_sweep_list(folder[k], v) if k in folder else v
+    return out
+
+
+def nonfinite_paths(obj: Any, prefix: str = "metrics") -> list[str]:
+    """Paths (``metrics.accuracy.ntk[2]``) of the NaN and infinite numbers in a JSON-like object."""
+    out: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += nonfinite_paths(v, f"{prefix}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out += nonfinite_paths(v, f"{prefix}[{i}]")
+    elif isinstance(obj, numbers.Real) and not isinstance(obj, bool) and not math.isfinite(float(obj)):
+        out.append(prefix)
+    elif hasattr(obj, "dtype") and hasattr(obj, "shape"):  # a NumPy/JAX array
+        arr = np.asarray(obj)
+        if np.issubdtype(arr.dtype, np.floating):
+            out += [f"{prefix}[{', '.join(str(int(j)) for j in i)}]" for i in zip(*np.nonzero(~np.isfinite(arr)))]
     return out
 
 

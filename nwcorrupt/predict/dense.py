@@ -6,7 +6,12 @@
   float32), multiplied by :data:`JITTER_GROWTH` ``= 10`` on each retry up to
   :data:`JITTER_MAX` ``= 1e-4``; the absolute jitter used is reported in
   :class:`~nwcorrupt.predict.base.SolveInfo`. If the largest jitter still fails,
-  ``ValueError`` says the kernel is not positive semi-definite or is singular.
+  ``ValueError`` says the kernel is not positive semi-definite or is singular. Every
+  solution is then checked: if its relative residual ‖(K + r I) X − Y‖/‖Y‖ exceeds
+  :data:`RESIDUAL_TOL` (``1e-6`` in float64, ``1e-2`` in float32) it does not solve the
+  system asked for (a singular kernel with targets outside its range, or a condition
+  number beyond the working precision) and ``ValueError`` reports the residual and the
+  condition estimate and says what to do, instead of returning it.
 * :func:`solve_eigh` (``solver="eigh"``, needed for finite gradient-flow times ``t``):
   eigendecomposition ``K + r I = V diag(lam) V^T``. Eigenvalue rule: if
   ``lam_min < -sqrt(eps) * lam_max`` the matrix is clearly indefinite and ``ValueError``
@@ -43,6 +48,7 @@ __all__ = [
     "JITTER_START",
     "JITTER_GROWTH",
     "JITTER_MAX",
+    "RESIDUAL_TOL",
     "cholesky_factor",
     "eigen_decomposition",
     "flow_coefficients",
@@ -58,6 +64,11 @@ JITTER_START = {"float64": 1e-12, "float32": 1e-6}
 JITTER_GROWTH = 10.0
 #: Largest relative jitter tried before the Cholesky solver gives up.
 JITTER_MAX = 1e-4
+#: Largest relative residual ‖(K + r I) X − Y‖/‖Y‖ a Cholesky solution may have, per dtype: above it the
+#: solution does not solve the system that was asked (a singular kernel with targets outside its range, e.g.
+#: duplicated training points with different labels, or a condition number beyond the working precision),
+#: and ``solve_cholesky`` raises instead of returning it.
+RESIDUAL_TOL = {"float64": 1e-6, "float32": 1e-2}
 
 
 @jax.jit
@@ -73,8 +84,10 @@ def _cholesky_attempt(k: Array, shift: Array, y: Array) -> tuple[Array, Array, A
 
 @jax.jit
 def _residual(k: Array, reg: Array, x: Array, b: Array, y_norm: Array) -> Array:
-    r = mm(k, x) + reg * x - b
-    return jnp.linalg.norm(r) / y_norm
+    # norms of r / s and b / s, s = max|b|: targets near the overflow limit give no inf / inf
+    s = jnp.maximum(jnp.max(jnp.abs(b)), jnp.finfo(b.dtype).tiny)
+    r = (mm(k, x) + reg * x - b) / s
+    return jnp.linalg.norm(r) / jnp.maximum(jnp.linalg.norm(b / s), jnp.finfo(b.dtype).tiny)
 
 
 @functools.partial(jax.jit, static_argnames="iters")
@@ -135,10 +148,20 @@ def solve_cholesky(k: Array, y: Array, reg: float, estimate_cond: bool) -> tuple
     y_norm = jnp.maximum(jnp.linalg.norm(y), jnp.finfo(dt).tiny)
     res = float(_residual(k, jnp.asarray(reg, dt), x, y, y_norm))
     cond, method = float("nan"), "none"
-    if estimate_cond:
+    tol = RESIDUAL_TOL[dtype_key(dt)]
+    if estimate_cond or not res <= tol:
         lam_max, inv_lam_min = (float(v) for v in _power_cond(k, jnp.asarray(reg, dt), c))
         cond = lam_max * inv_lam_min if inv_lam_min > 0 else float("inf")
         method = "power"
+    if not res <= tol:
+        raise ValueError(
+            f"the Cholesky solution of (k_train_train + diag_reg * I) x = y does not solve it: relative residual "
+            f"{res:.3g} > {tol:g} ({dtype_key(dt)}; condition number ~{cond:.3g}"
+            + (f", jitter {jitter:.3g} added to factorise" if jitter else "")
+            + "). The kernel is singular or too ill-conditioned for the targets (e.g. duplicated training points "
+            "with different labels); set diag_reg > 0 (e.g. 1e-6), compute in float64, or use solver='eigh' for "
+            "the least-squares (pseudo-inverse) solution"
+        )
     info = SolveInfo(solver="cholesky", diag_reg=reg, jitter=jitter, residual=res, cond=cond, cond_method=method)
     return x, info
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nwcorrupt import precision as _precision
-from nwcorrupt._checks import check_array, check_choice, check_positive_int
+from nwcorrupt._checks import check_array, check_choice, check_positive_int, is_traced
 from nwcorrupt.predict.base import (
     Array,
     SolveInfo,
@@ -42,6 +42,7 @@ from nwcorrupt.predict.base import (
     check_learning_rate,
     check_nonneg_float,
     check_times,
+    dtype_key,
     mm,
 )
 from nwcorrupt.predict.cg import PRECOND_RANK, TiledKernel, cg_solve
@@ -51,6 +52,8 @@ from nwcorrupt.predict.stored import StoredKernel, stored_cg_solve
 
 __all__ = [
     "SOLVERS",
+    "SYMMETRY_TOL",
+    "check_symmetric",
     "AUTO_DENSE_MAX_BYTES",
     "KernelLike",
     "absolute_regularizer",
@@ -92,7 +95,29 @@ def _validate_k_train(k_train_train: Any) -> Union[Array, TiledKernel, "StoredKe
     n1, n2 = k_train_train.shape
     if n1 != n2 or n1 < 1:
         raise ValueError(f"k_train_train must be a square N x N matrix with N >= 1, got shape {(n1, n2)}")
-    return as_float(k_train_train)
+    k = as_float(k_train_train)
+    check_symmetric("k_train_train", k)
+    return k
+
+
+#: Largest asymmetry max|K − Kᵀ| / max|K| accepted for a training kernel, per dtype (√eps): kernels
+#: computed in tiles differ from their transposes by rounding only.
+SYMMETRY_TOL = {"float64": 1.5e-8, "float32": 3.5e-4}
+
+
+def check_symmetric(name: str, k: Array) -> None:
+    """Raise ValueError naming ``name`` unless the square matrix ``k`` is symmetric to :data:`SYMMETRY_TOL`."""
+    if is_traced(k):
+        return
+    scale = float(jnp.max(jnp.abs(k)))
+    asym = float(jnp.max(jnp.abs(k - k.T)))
+    tol = SYMMETRY_TOL[dtype_key(k.dtype)]
+    if asym > tol * scale:
+        raise ValueError(
+            f"{name} must be symmetric: max |K - K^T| = {asym:.3g} is {asym / scale:.2g} of max |K| "
+            f"(tolerance {tol:g}); a solver would silently use one triangle. Pass (K + K.T) / 2 if the "
+            "asymmetry is rounding"
+        )
 
 
 def _validate_k_test(k_test_train: Any, n: int) -> Array:

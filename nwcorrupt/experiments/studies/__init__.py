@@ -33,10 +33,11 @@ apply.
 from __future__ import annotations
 
 import importlib
+import json
 from types import ModuleType
 from typing import Any
 
-__all__ = ["depends_on", "get", "names", "report_fields", "sweeps"]
+__all__ = ["depends_on", "get", "names", "preflight", "report_fields", "sweeps"]
 
 _STUDIES = {
     "accuracy_vs_corruption": "nwcorrupt.experiments.studies.accuracy_vs_corruption",
@@ -117,3 +118,23 @@ def depends_on(name: str, params: Any, point: dict) -> tuple[str, ...]:
 def report_fields(name: str) -> tuple[str, ...]:
     """The ``Params`` fields of study ``name`` that only shape its reports (not part of a point's identity)."""
     return tuple(getattr(get(name), "REPORT_FIELDS", ()))
+
+
+def preflight(name: str, params: Any) -> None:
+    """Every check of study ``name`` that needs the environment, before any work (``run`` and ``--dry-run``).
+
+    The study's own ``preflight`` (e.g. its data sets are installed), then what every study needs:
+    distinct values in each sweep list, and data-set sizes within the data (``common.check_data_sizes``).
+    """
+    from nwcorrupt.experiments.errors import ConfigError
+    from nwcorrupt.experiments.studies import common
+
+    for field in sweeps(name):
+        values = getattr(params, field, None)
+        if isinstance(values, (list, tuple)):
+            seen = [json.dumps(v, sort_keys=True) for v in values]
+            dups = sorted({v for v in seen if seen.count(v) > 1})
+            if dups:
+                raise ConfigError(f"{field} lists {', '.join(dups)} more than once (expected distinct values)")
+    get(name).preflight(params)
+    common.check_data_sizes(params)

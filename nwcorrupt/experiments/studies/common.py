@@ -22,6 +22,7 @@ __all__ = [
     "check_ps",
     "check_noises",
     "check_dataset",
+    "check_data_sizes",
     "preflight_dataset",
     "check_recipe_numbers",
     "torch_relu_config",
@@ -71,6 +72,9 @@ def check_ps(name: str, ps: tuple[float, ...]) -> None:
     bad = [p for p in ps if not 0.0 <= p <= 1.0]
     if bad:
         raise ValueError(f"{name} must lie in [0, 1], got {bad}")
+    dups = sorted({p for p in ps if list(ps).count(p) > 1})
+    if dups:
+        raise ValueError(f"{name} lists {dups} more than once (expected distinct corruption levels)")
 
 
 def check_noises(noises: tuple[str, ...]) -> None:
@@ -93,6 +97,34 @@ def check_recipe_numbers(params) -> None:
     check_nonneg_float("b_std", params.b_std)
     if hasattr(params, "diag_reg"):
         check_nonneg_float("diag_reg", params.diag_reg)
+
+
+def check_data_sizes(params) -> None:
+    """Sizes that the run will need from its data sets, checked before any work.
+
+    For every data set the parameters name (``dataset`` or ``datasets``; ``gaussian_mixture`` is
+    generated and skipped): a positive ``n_train`` must give a balanced subset (a multiple of the
+    class count, within every class's size) and a positive ``n_test`` must not exceed the test set
+    (0 means all). Raises ConfigError naming the parameter.
+    """
+    names = [params.dataset] if isinstance(getattr(params, "dataset", None), str) else list(getattr(params, "datasets", ()))
+    n_train = getattr(params, "n_train", 0) or 0
+    n_test = getattr(params, "n_test", 0) or 0
+    for name in names:
+        if name == "gaussian_mixture":
+            continue
+        try:
+            raw = data.load_raw(name)
+        except data.DatasetNotFoundError as err:
+            raise ConfigError(str(err)) from None
+        if isinstance(n_train, int) and n_train > 0:
+            try:
+                data.balanced_indices(raw.y_train, n_train, raw.num_classes, 0)
+            except ValueError as err:
+                raise ConfigError(f"{err} ({name}, {raw.num_classes} classes)") from None
+        if isinstance(n_test, int) and n_test > raw.x_test.shape[0]:
+            raise ConfigError(f"n_test = {n_test} exceeds the {raw.x_test.shape[0]} test images of {name} "
+                              f"(expected n_test <= {raw.x_test.shape[0]}, or 0 for all)")  # fmt: skip
 
 
 def preflight_dataset(name: str) -> None:
