@@ -167,10 +167,11 @@ class Replacement:
 
         Args:
           x: (N, d) data whose pooled feature values define the law.
-          n_atoms: number of quantile atoms (the law's resolution).
+          n_atoms: number of quantile atoms (the law's resolution), an integer >= 2; a float
+            such as 10.5 raises ``TypeError``.
         """
         x = check_matrix("x", x)
-        check_int("n_atoms", n_atoms, lo=2)
+        n_atoms = check_int("n_atoms", n_atoms, lo=2)
         levels = (np.arange(n_atoms) + 0.5) / n_atoms
         q = np.quantile(np.asarray(x, dtype=np.float64).ravel(), levels)
         return cls(dist="marginal", atoms=tuple(float(a) for a in q))
@@ -323,6 +324,16 @@ def get(kind: str, **params: object) -> Replacement | Additive:
     return Replacement(**params) if kind == "replacement" else Additive(**params)  # type: ignore[arg-type]
 
 
+def _check_model(model: object) -> None:
+    """Raise ``TypeError`` unless ``model`` is a corruption model (anything with a callable ``apply``)."""
+    if isinstance(model, (str, bytes)) or not callable(getattr(model, "apply", None)):
+        raise TypeError(
+            "model must be a corruption model: nwcorrupt.corruption.Replacement(...) or Additive(...) "
+            "(or any object with apply(x, p, seed, *, epoch, stream)); to build one from a kind name use "
+            f"nwcorrupt.corruption.get('replacement') or get('additive'); got {model!r}"
+        )
+
+
 def corrupt(
     dataset,
     model: Replacement | Additive,
@@ -337,7 +348,8 @@ def corrupt(
 
     Args:
       dataset: the clean data set.
-      model: a corruption model.
+      model: a corruption model, :class:`Replacement` or :class:`Additive` (:func:`get` builds one
+        from a kind name).
       p: corruption level of the training set (and of the test set unless
         ``p_test`` is given).
       seed: noise seed k; the training and test noise come from separate streams.
@@ -348,9 +360,11 @@ def corrupt(
     Returns:
       a new Dataset whose corrupted parts are float32 numpy arrays.
     """
+    _check_model(model)
     check_choice("where", where, WHERE)
     p = check_probability("p", p)
     pt = p if p_test is None else check_probability("p_test", p_test)
+    check_seed("seed", seed)
     x_train, x_test = dataset.x_train, dataset.x_test
     if where in ("train", "both"):
         x_train = np.asarray(model.apply(x_train, p, seed, epoch=epoch, stream=TRAIN_STREAM))

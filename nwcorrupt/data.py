@@ -48,6 +48,7 @@ from nwcorrupt._checks import (
     check_nonneg_float,
     check_positive_int,
     check_same_size,
+    check_seed,
 )
 
 __all__ = [
@@ -150,17 +151,30 @@ def normalize_examples(x: np.ndarray) -> np.ndarray:
 
     Returns:
       (N, d) float32 array with mean_i x_i = 0 and mean_i x_i² = 1 per row
-      (computed in float64); rows that are constant map to 0.
+      (computed in float64 after scaling each row by a power of two, so rows of any
+      finite magnitude, e.g. entries of 1e30 or 1e-30, normalise correctly); rows
+      that are constant map to 0.
     """
     x = check_matrix("x", x)
-    x64 = np.asarray(x, dtype=np.float64)
+    x64 = _scale_rows(np.asarray(x, dtype=np.float64))
     centred = x64 - x64.mean(axis=1, keepdims=True)
     rms = np.sqrt(np.mean(centred * centred, axis=1, keepdims=True))
     # A constant row has rms 0 (up to round-off relative to its size): map it to 0.
     scale = np.max(np.abs(x64), axis=1, keepdims=True)
-    constant = rms <= 1e-12 * np.maximum(scale, 1e-300)
+    constant = rms <= 1e-12 * scale
     out = np.where(constant, 0.0, centred / np.where(constant, 1.0, rms))
     return out.astype(np.float32)
+
+
+def _scale_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of a float64 (N, d) array scaled by a power of two to max |x_i| in [0.5, 1) (zero rows stay 0).
+
+    The result of :func:`normalize_examples` does not depend on a row's scale, and scaling by a power
+    of two is exact, so ordinary rows normalise bit for bit as without it, while rows whose squares
+    would overflow (|x_i| ≳ 1e154) or underflow (|x_i| ≲ 1e-154) no longer map to 0 or inf.
+    """
+    _, exponent = np.frexp(np.max(np.abs(x), axis=1, keepdims=True))
+    return np.ldexp(x, -exponent)
 
 
 def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -217,6 +231,7 @@ def balanced_indices(y: np.ndarray, n: int, num_classes: int, seed: int) -> np.n
       (n,) int64 indices, sorted by class then by the random draw.
     """
     n = check_positive_int("n_train", n)
+    seed = check_seed("seed", seed)
     if n % num_classes:
         raise ValueError(f"n_train must be a multiple of num_classes={num_classes} for a balanced subset, got {n}")
     per_class = n // num_classes
@@ -516,6 +531,7 @@ def load(
       a :class:`Dataset` with float32 features (N, d) and int32 labels.
     """
     check_choice("normalize", normalize, NORMALIZATIONS)
+    seed = check_seed("seed", seed)
     if name == "gaussian_mixture":
         if size is not None:
             raise ValueError("size= does not apply to gaussian_mixture; set d= instead")
@@ -573,6 +589,7 @@ def gaussian_mixture(
         check_positive_int(name, v)
     check_nonneg_float("separation", separation)
     check_nonneg_float("noise_std", noise_std)
+    seed = check_seed("seed", seed)
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if v % num_classes:
             raise ValueError(f"{name} must be a multiple of num_classes={num_classes}, got {v}")

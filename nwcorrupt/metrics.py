@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nwcorrupt._checks import check_labels, check_same_size
+from nwcorrupt._checks import check_labels, check_positive_int, check_real, check_same_size
 
 __all__ = ["NO_STD", "accuracy", "agreement", "binomial_stderr", "snr", "loglog_slope", "auc", "mean_std"]
 
@@ -53,8 +53,19 @@ def agreement(pred_a, pred_b) -> float:
 
 
 def binomial_stderr(acc: float, n: int) -> float:
-    """Standard error sqrt(a(1 − a)/n) of an accuracy measured on n points."""
-    return float(np.sqrt(max(acc * (1 - acc), 0.0) / n))
+    """Standard error sqrt(a(1 − a)/n) of an accuracy measured on n points.
+
+    Args:
+      acc: the accuracy a, in [0, 1].
+      n: the number of points, a positive integer.
+
+    Raises:
+      TypeError: ``acc`` is not a number or ``n`` not an integer. ValueError: ``acc`` outside
+      [0, 1] or ``n`` < 1.
+    """
+    a = check_real("acc", acc, lo=0.0, hi=1.0, note="an accuracy")
+    n = check_positive_int("n", n)
+    return float(np.sqrt(max(a * (1 - a), 0.0) / n))
 
 
 def snr(values, axis: int = 0, *, ddof: int = 1) -> np.ndarray:

@@ -152,7 +152,8 @@ def init(
     """Draw the parameters of a finite-width MLP.
 
     Args:
-      key: a ``jax.random`` key. All parameters are cut, in layer order (W then b),
+      key: one ``jax.random`` key, typed (``jax.random.key(0)``) or legacy
+        (``jax.random.PRNGKey(0)``, uint32 of shape (2,)). All parameters are cut, in layer order (W then b),
         from one standard-normal draw of length :func:`num_params`.
       arch: the architecture spec (depth, activation, W_std, b_std, parameterisation).
       width: hidden-layer (base) width n >= 1; None takes ``arch.width`` (which,
@@ -169,10 +170,31 @@ def init(
     Returns:
       list of ``arch.depth`` dicts ``{"W": (fan_in, fan_out), "b": (fan_out,)}``.
     """
+    _check_key(key)
     shapes = layer_shapes(arch, width, d_in, num_outputs, width_scale=width_scale)
     check_init_law(arch, law, width_scale)
     dtype = np.dtype(default_float() if dtype is None else dtype)
     return _init(key, arch, tuple(shapes), width_scale, dtype, law)
+
+
+def _check_key(key: Any) -> None:
+    """Raise unless ``key`` is one ``jax.random`` key: a typed key (``jax.random.key(0)``, shape ())
+    or a legacy raw key (``jax.random.PRNGKey(0)``, uint32 of shape (2,)). Reads only the dtype and
+    shape, so traced keys (under jit or vmap) are checked too."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    expected = "a jax.random key (e.g. jax.random.key(0) or jax.random.PRNGKey(0))"
+    if dtype is None or shape is None:
+        raise TypeError(f"key must be {expected}, got {key!r}")
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if tuple(shape) != ():
+            raise ValueError(f"key must be a single {expected[2:]}, got a key array of shape {tuple(shape)}")
+    elif np.dtype(dtype) == np.uint32:
+        if tuple(shape) != (2,):
+            raise ValueError(
+                f"key must be a single {expected[2:]}; a legacy uint32 key has shape (2,), got shape {tuple(shape)}"
+            )
+    else:
+        raise TypeError(f"key must be {expected}, got an array of dtype {dtype} and shape {tuple(shape)}")
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))

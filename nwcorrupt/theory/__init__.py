@@ -81,6 +81,7 @@ from nwcorrupt.theory.recursion import (
     split_hyper,
 )
 from nwcorrupt.theory.series import (
+    TAYLOR_MAX_ORDER,
     KernelSeries,
     kernel_series,
     leading_decision,
@@ -145,5 +146,6 @@ __all__ = [
     "series_coefficients",
     "series_sum",
     "taylor",
+    "TAYLOR_MAX_ORDER",
     "taylor_predict",
 ]

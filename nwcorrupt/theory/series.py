@@ -39,9 +39,31 @@ __all__ = [
     "leading_decision",
     "series_coefficients",
     "series_sum",
+    "TAYLOR_MAX_ORDER",
+    "check_series_order",
     "taylor",
     "taylor_predict",
 ]
+
+#: Largest Taylor order computed unless the caller raises ``max_order``: the dense series differentiates
+#: the kernel map ``order`` times by nested ``jax.jacfwd`` (3^order directions) and composes the tensors
+#: in a traced program that grows combinatorially, so compile and run time grow about tenfold per order
+#: (measured on digits, depth-3 ReLU MLP, N = 50, M = 20, 2-core CPU under load: 4, 22, 37 and 390 s for
+#: orders 1 to 4).
+TAYLOR_MAX_ORDER = 4
+
+
+def check_series_order(order, max_order: int = TAYLOR_MAX_ORDER) -> int:
+    """``order`` as an int in [0, max_order]; above it a ValueError states the cost and how to allow it."""
+    order = check_positive_int("order", order, allow_zero=True)
+    max_order = check_positive_int("max_order", max_order, allow_zero=True)
+    if order > max_order:
+        raise ValueError(
+            f"order={order} exceeds max_order={max_order}: the cost of the Taylor series grows about tenfold per "
+            "order (4, 22, 37, 390 s for orders 1-4 on digits with N = 50 on a 2-core CPU) and one compiled "
+            f"computation cannot be interrupted; pass max_order={order} to run it anyway"
+        )
+    return order
 
 
 def _derivative_tensors(fun, base, order: int) -> list:
@@ -99,18 +121,21 @@ class KernelSeries:
 
 
 def kernel_series(arch, noise, x_train, x_test, *, order: int = 1, get: str = "ntk",
-                  quad_order: int = SERIES_QUAD_ORDER, test_chunk: int = 1024) -> KernelSeries:
+                  quad_order: int = SERIES_QUAD_ORDER, test_chunk: int = 1024,
+                  max_order: int = TAYLOR_MAX_ORDER) -> KernelSeries:
     """Taylor coefficients of the mean-field kernels in ε by automatic differentiation.
 
     Every off-diagonal train pair sits at the same pure-noise point (μ₂, μ², μ₂)
     at ε = 0, and every test-train pair of test point t at (⟨x*,x*⟩, μ x̄*, μ₂):
     derivative tensors of the scalar kernel map are taken there (nested
     ``jax.jacfwd``) and composed with the overlap polynomials entry by entry.
-    Cost O((N² + M N)·3^order) plus O(M·quad_order²·3^order) kernel evaluations;
+    Cost O((N² + M N)·3^order) plus O(M·quad_order²·3^order) kernel evaluations, and a
+    compiled program whose size grows combinatorially with the order (see
+    :data:`TAYLOR_MAX_ORDER`; orders above ``max_order`` are refused before any work);
     test points are processed in chunks of ``test_chunk`` to bound memory.
     """
     check_arch_get(arch, get)
-    order = check_positive_int("order", order, allow_zero=True)
+    order = check_series_order(order, max_order)
     quad_order = check_quad_order(quad_order)
     chunk = check_positive_int("test_chunk", test_chunk)
     poly = overlap_poly(noise, x_train, x_test)
@@ -230,6 +255,7 @@ def taylor(
     num_classes: int | None = None,
     quad_order: int = SERIES_QUAD_ORDER,
     method: str = "auto",
+    max_order: int = TAYLOR_MAX_ORDER,
 ) -> np.ndarray:
     """Taylor coefficients in ε = 1 − p of the mean-field predictor, (order + 1, M, C) float64.
 
@@ -243,11 +269,14 @@ def taylor(
         Xᵀ A): cost O((N + M) d C), memory O((N + M) d), no N × N array.
         ``"dense"``: every order; the kernel coefficients of all N² pairs
         (:func:`kernel_series`) and the perturbation series of the solve
-        (:func:`series_coefficients`), cost O(N² d + order² N² C).
+        (:func:`series_coefficients`): O(N² d) for the overlaps, O((N² + M N)·3^order) kernel
+        evaluations, O(order² N² C) for the solve, and a compile time that grows about tenfold
+        per order (:data:`TAYLOR_MAX_ORDER`).
         ``"auto"`` (default): structured for order ≤ 1, dense otherwise.
+      max_order: orders above it are refused before any work (default :data:`TAYLOR_MAX_ORDER` = 4).
     """
     method = check_choice("method", method, ("auto", "structured", "dense"))
-    order = check_positive_int("order", order, allow_zero=True)
+    order = check_series_order(order, max_order)
     if method == "structured" and order > 1:
         raise ValueError(f"method='structured' gives orders 0 and 1 only, got order={order}; use method='dense'")
     check_arch_get(arch, get)
@@ -258,7 +287,8 @@ def taylor(
         fo = first_order(arch, noise, x_train, y, x_test, get=get, ridge=reg, quad_order=quad_order,
                          sensitivities="autodiff")
         return np.stack([fo.f0, fo.f1][: order + 1])
-    series = kernel_series(arch, noise, x_train, x_test, order=order, get=get, quad_order=quad_order)
+    series = kernel_series(arch, noise, x_train, x_test, order=order, get=get, quad_order=quad_order,
+                           max_order=max_order)
     return np.asarray(series_coefficients(series, y, ridge=reg), dtype=np.float64)
 
 
