@@ -243,7 +243,7 @@ def simulate_seeds(
         raise ValueError(f"steps ({p['steps']}) must be a multiple of log_every ({p['log_every']})")
     prepared = [_prepare(p, s, tau_neg, orthogonal, exact) for s in seeds]
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    stacked = [jnp.asarray(np.stack([a[i] for _, a in prepared])) for i in range(10)]
+    stacked = [jnp.asarray(np.stack(column)) for column in zip(*(arrays for _, arrays in prepared))]
     stacked = [a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in stacked]
     keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 3) for s in seeds])
     run = functools.partial(_run, sigma0=p["sigma0"], lr=p["lr"], steps=p["steps"], log_every=p["log_every"],
