@@ -19,6 +19,7 @@ _SUBMODULES = (
     "compare",
     "corruption",
     "data",
+    "distributed",
     "empirical",
     "experiments",
     "fluctuations",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import tomllib
@@ -177,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="results folder (default: results/<study>-<scale>)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--distributed", action="store_true",
+                     help="one of several processes of a multi-process run (jax.distributed): join them (coordinator "
+                          "from NWCORRUPT_COORDINATOR, NWCORRUPT_NUM_PROCESSES, NWCORRUPT_PROCESS_ID, or the cluster's "
+                          "own variables, e.g. Slurm) and share out the sweep points; see docs/distributed.md")
     run.set_defaults(func=_cmd_run)
 
     rep = add("report", help="rebuild tables and figures of a results folder from its records")
@@ -189,8 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from nwcorrupt import distributed as _distributed
     from nwcorrupt.experiments import catalog, runner, studies
 
+    distributed = bool(getattr(args, "distributed", False)) and not args.dry_run
+    if distributed:
+        info = _distributed.initialize()  # before any other JAX call; arguments from the environment
+        if not args.quiet:
+            print(f"process {info.index} of {info.count}: {len(info.local_devices)} local device(s), "
+                  f"{len(info.devices)} in all", file=sys.stderr)
     write = not args.dry_run  # a dry run writes nothing: --out need only be a possible folder
     out = None if args.out is None else check_out_dir(args.out, write=write)  # before the config is even read
     config = catalog.load(args.study, args.scale, overrides=parse_set(args.overrides))
@@ -199,7 +211,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         studies.preflight(config.study, config.params)
         print(runner.format_plan(config, out))
         return 0
-    summary = runner.run(config, out, quiet=args.quiet)
+    summary = runner.run(config, out, quiet=args.quiet, distributed=distributed)
+    if distributed and not _distributed.is_primary():
+        return 0  # process 0 reports
     print(f"{config.study} ({config.scale}): {summary.ran} points run, {summary.skipped} already stored, "
           f"{summary.seconds:.1f} s; results in {out}")
     tables = runner.report(out)
@@ -299,13 +313,66 @@ def _expected(err: BaseException, args: argparse.Namespace) -> tuple[str, int] |
     return None
 
 
+#: Seconds an interrupted command may take to stop by itself before :func:`interrupt_watchdog` ends it.
+INTERRUPT_GRACE_S = 3.0
+
+_WATCHER = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+fd, parent, grace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+while True:
+    try:
+        data = os.read(fd, 64)
+    except OSError:
+        sys.exit(0)
+    if not data:
+        sys.exit(0)
+    if signal.SIGINT in data:
+        time.sleep(grace)
+        if os.getppid() != parent:
+            sys.exit(0)
+        sys.stderr.write("error: interrupted; the computation did not stop within %g s, so it was ended "
+                         "(finished results are kept; rerun to resume)\\n" % grace)
+        sys.stderr.flush()
+        os.kill(parent, signal.SIGKILL)
+        sys.exit(0)
+"""
+
+
+def interrupt_watchdog(grace_s: float = INTERRUPT_GRACE_S) -> None:
+    """Make Ctrl-C end this process within ``grace_s`` seconds, whatever it is computing.
+
+    Python acts on Ctrl-C (SIGINT) only between bytecodes: JAX computations notice it at once, but a long
+    call into a library that holds the interpreter lock (a large LAPACK factorisation through SciPy, for
+    instance) would delay it until the call returns. Here Python's signal wake-up fd reports every SIGINT,
+    as it arrives, to a small watcher process; if this process is still alive ``grace_s`` seconds later,
+    the watcher prints a line and ends it (SIGKILL, exit status 137). Results written so far are complete
+    (every file is written atomically); the interrupted point is recomputed by the next run. Called by the
+    ``nwcorrupt`` command itself, never on import; must run in the main thread.
+    """
+    import subprocess
+
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, str(r), str(os.getpid()), str(float(grace_s))],
+        pass_fds=(r,), start_new_session=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(r)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status (:data:`EXIT_STATUS`).
 
     An expected failure prints one line ``error: ...`` on stderr (its traceback first with ``--debug``);
-    any other exception is a bug: its traceback, then a line asking to report it.
+    any other exception is a bug: its traceback, then a line asking to report it. Run as the ``nwcorrupt``
+    command (``argv`` None), Ctrl-C ends it within :data:`INTERRUPT_GRACE_S` seconds
+    (:func:`interrupt_watchdog`).
     """
     args = build_parser().parse_args(argv)
+    if argv is None and os.environ.get("NWCORRUPT_NO_WATCHDOG", "") in ("", "0"):
+        interrupt_watchdog()
     try:
         return int(args.func(args))
     except (Exception, KeyboardInterrupt) as err:

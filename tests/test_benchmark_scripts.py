@@ -67,3 +67,16 @@ def test_cnn_training_script_prints_the_scan_to_host_ratio():
                 "--batch", "32", "--epochs", "1", "--repeats", "1")
     assert "train_member host" in text and "jitted step loop" in text
     assert float(text.strip().splitlines()[-1].split()[-1]) > 0
+
+
+def test_distributed_benchmark_quick_prints_the_scaling_table_and_the_plan():
+    text = _run("benchmarks/distributed.py", "--quick")
+    rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert cells[0][5] == "1.00" and float(cells[1][5]) > 0  # speed-up column
+    assert cells[0][7] == cells[1][7]  # the same accuracy with 2 processes
+    assert float(cells[1][10]) < 1e-6  # and the same predictions to the CG tolerance
+    plan = _run("benchmarks/distributed.py", "--plan")
+    sizes = [int(c.strip().rstrip("k").replace(",", "")) for c in plan.splitlines()[4].strip("|").split("|")[1:]]
+    assert sizes == sorted(sizes) and sizes[-1] > 2 * sizes[0]  # more processes hold a larger N

@@ -19,6 +19,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from nwcorrupt.experiments import studies
 from nwcorrupt.experiments.errors import ConfigError, DamagedFileError, NonFiniteMetricsError, NonFiniteWarning
 from nwcorrupt.experiments.schema import ExperimentConfig, build_params
@@ -145,7 +147,14 @@ def format_plan(config: ExperimentConfig, out: Path) -> str:
     return "\n".join(lines)
 
 
-def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_points: int | None = None) -> RunSummary:
+def run(
+    config: ExperimentConfig,
+    out: str | Path,
+    *,
+    quiet: bool = False,
+    max_points: int | None = None,
+    distributed: bool = False,
+) -> RunSummary:
     """Run every sweep point of ``config`` not yet in the store, writing each record as soon as it is done.
 
     Points are keyed under :func:`folder_config` (the folder's sweep lists united
@@ -156,26 +165,45 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
       config: a validated configuration.
       out: the results folder (created; must not hold results of other shared parameters).
       quiet: no progress output.
-      max_points: stop after running this many new points (for tests of resumption).
+      max_points: stop after running this many new points (for tests of resumption; per process
+        when distributed).
+      distributed: every process of a multi-process run (:mod:`nwcorrupt.distributed`) calls this
+        with the same arguments; the points not yet stored are dealt out among them round-robin,
+        each process computes its points on its own devices and writes their records. Process 0
+        writes ``config.json`` and moves damaged records aside first; the processes then check that
+        they see the same folder (it must be on a shared file system). The summary counts the points
+        of all processes.
     """
     from tqdm.auto import tqdm
 
+    from nwcorrupt import distributed as _distributed
+
+    if not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be True or False, got {distributed!r}")
     study = studies.get(config.study)
     studies.preflight(config.study, config.params)  # e.g. a missing data set fails here, before any work
+    primary = not distributed or _distributed.is_primary()
     folder = folder_config(config, out)
     store = Store(Path(out))
-    store.write_config(_config_doc(folder))
     items = _items(config, folder)
+    if primary:
+        store.write_config(_config_doc(folder))
+        for pid, _, _ in items:  # a damaged record is moved aside (once, by one process) and recomputed
+            store.load_record(pid)
+    if distributed:
+        _distributed.barrier(f"nwcorrupt-run-scan-{config.study}")
+    todo = [(pid, pt) for pid, pt, _ in items if not store.has(pid)]
+    skipped = len(items) - len(todo)
+    if distributed:
+        _distributed.check_same(f"the points of {config.study} still to run in {out}", json.dumps([p for p, _ in todo]))
+        todo = _distributed.round_robin(todo)
     index_of = {pid: i for i, (pid, _, _) in enumerate(plan(folder))}
     env = environment()
     t0 = time.perf_counter()
-    ran = skipped = 0
+    ran = 0
     failed: list[str] = []
-    bar = tqdm(items, desc=config.study, disable=quiet or not sys.stderr.isatty(), unit="pt")
-    for pid, pt, _ in bar:
-        if store.load_record(pid) is not None:  # a damaged record is moved aside and recomputed
-            skipped += 1
-            continue
+    bar = tqdm(todo, desc=config.study, disable=quiet or not sys.stderr.isatty(), unit="pt")
+    for pid, pt in bar:
         if max_points is not None and ran >= max_points:
             break
         t = time.perf_counter()
@@ -203,11 +231,15 @@ def run(config: ExperimentConfig, out: str | Path, *, quiet: bool = False, max_p
         store.write_record(pid, record)
         ran += 1
         if not quiet and not sys.stderr.isatty():
-            print(f"[{config.study}] point {ran + skipped}/{len(items)} {pt}: {record['seconds']:.1f}s", file=sys.stderr)
-    if failed:
+            print(f"[{config.study}] point {skipped + ran}/{len(items)} {pt}: {record['seconds']:.1f}s", file=sys.stderr)
+    n_failed = len(failed)
+    if distributed:  # every process learns the totals (and ends here together)
+        ran, n_failed = (int(v) for v in _distributed.allreduce_sum(np.array([ran, len(failed)], np.int64)))
+    if n_failed:
+        here = "; ".join(failed) if failed else "none on this process"
         raise NonFiniteMetricsError(
-            f"{len(failed)} point(s) of {config.study} produced NaN or infinite metrics and were not stored "
-            f"(the other {ran} new point(s) were): " + "; ".join(failed)
+            f"{n_failed} point(s) of {config.study} produced NaN or infinite metrics and were not stored "
+            f"(the other {ran} new point(s) were): " + here
         )
     return RunSummary(total=len(items), ran=ran, skipped=skipped, seconds=time.perf_counter() - t0, out=Path(out))
 

@@ -4,7 +4,7 @@ This module computes the kernels of the :class:`~nwcorrupt.arch.MLP` spec (defin
 :mod:`nwcorrupt.arch`, re-exported here):
 
 * :func:`kernel` — NNGP/NTK matrices (N1, N2) from inputs, tiled under a
-  memory budget and sharded over ``jax.devices()``;
+  memory budget and sharded over ``jax.local_devices()``;
 * :func:`kernel_diag` — their diagonals (N,) without forming the matrix;
 * :func:`kernel_from_gram` — the same recursion started from given first-layer
   overlaps (e.g. noise-averaged Gram matrices);

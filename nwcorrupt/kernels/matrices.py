@@ -64,7 +64,8 @@ def kernel(
         (beyond the output itself and the inputs); None = no limit.
       quad_order: Gauss–Hermite nodes per dimension for activations without a
         closed-form dual kernel.
-      devices: devices to shard row blocks over (default ``jax.devices()``).
+      devices: devices to shard row blocks over (default ``jax.local_devices()``, this
+        process's devices: all devices in a single-process run).
 
     Returns:
       :class:`Kernels` with ``nngp``/``ntk`` of shape (N1, N2) (None if not

@@ -48,7 +48,7 @@ def buffers_per_entry(depth: int) -> int:
 
 def check_devices(devices: Any) -> list:
     if devices is None:
-        return list(jax.devices())
+        return list(jax.local_devices())  # this process's devices (all of them in a single-process run)
     devices = list(devices)
     if not devices or not all(isinstance(dev, jax.Device) for dev in devices):
         raise ValueError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")

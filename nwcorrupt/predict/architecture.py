@@ -20,9 +20,11 @@ import dataclasses
 import time
 from typing import Any, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nwcorrupt import distributed as _distributed
 from nwcorrupt import kernels as _kernels
 from nwcorrupt import precision as _precision
 from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_int, check_same_size
@@ -91,8 +93,12 @@ def _arch_predict(
     check_choice("solver", solver, SOLVERS)
     check_nonneg_float("diag_reg", diag_reg)
     tile_size = check_positive_int("tile_size", tile_size)
-    stored_options = {key: cg_options.pop(key) for key in ("block_size", "check_memory") if key in cg_options}
+    stored_options = {
+        key: cg_options.pop(key) for key in ("block_size", "check_memory", "distributed") if key in cg_options
+    }
     n = xtr.shape[0]
+    if stored_options.get("distributed") and solver != "stored_cg":
+        raise ValueError(f"distributed=True needs solver='stored_cg', got solver={solver!r}")
     if solver == "stored_cg":
         if t is not None:
             raise ValueError(f"finite t needs solver 'eigh' (or 'auto'), got solver={solver!r}")
@@ -171,9 +177,13 @@ def _arch_predict_stored(
     cg_options: dict[str, Any],
     block_size: int = STORED_BLOCK,
     check_memory: bool = True,
+    distributed: bool = False,
 ) -> Union[Array, tuple[Array, StoredSolveInfo]]:
     """``solver="stored_cg"`` at the architecture level: stored training kernel, CG, tiled test kernel."""
     block_size = check_positive_int("block_size", block_size)
+    if not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be True or False, got {distributed!r}")
+    processes = jax.process_count() if distributed else 1
     n, n_test = xtr.shape[0], xte.shape[0]
     pre, rank = default_preconditioner("stored_cg", cg_options.get("preconditioner"), cg_options.get("precond_rank"))
     cg_options = {**cg_options, "preconditioner": pre, "precond_rank": rank}
@@ -181,16 +191,19 @@ def _arch_predict_stored(
         stored_memory_plan(
             n, n_test=n_test, classes=y.shape[1], depth=getattr(arch, "depth", 3), block_size=block_size,
             precond_rank=rank if cg_options.get("preconditioner") in ("pivoted_cholesky", "nystrom") else 0,
-            test_tile=tile_size,
+            test_tile=tile_size, processes=processes,
         ).check()  # fmt: skip
     t0 = time.perf_counter()
-    k = StoredKernel.from_arch(arch, xtr, get, block_size=block_size, check_memory=False)
+    k = StoredKernel.from_arch(arch, xtr, get, block_size=block_size, check_memory=False, distributed=distributed)
     t1 = time.perf_counter()
     reg = absolute_regularizer(k, diag_reg, diag_reg_absolute_scale=diag_reg_absolute_scale)
     alpha, info = stored_cg_solve(k, np.asarray(y, dtype=np.float64), shift=reg, return_info=True, **cg_options)
     del k  # free the stored matrix before the test-train tiles
     t2 = time.perf_counter()
-    pred = _stored_predict(arch, get, xtr, xte, alpha, tile_size)
+    if distributed:
+        pred = _distributed_predict(arch, get, xtr, xte, alpha, tile_size)
+    else:
+        pred = _stored_predict(arch, get, xtr, xte, alpha, tile_size)
     t3 = time.perf_counter()
     info = dataclasses.replace(info, time_kernel=t1 - t0, time_predict=t3 - t2)
     out = check_finite_out("the predictions", as_float(pred))
@@ -252,6 +265,22 @@ def _stored_predict(arch: Any, get: str, xtr: Array, xte: Array, alpha: np.ndarr
     return out
 
 
+def _distributed_predict(arch: Any, get: str, xtr: Array, xte: Array, alpha: np.ndarray, tile_size: int) -> np.ndarray:
+    """:func:`_stored_predict` with the test rows split among the processes, gathered on every process."""
+    n_test = xte.shape[0]
+    count = jax.process_count()
+    share = -(-n_test // count)  # rows per process, the last ones padded
+    start, stop = _distributed.local_range(n_test)
+    part = np.zeros((share, alpha.shape[1]), dtype=np.float64)
+    if stop > start:
+        part[: stop - start] = _stored_predict(arch, get, xtr, xte[start:stop], alpha, tile_size)
+    parts = _distributed.allgather(part)
+    return np.concatenate(
+        [parts[p, : _distributed.local_range(n_test, count=count, index=p)[1]
+               - _distributed.local_range(n_test, count=count, index=p)[0]] for p in range(count)]
+    )
+
+
 def ntk_predict(
     arch: Any,
     x_train: Any,
@@ -273,6 +302,7 @@ def ntk_predict(
     return_info: bool = False,
     block_size: int = STORED_BLOCK,
     check_memory: bool = True,
+    distributed: bool = False,
 ) -> Union[Array, tuple[Array, SolveInfo]]:
     """Mean output of an infinite ensemble of infinite-width networks trained by gradient flow on MSE.
 
@@ -303,6 +333,11 @@ def ntk_predict(
       block_size: ``"stored_cg"`` only: rows per block of the stored kernel.
       check_memory: ``"stored_cg"`` only: compare :func:`stored_memory_plan` with the
         available memory first and raise ``MemoryError`` if it does not fit.
+      distributed: ``"stored_cg"`` only: spread the work over the processes of a
+        multi-process run (:mod:`nwcorrupt.distributed`; every process calls this with the
+        same arguments): each holds its tiles of the training kernel (memory ~ N^2 / (2 P)),
+        the CG products are summed over processes, the test rows are split; every process
+        returns the whole prediction.
 
     Returns:
       (N_test, C) predictions ((T, N_test, C) for an array of times), or ``(pred, info)``.
@@ -315,6 +350,7 @@ def ntk_predict(
         on_nonconvergence=on_nonconvergence,
         block_size=block_size,
         check_memory=check_memory,
+        distributed=distributed,
     )
     return _arch_predict(
         "ntk", arch, x_train, y_train, x_test, t, diag_reg, diag_reg_absolute_scale, learning_rate,
@@ -341,6 +377,7 @@ def nngp_predict(
     return_info: bool = False,
     block_size: int = STORED_BLOCK,
     check_memory: bool = True,
+    distributed: bool = False,
 ) -> Union[Array, tuple[Array, SolveInfo]]:
     """NNGP posterior mean ``K(x_test, X) (K + r I)^{-1} Y`` of ``arch`` (Bayesian readout).
 
@@ -357,6 +394,7 @@ def nngp_predict(
         on_nonconvergence=on_nonconvergence,
         block_size=block_size,
         check_memory=check_memory,
+        distributed=distributed,
     )
     return _arch_predict(
         "nngp", arch, x_train, y_train, x_test, None, diag_reg, diag_reg_absolute_scale, 1.0,

@@ -26,6 +26,7 @@ __all__ = [
     "STORED_PRECOND_RANK",
     "MEMORY_HEADROOM",
     "block_bounds",
+    "tile_owner",
     "available_memory_bytes",
     "StoredPlan",
     "stored_memory_plan",
@@ -52,6 +53,18 @@ def block_bounds(n: int, block_size: int) -> tuple[int, ...]:
     return tuple((i * n) // nb for i in range(nb + 1))
 
 
+def tile_owner(i: int, j: int, n_blocks: int, processes: int) -> int:
+    """The process that holds tile (i, j), j >= i, of a stored kernel spread over ``processes`` processes.
+
+    The tiles of the upper triangle, numbered row by row, are dealt out in turn (tile t to process
+    t mod P), so every process holds ceil or floor of m (m + 1) / (2 P) tiles.
+    """
+    if not 0 <= i <= j < n_blocks:
+        raise ValueError(f"tile ({i}, {j}) is not in the upper triangle of {n_blocks} blocks")
+    t = i * n_blocks - i * (i - 1) // 2 + (j - i)
+    return t % processes
+
+
 def available_memory_bytes() -> int | None:
     """``MemAvailable`` from ``/proc/meminfo`` in bytes (None where it cannot be read)."""
     try:
@@ -71,7 +84,8 @@ class StoredPlan:
     Attributes:
       n: training points N; n_test: test points; classes: C; itemsize: bytes per stored entry.
       block_size: largest block of the tiling; n_blocks: number of row blocks.
-      matrix_bytes: the stored upper triangle (tiles (i, j), j >= i), about N (N + b) / 2 entries.
+      matrix_bytes: the stored upper triangle (tiles (i, j), j >= i), about N (N + b) / 2 entries
+        (with P processes: the tiles of the process holding most, about N (N + b) / (2 P)).
       build_bytes: peak extra memory while one kernel tile is computed: its NNGP and NTK
         outputs plus the recursion's working buffers on cache-sized sub-tiles
         (:func:`nwcorrupt.kernels.buffers_per_entry` x :data:`nwcorrupt.kernels.DEFAULT_TILE_BYTES`).
@@ -132,6 +146,7 @@ def stored_memory_plan(
     precond_rank: int = STORED_PRECOND_RANK,
     test_tile: int = TILE_SIZE,
     available_bytes: int | None = -1,
+    processes: int = 1,
 ) -> StoredPlan:
     """Estimate the memory of ``solver="stored_cg"`` for N training points (see :class:`StoredPlan`).
 
@@ -141,6 +156,9 @@ def stored_memory_plan(
       block_size, precond_rank, test_tile: the tiling and preconditioner options.
       available_bytes: memory to compare with; -1 (default) reads ``MemAvailable``,
         None means unknown (``check`` then passes).
+      processes: P, the processes the tiles are spread over (:func:`tile_owner`); the plan is
+        that of the process holding the most bytes (the preconditioner, CG vectors and test tiles
+        are per process as in one process).
     """
     n = check_positive_int("n", n)
     n_test = check_positive_int("n_test", n_test, allow_zero=True)
@@ -156,7 +174,15 @@ def stored_memory_plan(
     sizes = np.diff(np.asarray(bounds, dtype=np.int64))
     nb = len(sizes)
     cum = np.cumsum(sizes[::-1])[::-1]  # columns from block i to the end
-    matrix = int(np.sum(sizes * cum)) * itemsize
+    processes = check_positive_int("processes", processes)
+    if processes == 1:
+        matrix = int(np.sum(sizes * cum)) * itemsize
+    else:
+        held = np.zeros(processes, dtype=np.int64)
+        for i in range(nb):
+            for j in range(i, nb):
+                held[tile_owner(i, j, nb, processes)] += int(sizes[i]) * int(sizes[j])
+        matrix = int(held.max()) * itemsize
     b = int(sizes.max())
     work = _kernels.buffers_per_entry(depth) * _kernels.DEFAULT_TILE_BYTES * itemsize // 4  # cache-sized tiles
     build = 2 * b * b * itemsize + work

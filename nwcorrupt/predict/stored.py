@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from nwcorrupt import distributed as _distributed
 from nwcorrupt import kernels as _kernels
 from nwcorrupt import precision as _precision
 from nwcorrupt._checks import check_array, check_choice, check_matrix, check_positive_float, check_positive_int
@@ -41,7 +42,7 @@ from nwcorrupt.predict.base import (
     single_get,
 )
 from nwcorrupt.predict.cg import PRECONDITIONERS, lanczos_cond
-from nwcorrupt.predict.memory import STORED_BLOCK, STORED_PRECOND_RANK, block_bounds, stored_memory_plan
+from nwcorrupt.predict.memory import STORED_BLOCK, STORED_PRECOND_RANK, block_bounds, stored_memory_plan, tile_owner
 
 __all__ = [
     "STORED_TOL",
@@ -88,15 +89,25 @@ class StoredKernel:
     Build it with :meth:`from_matrix` (a dense matrix) or :meth:`from_arch` (the kernel of
     an architecture, computed tile by tile, never dense).
 
+    Spread over processes (``distributed=True``, see :mod:`nwcorrupt.distributed`), each
+    process holds only the tiles :func:`~nwcorrupt.predict.memory.tile_owner` gives it (the
+    others are None); every access (:meth:`matvec`, :meth:`diag`, :meth:`rows`, :meth:`row`,
+    :meth:`to_dense`) is then a collective that every process calls together: each adds what
+    its tiles contribute and the parts are summed over processes. :attr:`nbytes` is this
+    process's share.
+
     Attributes:
       n: N.
       bounds: (m + 1,) block starts, ``bounds[0] = 0``, ``bounds[-1] = N``.
-      tiles: ``tiles[i]`` is the tuple of the m - i tiles of block row i.
+      tiles: ``tiles[i]`` is the tuple of the m - i tiles of block row i (None where another
+        process holds the tile).
+      distributed: the tiles are spread over the processes of a multi-process run.
     """
 
     n: int
     bounds: tuple[int, ...]
     tiles: tuple[tuple[Any, ...], ...] = dataclasses.field(repr=False)
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         check_positive_int("n", self.n)
@@ -107,25 +118,35 @@ class StoredKernel:
         if len(self.tiles) != m:
             raise ValueError(f"tiles must have one row per block ({m}), got {len(self.tiles)}")
         dtypes = set()
+        count, index = (jax.process_count(), jax.process_index()) if self.distributed else (1, 0)
         for i, row in enumerate(self.tiles):
             if len(row) != m - i:
                 raise ValueError(f"tiles[{i}] must hold the {m - i} tiles K[B_{i}, B_j], j >= {i}; got {len(row)}")
             for k, t in enumerate(row):
+                mine = tile_owner(i, i + k, m, count) == index
+                if (t is None) == mine:
+                    raise ValueError(
+                        f"tile ({i}, {i + k}) must be "
+                        + ("given" if mine else f"None here (process {index} of {count} does not hold it)")
+                    )
+                if t is None:
+                    continue
                 want = (b[i + 1] - b[i], b[i + k + 1] - b[i + k])
                 if tuple(t.shape) != want:
                     raise ValueError(f"tile ({i}, {i + k}) must have shape {want}, got {tuple(t.shape)}")
                 dtypes.add(jnp.dtype(t.dtype))
-        if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
+        if len(dtypes) > 1 or (dtypes and next(iter(dtypes)).kind != "f"):
             raise TypeError(f"all tiles must share one float dtype, got {sorted(str(d) for d in dtypes)}")
 
     # -- construction ---------------------------------------------------------------
 
     @classmethod
-    def from_matrix(cls, k: Any, *, block_size: int = STORED_BLOCK) -> "StoredKernel":
+    def from_matrix(cls, k: Any, *, block_size: int = STORED_BLOCK, distributed: bool = False) -> "StoredKernel":
         """Tiles of the upper triangle of a dense symmetric (N, N) matrix.
 
         Only the upper triangle is read (the lower one is taken as its mirror image, as a
-        Cholesky factorisation would). The storage dtype is the current JAX float.
+        Cholesky factorisation would). The storage dtype is the current JAX float. With
+        ``distributed=True`` this process keeps only its own tiles.
         """
         check_array("k", k, ndim=2)
         n1, n2 = k.shape
@@ -136,17 +157,21 @@ class StoredKernel:
         a = np.asarray(k)
         bounds = block_bounds(n1, block_size)
         m = len(bounds) - 1
+        mine = _owned(m, distributed)
         rows = []
         for i in range(m):
             s, e = bounds[i], bounds[i + 1]
             row = []
             for j in range(i, m):
+                if not mine(i, j):
+                    row.append(None)
+                    continue
                 t = np.asarray(a[s:e, bounds[j] : bounds[j + 1]], dtype=np.float64)
                 if j == i:
                     t = np.triu(t) + np.triu(t, 1).T
                 row.append(jnp.asarray(t, dtype=dt))
             rows.append(tuple(row))
-        return cls(n1, bounds, tuple(rows))
+        return cls(n1, bounds, tuple(rows), distributed=bool(distributed))
 
     @classmethod
     def from_arch(
@@ -159,6 +184,7 @@ class StoredKernel:
         check_memory: bool = True,
         progress: Callable[[int, int], None] | None = None,
         which: str | None = None,
+        distributed: bool = False,
     ) -> "StoredKernel":
         """The NTK (or NNGP) of ``arch`` on the rows of x, computed tile by tile.
 
@@ -174,8 +200,11 @@ class StoredKernel:
           block_size: rows per block (tiles are at most block_size x block_size).
           check_memory: check :func:`stored_memory_plan` against the available memory
             first (``MemoryError`` if it does not fit).
-          progress: called as ``progress(tiles_done, tiles_total)`` after every tile.
+          progress: called as ``progress(tiles_done, tiles_total)`` after every tile (of
+            this process's tiles when distributed).
           which: deprecated name of ``get`` (warns).
+          distributed: spread the tiles over the processes (every process calls this with
+            the same arguments and computes only its own tiles, on its own devices).
         """
         get = single_get(get, which)
         check_matrix("x", x)
@@ -183,16 +212,22 @@ class StoredKernel:
         n = int(x.shape[0])
         if check_memory:
             depth = getattr(arch, "depth", 3)
-            stored_memory_plan(n, depth=depth, block_size=block_size, precond_rank=0).check()
+            processes = jax.process_count() if distributed else 1
+            stored_memory_plan(n, depth=depth, block_size=block_size, precond_rank=0, processes=processes).check()
         xf = as_float(x)
         bounds = block_bounds(n, block_size)
         m = len(bounds) - 1
+        mine = _owned(m, distributed)
         xb = [xf[bounds[i] : bounds[i + 1]] for i in range(m)]
-        total, done = m * (m + 1) // 2, 0
+        total = sum(mine(i, j) for i in range(m) for j in range(i, m))
+        done = 0
         rows = []
         for i in range(m):
             row = []
             for j in range(i, m):
+                if not mine(i, j):
+                    row.append(None)
+                    continue
                 ks = _kernels.kernel(arch, xb[i], None if j == i else xb[j], get=(get,))
                 tile = getattr(ks, get)
                 del ks
@@ -201,7 +236,7 @@ class StoredKernel:
                 if progress is not None:
                     progress(done, total)
             rows.append(tuple(row))
-        return cls(n, bounds, tuple(rows))
+        return cls(n, bounds, tuple(rows), distributed=bool(distributed))
 
     # -- properties -----------------------------------------------------------------
 
@@ -211,7 +246,11 @@ class StoredKernel:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.tiles[0][0].dtype)
+        for row in self.tiles:
+            for t in row:
+                if t is not None:
+                    return np.dtype(t.dtype)
+        return np.dtype(_precision.default_float())  # a process that holds no tile
 
     @property
     def n_blocks(self) -> int:
@@ -219,8 +258,12 @@ class StoredKernel:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the tiles."""
-        return int(sum(t.size for row in self.tiles for t in row)) * self.dtype.itemsize
+        """Bytes held by the tiles (of this process, when distributed)."""
+        return int(sum(t.size for row in self.tiles for t in row if t is not None)) * self.dtype.itemsize
+
+    def _sum(self, part: np.ndarray) -> np.ndarray:
+        """This process's contribution summed over processes (itself when not distributed)."""
+        return _distributed.allreduce_sum(part) if self.distributed else part
 
     def _block_of(self, i: int) -> int:
         return int(np.searchsorted(np.asarray(self.bounds), i, side="right")) - 1
@@ -229,46 +272,51 @@ class StoredKernel:
 
     def diag(self) -> np.ndarray:
         """The (N,) diagonal, float64 numpy."""
-        return np.concatenate([np.diagonal(np.asarray(row[0], dtype=np.float64)) for row in self.tiles])
+        b = self.bounds
+        out = np.zeros(self.n, dtype=np.float64)
+        for i, row in enumerate(self.tiles):
+            if row[0] is not None:
+                out[b[i] : b[i + 1]] = np.diagonal(np.asarray(row[0], dtype=np.float64))
+        return self._sum(out)
 
     def row(self, i: int) -> np.ndarray:
         """Row i of K, (N,) float64 numpy (gathered from the tiles above and right of it)."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.n:
             raise ValueError(f"row index must be an integer in [0, {self.n}), got {i!r}")
-        bi = self._block_of(int(i))
-        li = int(i) - self.bounds[bi]
-        parts = [np.asarray(self.tiles[j][bi - j])[:, li] for j in range(bi)]
-        parts += [np.asarray(t)[li, :] for t in self.tiles[bi]]
-        return np.concatenate(parts).astype(np.float64)
+        return self.rows(np.array([int(i)]))[0]
 
     def rows(self, idx: Any) -> np.ndarray:
         """``K[idx, :]`` as (len(idx), N) float64 numpy; gathers block by block (vectorised)."""
         idx = np.asarray(idx)
         if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= self.n)):
             raise ValueError(f"idx must be a 1-D integer array of row indices in [0, {self.n})")
-        out = np.empty((idx.size, self.n), dtype=np.float64)
+        out = np.zeros((idx.size, self.n), dtype=np.float64)
         blocks = np.searchsorted(np.asarray(self.bounds), idx, side="right") - 1
         b = self.bounds
         for bi in np.unique(blocks):
             sel = np.nonzero(blocks == bi)[0]
             local = idx[sel] - b[bi]
             for j in range(bi):  # tiles above: K[B_j, B_bi] columns, transposed
-                out[sel, b[j] : b[j + 1]] = np.asarray(self.tiles[j][bi - j])[:, local].T
+                if self.tiles[j][bi - j] is not None:
+                    out[sel, b[j] : b[j + 1]] = np.asarray(self.tiles[j][bi - j])[:, local].T
             for k, t in enumerate(self.tiles[bi]):
-                out[sel, b[bi + k] : b[bi + k + 1]] = np.asarray(t)[local, :]
-        return out
+                if t is not None:
+                    out[sel, b[bi + k] : b[bi + k + 1]] = np.asarray(t)[local, :]
+        return self._sum(out)
 
     def to_dense(self) -> np.ndarray:
         """The full (N, N) matrix as float64 numpy (for small N and tests only)."""
-        out = np.empty((self.n, self.n), dtype=np.float64)
+        out = np.zeros((self.n, self.n), dtype=np.float64)
         b = self.bounds
         for i, row in enumerate(self.tiles):
             for k, t in enumerate(row):
+                if t is None:
+                    continue
                 j = i + k
                 blk = np.asarray(t, dtype=np.float64)
                 out[b[i] : b[i + 1], b[j] : b[j + 1]] = blk
                 out[b[j] : b[j + 1], b[i] : b[i + 1]] = blk.T
-        return out
+        return self._sum(out)
 
     def matvec(self, v: Any, *, exact: bool = False) -> np.ndarray:
         """``K @ v`` for v of shape (N,) or (N, C); float64 numpy result.
@@ -292,6 +340,8 @@ class StoredKernel:
             buf = np.empty(size * size, dtype=np.float64)  # reused float64 copy of one tile
             for i, row in enumerate(self.tiles):
                 for k, t in enumerate(row):
+                    if t is None:
+                        continue
                     j = i + k
                     blk = buf[: t.shape[0] * t.shape[1]].reshape(t.shape)
                     np.copyto(blk, np.asarray(t))
@@ -303,12 +353,24 @@ class StoredKernel:
             vb = [jnp.asarray(v[b[i] : b[i + 1]], dtype=dt) for i in range(m)]
             y = [jnp.zeros_like(vi) for vi in vb]
             for i, row in enumerate(self.tiles):
-                y[i] = _tile_diag_mv(row[0], vb[i], y[i])
+                if row[0] is not None:
+                    y[i] = _tile_diag_mv(row[0], vb[i], y[i])
                 for k in range(1, len(row)):
+                    if row[k] is None:
+                        continue
                     j = i + k
                     y[i], y[j] = _tile_pair_mv(row[k], vb[i], vb[j], y[i], y[j])
             out = np.concatenate([np.asarray(yi, dtype=np.float64) for yi in y])
+        out = self._sum(out)
         return out[:, 0] if vector else out
+
+
+def _owned(n_blocks: int, distributed: bool) -> Callable[[int, int], bool]:
+    """``(i, j) -> True`` for the tiles this process holds (all of them unless distributed)."""
+    if not distributed:
+        return lambda i, j: True
+    count, index = jax.process_count(), jax.process_index()
+    return lambda i, j: tile_owner(i, j, n_blocks, count) == index
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,7 +135,7 @@ class KernelFn:
           memory_budget: bytes one block computation may use (default 1 GiB); the
             block size is the largest that fits (eager calls only).
           block_size: examples per block, overriding the budget.
-          devices: devices to spread the blocks over (default ``jax.devices()``).
+          devices: devices to spread the blocks over (default ``jax.local_devices()``).
 
         Returns arrays (N1, N2) for a network ending in a vector readout; a network
         with spatial outputs returns the full spatial covariance (N1, N2, H, H', W, W').
@@ -175,7 +175,7 @@ class KernelFn:
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else check_positive_int("memory_budget", memory_budget)
         if block_size is not None:
             block_size = check_positive_int("block_size", block_size)
-        devices = list(jax.devices()) if devices is None else list(devices)
+        devices = list(jax.local_devices()) if devices is None else list(devices)
         if not devices:
             raise ValueError("devices must name at least one device")
         dtype = np.dtype(default_float())

@@ -2,7 +2,7 @@
 
 A nested ensemble is K training sets (noisy realisations of one clean set) × M
 initialisations. :func:`train_ensemble` trains all K·M members with one compiled
-program (``jax.vmap`` over members, sharded over ``jax.devices()`` along the member
+program (``jax.vmap`` over members, sharded over ``jax.local_devices()`` along the member
 axis with ``NamedSharding``, or ``jax.lax.map`` on one CPU device), in chunks sized to
 a memory budget (:mod:`nwcorrupt.train.memory`), keeps every member's test logits,
 loss curve and training-set fit, and resumes from the chunks already on disk
@@ -31,6 +31,7 @@ and loss.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -44,6 +45,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nwcorrupt import _io
+from nwcorrupt import distributed as _distributed
 from nwcorrupt._checks import check_array, check_labels, check_positive_int, check_same_size
 from nwcorrupt.train.checkpoints import atomic_savez, fingerprint, load_finished, save_chunk
 from nwcorrupt.train.config import TrainConfig, TrainingDivergedError, member_keys, validation_split
@@ -268,7 +270,7 @@ def train_member(
     n, d = (x.shape[0], x.shape[1]) if corrupt is not None else (x.shape[1], x.shape[2])
     targets, clean_mask = _check_targets_mask(config, n, targets, clean_mask)
     spec = make_spec(config, n, d, corrupt, soft_targets=targets is not None, track_clean=clean_mask is not None)
-    prog = compiled_programs(spec, "single", _FIT_BLOCK, resolve_stepping(stepping, config, jax.devices()))
+    prog = compiled_programs(spec, "single", _FIT_BLOCK, resolve_stepping(stepping, config, jax.local_devices()))
     dtype = np.dtype(spec.dtype)
     init_key, shuffle_key = member_keys(config.seed, k, m)
     member = {"k": jnp.asarray(k, jnp.int32), "shuffle_key": shuffle_key}
@@ -421,6 +423,32 @@ def _progress(total: int, disable: bool) -> Any:
     return tqdm(total=total, unit="epoch", disable=disable, leave=False, file=sys.stderr)
 
 
+def _gather_members(done: dict[tuple[int, int], dict], todo: list[tuple[int, int]]) -> None:
+    """Give every process the arrays of all ``todo`` members, each trained by one process (in place).
+
+    Process p trained ``todo[local_range(len(todo), index=p)]``; each process stacks its members' arrays,
+    pads them to the largest share and all processes gather them (one collective per array name).
+    """
+    count = _distributed.process_info().count
+    shares = [_distributed.local_range(len(todo), count=count, index=p) for p in range(count)]
+    size = max(e - s for s, e in shares)
+    start, stop = _distributed.local_range(len(todo))
+    mine = todo[start:stop]
+    # the names, shapes and dtypes, from a process that trained something (all shares are equal or one apart)
+    desc = json.dumps({k: [list(v.shape), v.dtype.str] for k, v in done[mine[0]].items()}) if mine else ""
+    raw = np.frombuffer(desc.encode().ljust(8192)[:8192], np.uint8)
+    descs = [bytes(d).decode().strip() for d in _distributed.allgather(raw)]
+    layout = json.loads(next(d for d in descs if d))
+    for name, (shape, dt) in sorted(layout.items()):
+        block = np.zeros((size,) + tuple(shape), dtype=np.dtype(dt))
+        for i, mem in enumerate(mine):
+            block[i] = done[mem][name]
+        parts = _distributed.allgather(block)
+        for p, (s, e) in enumerate(shares):
+            for i, mem in enumerate(todo[s:e]):
+                done.setdefault(mem, {})[name] = parts[p, i]
+
+
 def train_ensemble(
     config: TrainConfig,
     x_train: Any,
@@ -442,6 +470,7 @@ def train_ensemble(
     targets: Any = None,
     clean_mask: Any = None,
     stepping: str = "auto",
+    distributed: bool = False,
 ) -> EnsembleResult:
     """Train a nested ensemble of K training sets × M initialisations.
 
@@ -460,7 +489,8 @@ def train_ensemble(
         configuration and data loads the finished members and trains only the rest.
       memory_budget_bytes: device memory for one chunk (default:
         :func:`~nwcorrupt.train.default_memory_budget`); chunk_size overrides it.
-      devices: devices to shard the member axis over (default ``jax.devices()``).
+      devices: devices to shard the member axis over (default ``jax.local_devices()``: this
+        process's devices, all devices in a single-process run).
       eval_block: test rows (and training rows, for the training-set fit) evaluated at once.
       quiet: no progress bar (it is also off when stderr is not a terminal).
       callback: called as ``callback(chunk_index, members)`` after each chunk is saved.
@@ -475,9 +505,18 @@ def train_ensemble(
         (:func:`~nwcorrupt.train.resolve_stepping`: ``"host"`` for convolutional networks on
         CPUs); the same members either way.
 
+      distributed: every process of a multi-process run (:mod:`nwcorrupt.distributed`) calls
+        this with the same arguments; the members still to train are split among the processes
+        in contiguous shares, each trains its share on ``devices`` (default its own devices) and
+        writes its chunk files, and the results are gathered, so every process returns the whole
+        ensemble (process 0 writes ``ensemble.npz`` and ``summary.json``). ``out_dir`` must then be
+        on a file system that every process sees (checked). The members equal those of one process.
+
     Returns:
       :class:`EnsembleResult`, with every member's training-set fit (module docstring).
     """
+    if not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be True or False, got {distributed!r}")
     num_inits = check_positive_int("num_inits", num_inits)
     eval_block = check_positive_int("eval_block", eval_block)
     x, y, xt, yt, k_count = _check_train_data(config, x_train, y_train, x_test, y_test, corrupt, num_datasets)
@@ -502,8 +541,13 @@ def train_ensemble(
         done = load_finished(out, fp)
     num_loaded = sum(1 for mem in members if mem in done)
     todo = [mem for mem in members if mem not in done]
+    todo_all = todo
+    if distributed:
+        _distributed.check_same("the finished members in out_dir", repr(sorted(done)))
+        start, stop = _distributed.local_range(len(todo_all))
+        todo = todo_all[start:stop]
 
-    devs = list(devices) if devices is not None else jax.devices()
+    devs = list(devices) if devices is not None else jax.local_devices()
     n_dev = len(devs)
     batching = resolve_member_batching(member_batching, devs)
     step_mode = resolve_stepping(stepping, config, devs)
@@ -606,6 +650,8 @@ def train_ensemble(
                     callback(ci, list(chunk))
         finally:
             bar.close()
+    if distributed and todo_all:
+        _gather_members(done, todo_all)
     seconds = time.perf_counter() - t0
 
     def gather(name: str) -> np.ndarray:
@@ -619,7 +665,7 @@ def train_ensemble(
     vals_all = gather("val_losses") if config.early_stopping is not None else None
     tracked = {name: gather(name) for name in ("step_counts", "train_accuracy_clean", "train_accuracy_noisy")} if track else {}
     acc = ensemble_accuracy(logits_all, yt) if yt is not None else None
-    if out is not None:
+    if out is not None and (not distributed or _distributed.is_primary()):
         arrays = {
             "test_logits": logits_all,
             "step_losses": losses_all,
@@ -641,7 +687,7 @@ def train_ensemble(
                 "train_loss_mean": float(fit_loss_all.mean()),
                 "train_accuracy_mean": float(fit_acc_all.mean()),
                 "train_accuracy_min": float(fit_acc_all.min()),
-                "num_trained": len(todo),
+                "num_trained": len(todo_all),
                 "num_loaded": num_loaded,
                 "chunk_size": size,
                 "train_seconds": seconds,
@@ -654,7 +700,7 @@ def train_ensemble(
         val_losses=vals_all,
         accuracy=acc,
         fingerprint=fp,
-        num_trained=len(todo),
+        num_trained=len(todo_all),
         num_loaded=num_loaded,
         chunk_size=size,
         train_seconds=seconds,
