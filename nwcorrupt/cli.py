@@ -32,7 +32,16 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["DEMO_STUDY", "EXIT_STATUS", "build_parser", "check_out_dir", "main", "parse_set"]
+__all__ = [
+    "DEMO_STUDY",
+    "EXIT_STATUS",
+    "INTERRUPT_GRACE_S",
+    "build_parser",
+    "check_out_dir",
+    "interrupt_watchdog",
+    "main",
+    "parse_set",
+]
 
 DEMO_STUDY = "heavy_corruption"
 
@@ -356,7 +365,7 @@ def interrupt_watchdog(grace_s: float = INTERRUPT_GRACE_S) -> None:
     os.set_blocking(w, False)
     subprocess.Popen(
         [sys.executable, "-c", _WATCHER, str(r), str(os.getpid()), str(float(grace_s))],
-        pass_fds=(r,), start_new_session=True, stdin=subprocess.DEVNULL,
+        pass_fds=(r,), start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     os.close(r)
     signal.set_wakeup_fd(w, warn_on_full_buffer=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from nwcorrupt import prototype, stax
 from nwcorrupt.arch import MLP
-from nwcorrupt.experiments import catalog
+from nwcorrupt.experiments import catalog, runner
 from nwcorrupt.experiments.errors import ConfigError
 from nwcorrupt.experiments.studies import architectures as S
 from nwcorrupt.kernels import kernel
@@ -69,15 +70,36 @@ def test_params_reject_bad_values_before_any_work():
         S.preflight(S.Params(datasets=("gaussian_mixture",)))
 
 
-def test_one_point_the_pooled_network_decides_at_second_order_and_the_mlp_by_the_prototype():
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny scale run end to end once (runner, records, report): (config, folder, tables)."""
+    cfg = catalog.load("architectures", "tiny")
+    out = tmp_path_factory.mktemp("architectures_tiny")
+    summary = runner.run(cfg, out, quiet=True)
+    assert summary.ran == summary.total == 3
+    return cfg, out, runner.report(out, formats=("png",))
+
+
+def test_tiny_scale_runs_end_to_end(tiny_run):
+    """What tests/test_experiments.py checks for every other study: records, tables, figures, the fit table."""
+    _, out, tables = tiny_run
+    assert tables and all(len(t) >= 2 for t in tables.values())
+    assert any((out / "figures").glob("*.png"))
+    for path in (out / "records").glob("*.json"):
+        assert {"train_loss_mean", "train_accuracy_mean", "train_accuracy_min"} <= set(json.loads(path.read_text())["metrics"])
+    assert tables["training_fit"][0][-1] == "fit" and len(tables["training_fit"]) >= 2
+
+
+def test_one_point_the_pooled_network_decides_at_second_order_and_the_mlp_by_the_prototype(tiny_run):
     """At p = 0.999 the mean-field predictor follows its leading order (the theory's claim, 1e-3 from pure
     noise); the MLP's leading order is the prototype rule argmax <x*, mu_c> (closed form, checked with
     nwcorrupt.prototype), the pooled network's first order is class-blind (circular padding, zero-mean
-    images) and its second order decides."""
-    out = {arch: S.run_point(dataclasses.replace(SMALL, archs=(arch,)), {"dataset": "digits", "noise": "additive",
-                                                                         "arch": arch})
-           for arch in ("mlp", "cnn_pool")}  # fmt: skip
-    mlp, pool = out["mlp"], out["cnn_pool"]
+    images) and its second order decides. (The records of the tiny run: SMALL's sizes, all three networks.)"""
+    cfg, out, _ = tiny_run
+    assert dataclasses.replace(cfg.params, archs=SMALL.archs) == dataclasses.replace(SMALL, seed=cfg.params.seed)
+    by_arch = {rec["point"]["arch"]: rec["metrics"]
+               for rec in (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))}  # fmt: skip
+    mlp, pool = by_arch["mlp"], by_arch["cnn_pool"]
     assert mlp["leading_order"] == 1 and mlp["class_signals"][0] > 0.1
     assert pool["leading_order"] == 2 and pool["class_signals"][0] < 1e-8 < 0.1 < pool["class_signals"][1]
     (row,) = mlp["per_p"]
