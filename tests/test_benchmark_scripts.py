@@ -80,3 +80,12 @@ def test_distributed_benchmark_quick_prints_the_scaling_table_and_the_plan():
     plan = _run("benchmarks/distributed.py", "--plan")
     sizes = [int(c.strip().rstrip("k").replace(",", "")) for c in plan.splitlines()[4].strip("|").split("|")[1:]]
     assert sizes == sorted(sizes) and sizes[-1] > 2 * sizes[0]  # more processes hold a larger N
+
+
+def test_cg_bandwidth_quick_prints_the_fraction_of_the_stream_and_a_correct_product():
+    text = _run("benchmarks/cg_bandwidth.py", "--quick")
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert {"stream (jitted sum of every tile)", "matvec (one CG product)", "square GEMM b x b x b"} <= set(rows)
+    matvec = rows["matvec (one CG product)"]
+    assert "of the stream" in matvec
+    assert float(matvec.split("rel. error vs float64")[1].strip(" |")) < 1e-5  # float32 products, float64 reference
