@@ -51,6 +51,7 @@ __all__ = [
     "REDUCE_CHUNK_BYTES",
     "allgather",
     "allreduce_sum",
+    "gather_shares",
     "broadcast",
     "barrier",
     "check_same",
@@ -274,6 +275,27 @@ def allreduce_sum(x: Any) -> np.ndarray:
             acc += q
         out[s : s + piece.size] = acc
     return out.reshape(a.shape)
+
+
+def gather_shares(local: Any, n: int) -> np.ndarray:
+    """The (n, ...) array whose rows ``local_range(n)`` each process holds, on every process.
+
+    Process p passes its rows ``local_range(n, index=p)`` (shape (stop - start,) + trailing, the same
+    trailing shape and dtype everywhere); shares are padded to the largest for one :func:`allgather`.
+    """
+    import jax
+
+    count = jax.process_count()
+    a = np.asarray(local)
+    shares = [local_range(n, count=count, index=p) for p in range(count)]
+    start, stop = shares[jax.process_index()]
+    if a.shape[:1] != (stop - start,):
+        raise ValueError(f"local must hold this process's {stop - start} rows of {n}, got shape {a.shape}")
+    size = max(e - s for s, e in shares)
+    block = np.zeros((size,) + a.shape[1:], dtype=a.dtype)
+    block[: stop - start] = a
+    parts = allgather(block)
+    return np.concatenate([parts[p, : e - s] for p, (s, e) in enumerate(shares)])
 
 
 def broadcast(x: Any) -> np.ndarray:

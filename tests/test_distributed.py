@@ -53,6 +53,13 @@ def test_single_process_collectives_are_the_identity():
     assert (info.index, info.count, info.primary) == (0, 1, True) and distributed.is_primary()
 
 
+def test_gather_shares_in_one_process_returns_the_rows_and_checks_their_count():
+    x = np.arange(12.0).reshape(4, 3)
+    np.testing.assert_array_equal(distributed.gather_shares(x, 4), x)
+    with pytest.raises(ValueError, match="local must hold this process's 5 rows of 5"):
+        distributed.gather_shares(x, 5)
+
+
 def test_shares_cover_every_item_once():
     for n in (0, 1, 7, 10, 101):
         for count in (1, 2, 3, 8):

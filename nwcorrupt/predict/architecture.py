@@ -268,17 +268,11 @@ def _stored_predict(arch: Any, get: str, xtr: Array, xte: Array, alpha: np.ndarr
 def _distributed_predict(arch: Any, get: str, xtr: Array, xte: Array, alpha: np.ndarray, tile_size: int) -> np.ndarray:
     """:func:`_stored_predict` with the test rows split among the processes, gathered on every process."""
     n_test = xte.shape[0]
-    count = jax.process_count()
-    share = -(-n_test // count)  # rows per process, the last ones padded
     start, stop = _distributed.local_range(n_test)
-    part = np.zeros((share, alpha.shape[1]), dtype=np.float64)
+    part = np.zeros((stop - start, alpha.shape[1]), dtype=np.float64)
     if stop > start:
-        part[: stop - start] = _stored_predict(arch, get, xtr, xte[start:stop], alpha, tile_size)
-    parts = _distributed.allgather(part)
-    return np.concatenate(
-        [parts[p, : _distributed.local_range(n_test, count=count, index=p)[1]
-               - _distributed.local_range(n_test, count=count, index=p)[0]] for p in range(count)]
-    )
+        part = _stored_predict(arch, get, xtr, xte[start:stop], alpha, tile_size)
+    return _distributed.gather_shares(part, n_test)
 
 
 def ntk_predict(

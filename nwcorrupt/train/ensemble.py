@@ -426,27 +426,21 @@ def _progress(total: int, disable: bool) -> Any:
 def _gather_members(done: dict[tuple[int, int], dict], todo: list[tuple[int, int]]) -> None:
     """Give every process the arrays of all ``todo`` members, each trained by one process (in place).
 
-    Process p trained ``todo[local_range(len(todo), index=p)]``; each process stacks its members' arrays,
-    pads them to the largest share and all processes gather them (one collective per array name).
+    Process p trained ``todo[local_range(len(todo), index=p)]``; the arrays are gathered by name
+    (:func:`~nwcorrupt.distributed.gather_shares`, one collective per name).
     """
-    count = _distributed.process_info().count
-    shares = [_distributed.local_range(len(todo), count=count, index=p) for p in range(count)]
-    size = max(e - s for s, e in shares)
     start, stop = _distributed.local_range(len(todo))
     mine = todo[start:stop]
-    # the names, shapes and dtypes, from a process that trained something (all shares are equal or one apart)
+    # names, shapes and dtypes from a process that trained something (a share is empty when P > members)
     desc = json.dumps({k: [list(v.shape), v.dtype.str] for k, v in done[mine[0]].items()}) if mine else ""
     raw = np.frombuffer(desc.encode().ljust(8192)[:8192], np.uint8)
-    descs = [bytes(d).decode().strip() for d in _distributed.allgather(raw)]
-    layout = json.loads(next(d for d in descs if d))
+    layout = json.loads(next(d for d in (bytes(r).decode().strip() for r in _distributed.allgather(raw)) if d))
     for name, (shape, dt) in sorted(layout.items()):
-        block = np.zeros((size,) + tuple(shape), dtype=np.dtype(dt))
+        local = np.zeros((len(mine),) + tuple(shape), dtype=np.dtype(dt))
         for i, mem in enumerate(mine):
-            block[i] = done[mem][name]
-        parts = _distributed.allgather(block)
-        for p, (s, e) in enumerate(shares):
-            for i, mem in enumerate(todo[s:e]):
-                done.setdefault(mem, {})[name] = parts[p, i]
+            local[i] = done[mem][name]
+        for mem, value in zip(todo, _distributed.gather_shares(local, len(todo))):
+            done.setdefault(mem, {})[name] = value
 
 
 def train_ensemble(
