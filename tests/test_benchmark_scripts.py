@@ -89,3 +89,14 @@ def test_cg_bandwidth_quick_prints_the_fraction_of_the_stream_and_a_correct_prod
     matvec = rows["matvec (one CG product)"]
     assert "of the stream" in matvec
     assert float(matvec.split("rel. error vs float64")[1].strip(" |")) < 1e-5  # float32 products, float64 reference
+
+
+def test_kernels_vs_matmul_quick_prints_both_ratios_and_where_the_time_goes():
+    text = _run("benchmarks/kernels_vs_matmul.py", "--quick", "--dtypes", "float64", "--activations", "relu")
+    assert "relu float64 N=M=600" in text
+    for name in ("kernel(x1, x2)", "kernel(x1)"):
+        line = next(line for line in text.splitlines() if line.strip().startswith(name))
+        assert float(line.split("time / matmul =")[1].split()[0]) > 0
+    for part in ("tile Gram products", "recursion from the Gram", "first touch of the outputs"):
+        line = next(line for line in text.splitlines() if line.strip().startswith(part))
+        assert float(line.split()[-1]) >= 0

@@ -538,3 +538,64 @@ def test_unrolled_layer_loop_equals_scanned(x64, name, monkeypatch):
             k2 = cb + cw * np.asarray(A.dual_diag(name, k2))
         np.testing.assert_allclose(unrolled.nngp, k, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(unrolled.ntk, theta, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# The CPU host loop (one compiled call per tile) against the compiled tile loop.
+
+
+def _fill_tiles_reference(arch, x1, x2, rt, ct, symmetric):
+    """The kernel from the single compiled loop over tiles (the accelerator / several-device path)."""
+    n1, d = x1.shape
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("dev",))
+    out = K.tiled.fill_tiles(
+        jnp.asarray(x1).reshape(1, n1, d), jnp.asarray(x2), None, None, jnp.ones(()),
+        arch=arch, want_ntk=True, order=32, d=d, rt=rt, ct=ct, symmetric=symmetric, from_gram=False, m=n1,
+        n2=x2.shape[0], out_sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("dev")),
+    )  # fmt: skip
+    return np.asarray(out[0]), np.asarray(out[1])
+
+
+@pytest.mark.parametrize("name", ["relu", "erf"])
+def test_host_loop_equals_compiled_loop_and_textbook(x64, name):
+    """One device on CPU takes the host loop; it equals fill_tiles' compiled loop and the untiled recursion
+    (1e-12), with shifted last tiles, triangular symmetric tiles (exactly symmetric), NTK-only output."""
+    assert K.tiled.uses_host_loop(jax.devices()[:1]) == (tuple(map(int, jax.__version__.split(".")[:2])) >= (0, 10))
+    arch = K.MLP(3, name, W_std=1.3, b_std=0.2)
+    x1, x2 = _inputs(23, 17, 5, seed=11)
+    g, q1, q2 = _gram(x1, x2)
+    textbook = K.kernel_layers(arch, g, q1, q2)[-1]
+    for tiles in [(5, 4), (8, 6)]:
+        got = K.kernel(arch, x1, x2, tile_size=tiles)
+        ref_k, ref_t = _fill_tiles_reference(arch, x1, x2, *tiles, symmetric=False)
+        np.testing.assert_allclose(got.nngp, ref_k, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got.ntk, ref_t, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got.ntk, textbook.ntk, rtol=1e-12, atol=1e-14)
+        only = K.kernel(arch, x1, x2, get="ntk", tile_size=tiles)
+        assert only.nngp is None
+        np.testing.assert_allclose(only.ntk, got.ntk, rtol=1e-14, atol=1e-15)  # Gram from tiles, not one product
+    gs, qs, _ = _gram(x1, x1)
+    sym_textbook = K.kernel_layers(arch, gs, qs, symmetric=True)[-1]
+    for side in (5, 7):  # 23 = 4 x 5 + 3: the last tile is shifted back over its neighbour
+        got = K.kernel(arch, x1, tile_size=side)
+        ref_k, ref_t = _fill_tiles_reference(arch, x1, x1, side, side, symmetric=True)
+        for out, ref, tb in ((got.nngp, ref_k, sym_textbook.nngp), (got.ntk, ref_t, sym_textbook.ntk)):
+            out = np.asarray(out)
+            np.testing.assert_array_equal(out, out.T)
+            np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(out, tb, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.diag(np.asarray(got.ntk)), K.kernel_diag(arch, x1).ntk, rtol=1e-14, atol=0)
+    got = K.kernel_from_gram(arch, g, q1, q2, input_dim=5, tile_size=(6, 5))
+    np.testing.assert_allclose(got.ntk, textbook.ntk, rtol=1e-12, atol=1e-14)
+
+
+def test_host_loop_output_is_a_cpu_array_that_owns_aligned_memory(x64):
+    """The host loop's outputs are ordinary jax arrays on the CPU device; the NumPy buffers they wrap
+    start on a page boundary (so wrapping them needs no copy) and later arithmetic works on them."""
+    arch = K.MLP(2, "relu")
+    x1, x2 = _inputs(30, 20, 4)
+    out = K.kernel(arch, x1, x2)
+    assert isinstance(out.ntk, jax.Array) and out.ntk.devices() == {jax.devices()[0]}
+    buf = K.tiled._aligned_empty((7, 9), np.float64)
+    assert buf.ctypes.data % 4096 == 0 and buf.flags.c_contiguous and buf.shape == (7, 9)
+    np.testing.assert_allclose(np.asarray(out.ntk * 2.0), 2.0 * np.asarray(out.ntk), rtol=0, atol=0)

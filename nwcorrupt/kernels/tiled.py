@@ -1,14 +1,19 @@
 """The tiled, sharded driver of the kernel computation.
 
-The output (N1, N2) is computed tile by tile inside one compiled call, under a
-memory budget, with its rows sharded over devices (see the comment block below).
+The output (N1, N2) is computed tile by tile under a memory budget (see the comment
+block below): on one CPU device by a host loop over compiled tile calls written into
+the output (:func:`compute_tile`), elsewhere (accelerators, several devices) inside one
+compiled call with the rows sharded over the devices (:func:`fill_tiles`).
 :func:`plan_tiles` shows the tiling a call would use; :func:`run_tiled` is the driver
 behind :func:`~nwcorrupt.kernels.kernel` and :func:`~nwcorrupt.kernels.kernel_from_gram`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import mmap
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +35,11 @@ __all__ = [
     "buffers_per_entry",
     "check_devices",
     "check_tiling",
+    "compute_tile",
     "fill_tiles",
+    "host_loop",
+    "uses_host_loop",
+    "HOST_LOOP_MIN_JAX",
     "plan_tiles",
     "run_tiled",
 ]
@@ -256,6 +265,222 @@ def fill_tiles(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **stati
     return out_k.reshape(flat), (out_t.reshape(flat) if want_ntk else None), diag1, diag2, finite
 
 
+# ---------------------------------------------------------------------------
+# Host loop (one CPU device).
+#
+# XLA's CPU backend splits an elementwise fusion over its threads only in the entry
+# computation of a compiled call: inside a while loop (fill_tiles' loop over tiles)
+# every fusion runs on one core (measured under jax 0.10: a chain of arcsines over a
+# 4000 x 4000 matrix took 0.24 s in 125-row tiles in a fori_loop, 0.12 s as one
+# compiled call per tile). Fresh XLA output buffers also take 4 KiB pages (~0.05 s of
+# page faults per 128 MiB) where NumPy's large allocations take huge pages. So on a
+# single CPU device each tile is its own compiled call (its Gram product, recursion
+# and finiteness flag), dispatched asynchronously while the host copies the previous
+# tile into page-aligned NumPy outputs, which jax then wraps without a copy.
+
+#: The first jax version whose CPU runtime was measured to run loop-body fusions on one core
+#: (0.10.2; under 0.5.3, the reference environment's, fill_tiles' loop was split over the
+#: threads and the host loop measured 1.3-1.7x slower, so older versions keep the loop).
+HOST_LOOP_MIN_JAX = (0, 10)
+
+
+def uses_host_loop(devices: Sequence[jax.Device]) -> bool:
+    """Whether :func:`run_tiled` takes the host loop on ``devices``: one CPU device under a
+    jax of at least :data:`HOST_LOOP_MIN_JAX`."""
+    version = tuple(int(part) for part in jax.__version__.split(".")[:2])
+    return len(devices) == 1 and devices[0].platform == "cpu" and version >= HOST_LOOP_MIN_JAX
+
+
+_TILE_STATIC = ("arch", "want_ntk", "order", "d", "rt", "ct", "symmetric", "from_gram", "m", "transpose")
+
+
+@functools.partial(jax.jit, static_argnames=_TILE_STATIC)
+def compute_tile(src, x2s, q1, q2, dg1, i0, j0, one, *, rt, ct, m, transpose, **static):
+    """The kernels of one (rt, ct) tile at rows i0, columns j0, as one compiled call.
+
+    ``src`` (N1, d) holds x1 — or (N1, N2) first-layer overlaps if ``from_gram``;
+    ``x2s`` (N2, d) is x2 / d (unused with ``from_gram``); ``q1`` (L−1, N1) and ``q2``
+    (L−1, N2) the per-layer variances; ``dg1`` the exact diagonal values of a symmetric
+    kernel (None otherwise). Returns (K, Θ or None, all_finite), each tile (rt, ct);
+    with ``transpose`` also Kᵀ and Θᵀ (for the mirror image of a triangular tile).
+    """
+    if static["from_gram"]:
+        g = jax.lax.dynamic_slice(src, (i0, j0), (rt, ct))
+    else:
+        x1t = jax.lax.dynamic_slice_in_dim(src, i0, rt, axis=0)
+        x2t = jax.lax.dynamic_slice_in_dim(x2s, j0, ct, axis=0)
+        g = jnp.matmul(x1t, x2t.T, precision=MATMUL_PRECISION)
+    dg = None if dg1 is None else {key: v[..., None, :] if key != "g" else v[None] for key, v in dg1.items()}
+    K, theta = _tile(g[None], q1[:, None, :], dg, q2, i0, j0, one, rt=rt, ct=ct, m=m, **static)
+    K = K[0]
+    theta = None if theta is None else theta[0]
+    finite = _all_finite(K if theta is None else theta)
+    if not transpose:
+        return K, theta, finite, None, None
+    return K, theta, finite, K.T, (None if theta is None else theta.T)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    """The C library (for posix_memalign/free), or None where it cannot be loaded."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.posix_memalign.argtypes = (ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t)
+        libc.posix_memalign.restype = ctypes.c_int
+        libc.free.argtypes = (ctypes.c_void_p,)
+        libc.free.restype = None
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def _aligned_empty(shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    """An uninitialised C-contiguous array on page-aligned memory from the C allocator.
+
+    Page-aligned, so ``jax.device_put`` on a CPU device wraps it without copying. Not
+    NumPy's allocator: NumPy asks for transparent huge pages on large arrays, and where
+    the kernel cannot supply them each first touch of a page was measured 4x slower
+    (128 MiB: 0.32-0.41 s against 0.07-0.09 s on this project's CI machine). Unlike a
+    private mmap, memory freed by an earlier result can be reused without page faults.
+    The memory is freed when the array (and whatever wraps it) is gone.
+    """
+    count = int(np.prod(shape))
+    nbytes = max(1, count * np.dtype(dtype).itemsize)
+    libc = _libc()
+    if libc is None:
+        raw = np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
+    else:
+        ptr = ctypes.c_void_p()
+        if libc.posix_memalign(ctypes.byref(ptr), 4096, nbytes) != 0 or not ptr.value:
+            raise MemoryError(f"could not allocate {nbytes} bytes for a kernel output of shape {tuple(shape)}")
+        buf = (ctypes.c_char * nbytes).from_address(ptr.value)
+        weakref.finalize(buf, libc.free, ptr.value)
+        raw = np.frombuffer(buf, dtype=np.uint8)
+    return raw[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+
+
+def _write_triangular(out: np.ndarray, tile: np.ndarray, tile_t: np.ndarray, i0: int, j0: int) -> None:
+    """Write a tile on or above the diagonal (i0 <= j0) and its mirror image so that every
+    entry and its mirror come from the same tile value (the result is exactly symmetric)."""
+    rt, ct = tile.shape
+    if i0 + rt <= j0:  # wholly above the diagonal
+        out[i0 : i0 + rt, j0 : j0 + ct] = tile
+        out[j0 : j0 + ct, i0 : i0 + rt] = tile_t
+        return
+    rows = i0 + np.arange(rt)[:, None]
+    cols = j0 + np.arange(ct)[None, :]
+    blk = out[i0 : i0 + rt, j0 : j0 + ct]
+    np.copyto(blk, tile, where=rows <= cols)
+    mirror = out[j0 : j0 + ct, i0 : i0 + rt]
+    np.copyto(mirror, tile_t, where=cols.T > rows.T)
+
+
+def host_loop(
+    arch: MLP,
+    want_ntk: bool,
+    order: int,
+    d: int,
+    src: Array,
+    x2: Array,
+    q0_1: Array | None,
+    q0_2: Array | None,
+    symmetric: bool,
+    from_gram: bool,
+    device: jax.Device,
+    rt: int,
+    ct: int,
+    want_nngp: bool = True,
+) -> tuple[Array | None, Array | None, dict[str, Array], dict[str, Array], bool]:
+    """The kernel on one CPU device: one compiled call per tile, written into the output on the host.
+
+    Same inputs as :func:`fill_tiles` without the device axis (``src`` (N1, d) or (N1, N2)).
+    A symmetric kernel with square tiles computes the tiles on and above the diagonal only
+    and mirrors them. Returns (K or None, Θ or None, diag1, diag2, all_finite), K and Θ on
+    ``device`` (K None unless ``want_nngp``: the NTK alone does not copy the NNGP out).
+    """
+    N1 = src.shape[0]
+    N2 = src.shape[1] if from_gram else x2.shape[0]
+    dtype = np.dtype(src.dtype)
+    src = jax.device_put(src, device)
+    x2 = jax.device_put(x2, device)
+    if q0_1 is None:
+        q0_1, q0_2 = _squared_norms(src, x2, d)
+    diag1 = _diag(jax.device_put(q0_1, device), arch=arch, want_ntk=want_ntk, order=order, d=d)
+    diag2 = diag1 if (symmetric and q0_2 is None) else _diag(
+        jax.device_put(q0_2, device), arch=arch, want_ntk=want_ntk, order=order, d=d)
+    L1 = arch.depth - 1
+    q1, q2 = diag1["q"][:L1], diag2["q"][:L1]
+    dg1 = None
+    if symmetric:
+        dg1 = {"g": jax.device_put(q0_1, device), "ss": diag1["ss"]}
+        if want_ntk:
+            dg1["dd"] = diag1["dd"]
+    x2s = None if from_gram else _scaled(x2, d)
+    one = jax.device_put(jnp.ones((), dtype), device)
+    triangular = symmetric and rt == ct and N1 == N2
+    static = dict(arch=arch, want_ntk=want_ntk, order=order, d=d, rt=rt, ct=ct, symmetric=symmetric,
+                  from_gram=from_gram, m=N1, transpose=triangular)
+    out_k = _aligned_empty((N1, N2), dtype) if want_nngp or not want_ntk else None
+    out_t = _aligned_empty((N1, N2), dtype) if want_ntk else None
+    finite = True
+    # Gram first (as in fill_tiles): one large product writes x1 (x2/d)ᵀ into the NNGP
+    # output, and each tile reads its overlaps from there before its kernel overwrites them
+    # (tiles read and written are disjoint; a shifted last tile recomputes its overlaps).
+    gram = None
+    if out_k is not None and not (from_gram or triangular):
+        np.matmul(np.asarray(src), np.asarray(x2s).T, out=out_k)
+        gram = jax.device_put(out_k, device)
+    static_gram = dict(static, from_gram=True)
+
+    def write(i0: int, j0: int, res: tuple) -> None:
+        nonlocal finite
+        K, theta, ok, Kt, theta_t = res
+        if triangular:
+            if out_k is not None:
+                _write_triangular(out_k, np.asarray(K), np.asarray(Kt), i0, j0)
+            if want_ntk:
+                _write_triangular(out_t, np.asarray(theta), np.asarray(theta_t), i0, j0)
+        else:
+            if out_k is not None:
+                out_k[i0 : i0 + rt, j0 : j0 + ct] = np.asarray(K)
+            if want_ntk:
+                out_t[i0 : i0 + rt, j0 : j0 + ct] = np.asarray(theta)
+        finite = finite and bool(ok)
+
+    pending = None
+    n_rows, n_cols = -(-N1 // rt), -(-N2 // ct)
+    for r in range(n_rows):
+        for c in range(r if triangular else 0, n_cols):
+            i0, j0 = min(r * rt, N1 - rt), min(c * ct, N2 - ct)
+            if gram is not None and i0 == r * rt and j0 == c * ct:
+                res = compute_tile(gram, None, q1, q2, dg1, np.int32(i0), np.int32(j0), one, **static_gram)
+            else:
+                res = compute_tile(src, x2s, q1, q2, dg1, np.int32(i0), np.int32(j0), one, **static)
+            if pending is not None:
+                write(*pending)
+            pending = (i0, j0, res)
+    write(*pending)
+    del gram
+    K = None if out_k is None else jax.device_put(out_k, device)
+    theta = None if out_t is None else jax.device_put(out_t, device)
+    return K, theta, diag1, diag2, finite
+
+
+@functools.partial(jax.jit, static_argnames=("d",))
+def _squared_norms(x1: Array, x2: Array, d: int) -> tuple[Array, Array]:
+    return jnp.sum(x1 * x1, axis=-1) / d, jnp.sum(x2 * x2, axis=-1) / d
+
+
+@functools.partial(jax.jit, static_argnames=("d",))
+def _scaled(x: Array, d: int) -> Array:
+    return x / d
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "want_ntk", "order", "d"))
+def _diag(q0: Array, *, arch: MLP, want_ntk: bool, order: int, d: int) -> dict[str, Array]:
+    return diag_recursion(arch, want_ntk, order, q0, d)
+
+
 def _even_side(n: int, target: int) -> int:
     """A tile side <= target for n entries: n itself if it fits, else a divisor of n in
     [target/2, target] if there is one (the tiles then partition n exactly, with no
@@ -378,25 +603,32 @@ def run_tiled(
     square = symmetric and n == 1
     rt, ct = _choose_tiles(m, N2, n, src.shape[1], jnp.dtype(dtype).itemsize, tiles, budget, arch.depth, square)
 
-    mesh = Mesh(np.asarray(devices), ("dev",))
-    rows = NamedSharding(mesh, PartitionSpec("dev"))
-    repl = NamedSharding(mesh, PartitionSpec())
+    if uses_host_loop(devices):
+        K, theta, diag1, diag2, finite = host_loop(
+            arch, want_ntk, order, d, src, x2, q0_1, q0_2, symmetric, from_gram, devices[0], rt, ct,
+            want_nngp="nngp" in want,
+        )
+        diag1 = {key: np.asarray(v) for key, v in diag1.items()}
+    else:
+        mesh = Mesh(np.asarray(devices), ("dev",))
+        rows = NamedSharding(mesh, PartitionSpec("dev"))
+        repl = NamedSharding(mesh, PartitionSpec())
 
-    def rows_of(a: Array) -> Array:
-        if N1p != N1:
-            a = jnp.pad(a, [(0, N1p - N1)] + [(0, 0)] * (a.ndim - 1))
-        return jax.device_put(a.reshape((n, m) + a.shape[1:]), rows)
+        def rows_of(a: Array) -> Array:
+            if N1p != N1:
+                a = jnp.pad(a, [(0, N1p - N1)] + [(0, 0)] * (a.ndim - 1))
+            return jax.device_put(a.reshape((n, m) + a.shape[1:]), rows)
 
-    K, theta, diag1, diag2, finite = fill_tiles(
-        rows_of(src),
-        jax.device_put(x2, repl),
-        None if q0_1 is None else rows_of(q0_1),
-        None if q0_2 is None else jax.device_put(q0_2, repl),
-        jax.device_put(jnp.ones((), dtype), repl),
-        arch=arch, want_ntk=want_ntk, order=order, d=d, rt=rt, ct=ct, symmetric=symmetric,
-        from_gram=from_gram, m=m, n2=N2, out_sharding=rows,
-    )  # fmt: skip
-    diag1 = {key: np.asarray(v).reshape(v.shape[0], N1p)[:, :N1] for key, v in diag1.items()}
+        K, theta, diag1, diag2, finite = fill_tiles(
+            rows_of(src),
+            jax.device_put(x2, repl),
+            None if q0_1 is None else rows_of(q0_1),
+            None if q0_2 is None else jax.device_put(q0_2, repl),
+            jax.device_put(jnp.ones((), dtype), repl),
+            arch=arch, want_ntk=want_ntk, order=order, d=d, rt=rt, ct=ct, symmetric=symmetric,
+            from_gram=from_gram, m=m, n2=N2, out_sharding=rows,
+        )  # fmt: skip
+        diag1 = {key: np.asarray(v).reshape(v.shape[0], N1p)[:, :N1] for key, v in diag1.items()}
     check_diag_finite(arch, diag1, names[0])
     check_diag_finite(arch, diag2, names[1])
     if not bool(finite):
