@@ -448,10 +448,13 @@ def _np_partial_cholesky_preconditioner(
     n = lmat.shape[1]
     s_idx = np.asarray(pivots, dtype=np.int64)
     r_idx = np.setdiff1d(np.arange(n), s_idx)
-    u = lmat[:, s_idx]
-    g_host = scipy.linalg.solve_triangular(u, lmat[:, r_idx], lower=False, overwrite_b=True)
+    u_work = lmat[:, s_idx]
+    # The (k, N - k) triangular solve runs in lmat's dtype (float32 for a float32 kernel: half
+    # the time); P is defined by the rounded U and g, so it stays symmetric positive definite.
+    g_host = scipy.linalg.solve_triangular(u_work, lmat[:, r_idx], lower=False, overwrite_b=True)
     g = jnp.asarray(g_host, dtype=dtype)
     del g_host
+    u = u_work.astype(np.float64)
     d_r = np.maximum(dres[r_idx], floor)
 
     def apply(v: np.ndarray) -> np.ndarray:
@@ -481,8 +484,17 @@ def _np_nystrom_factor(
     a_s = k.rows(s_idx)
     a_s[np.arange(s_idx.size), s_idx] += shift
     u = scipy.linalg.cholesky(a_s[:, s_idx], lower=False)
-    lmat = scipy.linalg.solve_triangular(u, a_s, trans="T", lower=False, overwrite_b=True)
-    dres = np.maximum(diag - np.einsum("kn,kn->n", lmat, lmat), 0.0)
+    # The (rank, N) triangular solve (the setup's cost: rank^2 N flops) runs in the kernel's
+    # storage dtype: a float32 kernel carries ~1e-7 relative errors anyway, and any L keeps P
+    # positive definite (it only changes how well P approximates K).
+    work = np.float32 if np.dtype(k.dtype) == np.float32 else np.float64
+    lmat = scipy.linalg.solve_triangular(u.astype(work), a_s.astype(work, copy=False), trans="T", lower=False,
+                                         overwrite_b=True)
+    del a_s
+    sq = np.zeros(n)
+    for i in range(0, lmat.shape[0], 256):  # float64 sums of squares, in slabs (no float64 copy of lmat)
+        sq += np.einsum("kn,kn->n", lmat[i : i + 256], lmat[i : i + 256], dtype=np.float64)
+    dres = np.maximum(diag - sq, 0.0)
     dres[s_idx] = 0.0
     return lmat, [int(i) for i in s_idx], dres
 
