@@ -351,3 +351,20 @@ def test_solvers_pick_their_own_preconditioner_by_default(x64, monkeypatch):
     monkeypatch.setattr(predict_matrix, "cg_solve", spy)  # the name kernel_solve calls
     P.kernel_solve(np.eye(300) + 0.1, y[:300], solver="cg")
     assert (seen["preconditioner"], seen["precond_rank"]) == ("pivoted_cholesky", P.PRECOND_RANK)
+
+
+def test_available_memory_is_the_accelerators_free_memory_where_the_tiles_live():
+    class Device:
+        def __init__(self, platform, stats):
+            self.platform, self._stats = platform, stats
+
+        def memory_stats(self):
+            return self._stats
+
+    gpu = Device("gpu", {"bytes_limit": 80 * 2**30, "bytes_in_use": 5 * 2**30})
+    assert predict_memory.available_memory_bytes(gpu) == 75 * 2**30
+    host = predict_memory.available_memory_bytes(Device("cpu", None))
+    assert host is not None and host > 0  # Linux: MemAvailable
+    # no statistics: the host's; this CPU process: the host's (MemAvailable moves with other processes)
+    for other in (predict_memory.available_memory_bytes(Device("gpu", None)), predict_memory.available_memory_bytes()):
+        assert abs(other - host) < 0.25 * host

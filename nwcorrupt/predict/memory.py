@@ -5,14 +5,17 @@ A stored kernel splits [0, N) into ``ceil(N / block_size)`` near-equal row block
 triangle, about N (N + b) / 2 entries. :func:`stored_memory_plan` estimates the memory of
 the whole predictor from that tiling -- the matrix plus the largest of the kernel-tile
 build, the preconditioner set-up and the test tiles -- and :meth:`StoredPlan.check`
-compares it with :func:`available_memory_bytes` (``MemAvailable``), raising
+compares it with :func:`available_memory_bytes` (``MemAvailable``, or the free memory of an
+accelerator that holds the tiles), raising
 ``MemoryError`` above :data:`MEMORY_HEADROOM` of it before any kernel is computed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -68,8 +71,22 @@ def tile_owner(i: int, j: int, n_blocks: int, processes: int) -> int:
     return t % processes
 
 
-def available_memory_bytes() -> int | None:
-    """``MemAvailable`` from ``/proc/meminfo`` in bytes (None where it cannot be read)."""
+def available_memory_bytes(device: Any = None) -> int | None:
+    """Free memory where a stored kernel's tiles live, in bytes (None where it cannot be read).
+
+    On an accelerator (``device``, default this process's first device, when it is not a CPU)
+    that reports ``memory_stats()``: its ``bytes_limit - bytes_in_use`` (the tiles are device
+    arrays there). Otherwise ``MemAvailable`` from ``/proc/meminfo``.
+    """
+    if device is None:
+        device = jax.local_devices()[0]
+    if getattr(device, "platform", "cpu") != "cpu":
+        try:
+            stats = device.memory_stats()
+        except Exception:  # noqa: BLE001 -- a backend without memory statistics
+            stats = None
+        if stats and "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     try:
         with open("/proc/meminfo") as f:
             for line in f:
