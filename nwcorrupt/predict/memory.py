@@ -42,7 +42,7 @@ __all__ = [
 STORED_BLOCK = 2048
 #: Default rank of the preconditioner of ``solver="stored_cg"`` (Nystrom or pivoted Cholesky).
 #: 2048: on the MNIST NTK (relu, L = 3, p = 0.5, float32) it cut the CG iterations from 56 to 40
-#: at N = 20 000 and from 89 to 63 at N = 60 000, and the whole solve by ~20% there, against
+#: at N = 20 000 and from 89 to 63 at N = 60 000, and set-up + CG by 8% and 31% there, against
 #: rank 1024 (docs/performance.md); below N = 2048 it is an exact Cholesky of K + shift I.
 STORED_PRECOND_RANK = 2048
 #: Fraction of the available memory that a memory plan may use.
