@@ -596,6 +596,16 @@ def test_host_loop_output_is_a_cpu_array_that_owns_aligned_memory(x64):
     x1, x2 = _inputs(30, 20, 4)
     out = K.kernel(arch, x1, x2)
     assert isinstance(out.ntk, jax.Array) and out.ntk.devices() == {jax.devices()[0]}
+    ref = np.array(out.ntk)
+    import gc
+
+    gc.collect()
+    for _ in range(5):  # allocate and free blocks of the outputs' size: the outputs' memory must stay theirs
+        scratch = K.tiled._aligned_empty((30, 20), np.float64)
+        scratch[:] = np.nan
+        del scratch
+        gc.collect()
+    np.testing.assert_array_equal(np.asarray(out.ntk), ref)
     buf = K.tiled._aligned_empty((7, 9), np.float64)
     assert buf.ctypes.data % 4096 == 0 and buf.flags.c_contiguous and buf.shape == (7, 9)
     np.testing.assert_allclose(np.asarray(out.ntk * 2.0), 2.0 * np.asarray(out.ntk), rtol=0, atol=0)

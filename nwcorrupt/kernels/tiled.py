@@ -272,11 +272,11 @@ def fill_tiles(src, x2, q0_1, q0_2, one, *, rt, ct, m, n2, out_sharding, **stati
 # computation of a compiled call: inside a while loop (fill_tiles' loop over tiles)
 # every fusion runs on one core (measured under jax 0.10: a chain of arcsines over a
 # 4000 x 4000 matrix took 0.24 s in 125-row tiles in a fori_loop, 0.12 s as one
-# compiled call per tile). Fresh XLA output buffers also take 4 KiB pages (~0.05 s of
-# page faults per 128 MiB) where NumPy's large allocations take huge pages. So on a
-# single CPU device each tile is its own compiled call (its Gram product, recursion
-# and finiteness flag), dispatched asynchronously while the host copies the previous
-# tile into page-aligned NumPy outputs, which jax then wraps without a copy.
+# compiled call per tile). So on a single CPU device each tile is its own compiled call
+# (its overlaps, recursion and finiteness flag), dispatched asynchronously while the host
+# copies the previous tile into the outputs: page-aligned blocks from the C allocator
+# (see _aligned_empty), which jax then wraps without a copy. A tile's region of the
+# output is written only after the call that read its overlaps from there has finished.
 
 #: The first jax version whose CPU runtime was measured to run loop-body fusions on one core
 #: (0.10.2; under 0.5.3, the reference environment's, fill_tiles' loop was split over the
