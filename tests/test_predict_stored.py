@@ -368,3 +368,28 @@ def test_available_memory_is_the_accelerators_free_memory_where_the_tiles_live()
     # no statistics: the host's; this CPU process: the host's (MemAvailable moves with other processes)
     for other in (predict_memory.available_memory_bytes(Device("gpu", None)), predict_memory.available_memory_bytes()):
         assert abs(other - host) < 0.25 * host
+
+
+def test_float32_passes_stop_at_their_reduction_and_refine_to_tol(monkeypatch):
+    """A float32 stored solve ends each CG pass once its residual fell by STORED_PASS_REDUCTION (what float32
+    products resolve), checks the residual in float64 and restarts: the first float64 check comes right after
+    the first iteration at or below 1e-3 (where the pass began at 1), and the final residual meets tol."""
+    assert P.STORED_PASS_REDUCTION == {"float64": 0.0, "float32": 1e-3}
+    k = spd(120, 1e2, 23)
+    sk = P.StoredKernel.from_matrix(k, block_size=40)
+    y = one_hot(120, 2, 24)
+    seen, checks = [], []
+    real = P.StoredKernel.matvec
+
+    def spy(self, v, *, exact=False):
+        if exact:
+            checks.append(len(seen))
+        return real(self, v, exact=exact)
+
+    monkeypatch.setattr(P.StoredKernel, "matvec", spy)
+    x, info = P.stored_cg_solve(sk, y, tol=1e-6, preconditioner="none", return_info=True,
+                                callback=lambda it, rel: seen.append(rel))
+    assert info.converged and info.residual <= 1e-6 and info.refinements >= 1
+    first = next(i for i, rel in enumerate(seen) if rel <= 1e-3) + 1  # iterations of the first pass
+    assert checks[0] == first and seen[first - 1] > 1e-6
+    assert rel_err(x, np.linalg.solve(sk.to_dense(), y)) < 1e-4

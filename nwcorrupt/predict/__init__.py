@@ -84,6 +84,7 @@ from nwcorrupt.predict.memory import (
 )
 from nwcorrupt.predict.stored import (
     STORED_PRECONDITIONERS,
+    STORED_PASS_REDUCTION,
     STORED_REFINEMENTS,
     STORED_TOL,
     StoredKernel,
@@ -133,6 +134,7 @@ __all__ = [
     "stored_cg_solve",
     "STORED_TOL",
     "STORED_PRECONDITIONERS",
+    "STORED_PASS_REDUCTION",
     "STORED_REFINEMENTS",
     # memory plan
     "stored_memory_plan",
