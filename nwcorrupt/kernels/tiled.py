@@ -405,14 +405,15 @@ def host_loop(
     x2 = jax.device_put(x2, device)
     if q0_1 is None:
         q0_1, q0_2 = _squared_norms(src, x2, d)
-    diag1 = _diag(jax.device_put(q0_1, device), arch=arch, want_ntk=want_ntk, order=order, d=d)
+    q0_1 = jax.device_put(q0_1, device)
+    diag1 = _diag(q0_1, arch=arch, want_ntk=want_ntk, order=order, d=d)
     diag2 = diag1 if (symmetric and q0_2 is None) else _diag(
         jax.device_put(q0_2, device), arch=arch, want_ntk=want_ntk, order=order, d=d)
     L1 = arch.depth - 1
     q1, q2 = diag1["q"][:L1], diag2["q"][:L1]
     dg1 = None
     if symmetric:
-        dg1 = {"g": jax.device_put(q0_1, device), "ss": diag1["ss"]}
+        dg1 = {"g": q0_1, "ss": diag1["ss"]}
         if want_ntk:
             dg1["dd"] = diag1["dd"]
     x2s = None if from_gram else _scaled(x2, d)
