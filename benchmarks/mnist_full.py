@@ -1,9 +1,10 @@
-"""Exact infinite-width NTK predictor on the full MNIST training set (N = 60000), on a CPU.
+"""Exact infinite-width NTK predictor on the full MNIST training set (N = 60000), on a CPU or a GPU.
 
     PYTHONPATH=. python benchmarks/mnist_full.py                      # relu, p = 0.5, N = 60000
     PYTHONPATH=. python benchmarks/mnist_full.py --activation erf --p 0.9
     PYTHONPATH=. python benchmarks/mnist_full.py --n 10000 --check-n 0  # smaller, no float64 check
     PYTHONPATH=. python benchmarks/mnist_full.py --plan-only           # memory plan, then exit
+    PYTHONPATH=. python benchmarks/mnist_full.py --quick --resident yes  # N = 1000 smoke test, device loop
 
 Pipeline (``nwcorrupt.predict``, ``solver="stored_cg"`` pieces called one by one so the
 script can report progress):
@@ -119,15 +120,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="noise seed")
     ap.add_argument("--check-n", type=int, default=4000, help="subsample for the float32-vs-float64 check (0: skip)")
     ap.add_argument("--check-test", type=int, default=2000, help="test points of the float32-vs-float64 check")
+    ap.add_argument("--resident", choices=("auto", "yes", "no"), default="auto",
+                    help="CG vectors on the tiles' device (yes), on the host (no), or yes on accelerators (auto)")
     ap.add_argument("--plan-only", action="store_true", help="print the memory plan and exit")
+    ap.add_argument("--quick", action="store_true",
+                    help="the same pipeline at N = 1000 (500 test points, rank 128, blocks of 256, check at 400): "
+                         "a smoke test of the script")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.n_test, args.precond_rank, args.block = 1000, 500, 128, 256
+        args.test_tile, args.check_n, args.check_test = 250, 400, 200
     if precision.x64_enabled():
         raise SystemExit("run with x64 disabled: the stored kernel is float32 (JAX_ENABLE_X64 must be unset)")
 
     import jax
 
-    log(f"jax {jax.__version__}, numpy {np.__version__}, {os.cpu_count()} CPU cores, load {loadavg()}")
+    device = jax.devices()[0]
+    log(f"jax {jax.__version__}, numpy {np.__version__}, {os.cpu_count()} CPU cores, load {loadavg()}; "
+        f"device {device.device_kind} ({device.platform})")
     arch = MLP(depth=args.depth, activation=args.activation, W_std=1.0, b_std=0.0)
     plan = P.stored_memory_plan(
         args.n, n_test=args.n_test, classes=10, depth=args.depth, itemsize=4, block_size=args.block,
@@ -167,8 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"  CG iteration {it}: max column residual {rel:.2e} ({(now - t_iter['last']) / 10:.2f} s/iter)")
             t_iter["last"] = now
 
+    resident = {"auto": None, "yes": True, "no": False}[args.resident]
     alpha, info = P.stored_cg_solve(
-        k, y, shift=reg, tol=args.tol, precond_rank=args.precond_rank, callback=callback, return_info=True
+        k, y, shift=reg, tol=args.tol, precond_rank=args.precond_rank, callback=callback, return_info=True,
+        resident=resident,
     )
     log(
         f"solve: {info.iterations} CG iterations, {info.refinements} refinements, relative residual "
@@ -196,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         "tol": args.tol,
         "block": args.block,
         "precision": info.precision,
+        "device": f"{device.device_kind} ({device.platform})",
         "time_data_s": t_data,
         "time_kernel_s": t_kernel,
         "time_precond_s": info.time_precond,

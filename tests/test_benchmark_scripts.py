@@ -100,3 +100,13 @@ def test_kernels_vs_matmul_quick_prints_both_ratios_and_where_the_time_goes():
     for part in ("tile Gram products", "recursion from the Gram", "first touch of the outputs"):
         line = next(line for line in text.splitlines() if line.strip().startswith(part))
         assert float(line.split()[-1]) >= 0
+
+
+def test_mnist_full_quick_runs_the_device_resident_solve_and_the_float64_check(tmp_path):
+    out = tmp_path / "r.json"
+    text = _run("benchmarks/mnist_full.py", "--quick", "--resident", "yes", "--json", str(out))
+    assert "WALL" in text and "device " in text
+    res = json.loads(out.read_text())
+    assert res["n"] == 1000 and "on the device" in res["precision"]
+    assert res["residual"] <= 1e-5 and res["accuracy"] > 0.7  # p = 0.5: ~0.82 at N = 1000
+    assert res["check"]["argmax_agreement"] >= 0.99 and res["check"]["rel_logit_error"] < 1e-3

@@ -50,6 +50,7 @@ from nwcorrupt.predict.matrix import (
     kernel_solve,
 )
 from nwcorrupt.predict.memory import STORED_BLOCK, stored_memory_plan
+from nwcorrupt.predict.resident import float64_product, platform_of
 from nwcorrupt.predict.stored import StoredKernel, StoredSolveInfo, stored_cg_solve
 
 __all__ = ["ntk_predict", "nngp_predict", "tiled_predict"]
@@ -252,15 +253,28 @@ def tiled_predict(
 
 
 def _stored_predict(arch: Any, get: str, xtr: Array, xte: Array, alpha: np.ndarray, tile_size: int) -> np.ndarray:
-    """``K(x_test, X) @ alpha`` in row tiles of x_test (float64 products), (N_test, C) numpy."""
+    """``K(x_test, X) @ alpha`` in row tiles of x_test (float64 products), (N_test, C) numpy.
+
+    On the host the tile's rows are converted to float64 256 at a time; on an accelerator the
+    float64 product runs there (:func:`~nwcorrupt.predict.resident.float64_product`) and only
+    the (rows, C) result crosses.
+    """
     n_test = xte.shape[0]
     out = np.empty((n_test, alpha.shape[1]), dtype=np.float64)
     rows = min(tile_size, n_test)
+    alpha_dev = None
     for s in range(0, n_test, rows):
         s0 = min(s, n_test - rows)  # keep one tile shape (one compilation): shift the last tile back
-        kt = np.asarray(_arch_kernel(arch, xte[s0 : s0 + rows], xtr, get, "native"))
-        for c in range(0, rows, 256):  # float64 copies of at most 256 rows at a time
-            out[s0 + c : s0 + min(c + 256, rows)] = kt[c : c + 256].astype(np.float64) @ alpha
+        kt = _arch_kernel(arch, xte[s0 : s0 + rows], xtr, get, "native")
+        if platform_of(kt) != "cpu":
+            with _precision.x64():
+                if alpha_dev is None:
+                    alpha_dev = jax.device_put(np.asarray(alpha, dtype=np.float64), next(iter(kt.devices())))
+                out[s0 : s0 + rows] = np.asarray(float64_product(kt, alpha_dev))
+        else:
+            kt = np.asarray(kt)
+            for c in range(0, rows, 256):  # float64 copies of at most 256 rows at a time
+                out[s0 + c : s0 + min(c + 256, rows)] = kt[c : c + 256].astype(np.float64) @ alpha
         del kt
     return out
 

@@ -11,6 +11,8 @@
   exact on the pivot rows and columns, the Schur-complement diagonal elsewhere).
 * :func:`lanczos_cond`: the condition number of the preconditioned operator from the CG
   coefficients (also used by the stored-kernel solver).
+* :func:`refined_cg`: CG in passes closed by float64 residual checks, on host or device
+  arrays (the loop of the stored-kernel and mixed-precision dense solvers).
 
 Everything runs in the working float; the CG steps are jitted, the convergence logic
 runs on the host.
@@ -46,7 +48,16 @@ from nwcorrupt.predict.base import (
     mm,
 )
 
-__all__ = ["PRECONDITIONERS", "CG_TOL", "PRECOND_RANK", "TiledKernel", "cg_solve", "lanczos_cond"]
+__all__ = [
+    "PRECONDITIONERS",
+    "CG_TOL",
+    "PRECOND_RANK",
+    "TiledKernel",
+    "cg_solve",
+    "lanczos_cond",
+    "RefinedCG",
+    "refined_cg",
+]
 
 PRECONDITIONERS = ("none", "jacobi", "pivoted_cholesky")
 #: Default CG tolerance on the relative residual of every column, per dtype.
@@ -485,3 +496,121 @@ def cg_solve(
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
     out = x[:, 0] if vector else x
     return (out, info) if return_info else out
+
+
+@dataclasses.dataclass
+class RefinedCG:
+    """What :func:`refined_cg` leaves: iterate, residual, counts, CG coefficients.
+
+    Attributes:
+      x: (N, C) float64 iterate; r: its float64 residual ``B - A x`` (the last exact one);
+      rel: (C,) relative residual norms of r; iterations: CG iterations over all passes;
+      refinements: restarts after float64 residual checks; converged: every column met tol;
+      alphas, betas: the first pass's CG coefficients (for :func:`lanczos_cond`).
+    """
+
+    x: Any
+    r: Any
+    rel: Any
+    iterations: int
+    refinements: int
+    converged: bool
+    alphas: list
+    betas: list
+
+
+def refined_cg(
+    xp: Any,
+    apply_a: Callable[..., Any],
+    precond: Callable[[Any], Any],
+    b: Any,
+    tol: float,
+    pass_reduction: float,
+    maxiter: int,
+    max_refinements: int,
+    callback: Callable[[int, float], None] | None,
+) -> _PassState:
+    """Preconditioned CG in passes, each closed by a float64 residual check (iterative refinement).
+
+    Every column of B runs its own CG recurrence; all share each product. A pass stops when
+    every active column's recursive residual is at most ``tol`` or has fallen by
+    ``pass_reduction`` since the pass began; then the true residual ``B - A x`` is computed
+    with ``apply_a(x, exact=True)`` and, while some column exceeds ``tol``, CG restarts from x
+    on it (at most ``max_refinements`` times, ``maxiter`` iterations in all). Used by the
+    stored-kernel solver (float32 products, float64 checks) and the mixed-precision dense
+    solver (a float32 Cholesky factor as preconditioner, float64 products).
+
+    Args:
+      xp: ``numpy`` (vectors on the host) or ``jax.numpy`` (vectors on a device, with 64-bit
+        types enabled); the arithmetic is the same in both.
+      apply_a: ``apply_a(v, exact=False)``: A v for (N, C) float64 v, e.g. in a storage
+        dtype, or with float64 accumulation for ``exact=True``.
+      precond: ``r -> P^{-1} r`` on (N, C) float64 arrays.
+      b: (N, C) float64 right-hand sides.
+      tol: relative residual tolerance per column.
+      pass_reduction: residual reduction at which a pass stops early (0: only at tol).
+      maxiter, max_refinements: iteration and restart limits.
+      callback: ``callback(iterations, max relative recursive residual)`` after every iteration.
+
+    Raises:
+      ValueError: ``p^T A p <= 0`` (A is not positive definite).
+    """
+    b_norm = xp.linalg.norm(b, axis=0)
+    b_safe = xp.where(b_norm > 0, b_norm, 1.0)
+    x = xp.zeros_like(b)
+    r = b
+    rel = xp.linalg.norm(r, axis=0) / b_safe
+    iterations = refinements = passes = 0
+    alphas: list = []
+    betas: list = []
+    record = True
+    converged = False
+    while True:
+        if bool(xp.all(rel <= tol)):
+            converged = True
+            break
+        if iterations >= maxiter:
+            break
+        if passes > 0:
+            if refinements >= max_refinements:
+                break
+            refinements += 1
+        passes += 1
+        active = rel > tol
+        inner_tol = xp.maximum(tol, rel * pass_reduction)  # this pass's target
+        z = precond(r)
+        p = z
+        rz = xp.sum(r * z, axis=0)
+        while iterations < maxiter:
+            ap = apply_a(p)
+            pap = xp.sum(p * ap, axis=0)
+            if bool(xp.any(active & (pap <= 0))):
+                raise ValueError(
+                    "conjugate gradients broke down (p^T A p <= 0): the stored kernel + shift * I is not "
+                    "positive definite; check the kernel or add diag_reg"
+                )
+            alpha = xp.where(active, rz / xp.where(active, pap, 1.0), 0.0)
+            x = x + alpha * p  # not in place: p may alias r (preconditioner "none")
+            r = r - alpha * ap
+            iterations += 1
+            rel = xp.linalg.norm(r, axis=0) / b_safe
+            if record:
+                alphas.append(alpha)
+            if callback is not None:
+                callback(iterations, float(xp.max(rel)))
+            new_active = active & (rel > inner_tol)
+            if not bool(xp.any(new_active)):
+                break
+            z = precond(r)
+            rz_new = xp.sum(r * z, axis=0)
+            beta = xp.where(new_active, rz_new / xp.where(rz != 0, rz, 1.0), 0.0)
+            if record:
+                betas.append(beta)
+            p = z + beta * p
+            rz = rz_new
+            active = new_active
+        record = False
+        # float64 true residual (iterative refinement)
+        r = b - apply_a(x, exact=True)
+        rel = xp.linalg.norm(r, axis=0) / b_safe
+    return RefinedCG(x, r, rel, iterations, refinements, converged, alphas, betas)

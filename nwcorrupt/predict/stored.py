@@ -4,7 +4,8 @@ The training kernel is computed once, tile by tile, into a :class:`StoredKernel`
 tiles of its upper triangle, about N (N + b) / 2 entries of the working float, half of a
 dense matrix) and solved by :func:`stored_cg_solve`: conjugate gradients whose products
 ``K p`` run in the storage dtype while the recurrences (x, r, p and all scalars) are
-float64 on the host, with float64 residual refinement (:data:`STORED_REFINEMENTS`
+float64 -- on the host, or, on an accelerator, on the device that holds the tiles
+(:mod:`nwcorrupt.predict.resident`) --, with float64 residual refinement (:data:`STORED_REFINEMENTS`
 restarts at most) and a Nystrom preconditioner by default (:data:`STORED_PRECONDITIONERS`).
 Its diagnostics are a :class:`StoredSolveInfo`. The memory plan and the block tiling are
 in :mod:`nwcorrupt.predict.memory`; the test predictions in
@@ -41,8 +42,17 @@ from nwcorrupt.predict.base import (
     mm,
     single_get,
 )
-from nwcorrupt.predict.cg import PRECONDITIONERS, lanczos_cond
+from nwcorrupt.predict.cg import PRECONDITIONERS, lanczos_cond, refined_cg
 from nwcorrupt.predict.memory import STORED_BLOCK, STORED_PRECOND_RANK, block_bounds, stored_memory_plan, tile_owner
+from nwcorrupt.predict.resident import (
+    device_nystrom_factor,
+    device_partial_cholesky,
+    device_products,
+    on_accelerator,
+    take_to_host,
+    tile_diag_product,
+    tile_pair_product,
+)
 
 __all__ = [
     "STORED_TOL",
@@ -69,17 +79,6 @@ STORED_REFINEMENTS = 4
 #: starting residual (or at tol) and the float64 check restarts it (mixed-precision
 #: iterative refinement; 40 -> 31 and 47 -> 37 iterations for relu and erf at N = 20 000).
 STORED_PASS_REDUCTION = {"float64": 0.0, "float32": 1e-3}
-
-
-@jax.jit
-def _tile_diag_mv(t: Array, v: Array, y: Array) -> Array:
-    return y + mm(t, v)
-
-
-@jax.jit
-def _tile_pair_mv(t: Array, vi: Array, vj: Array, yi: Array, yj: Array) -> tuple[Array, Array]:
-    # K[Bi, Bj] @ v[Bj] and its mirror K[Bj, Bi] @ v[Bi] = (v[Bi]^T K[Bi, Bj])^T from one tile
-    return yi + mm(t, vj), yj + mm(vi.T, t).T
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -283,8 +282,8 @@ class StoredKernel:
         b = self.bounds
         out = np.zeros(self.n, dtype=np.float64)
         for i, row in enumerate(self.tiles):
-            if row[0] is not None:
-                out[b[i] : b[i + 1]] = np.diagonal(np.asarray(row[0], dtype=np.float64))
+            if row[0] is not None:  # the diagonal alone crosses from an accelerator
+                out[b[i] : b[i + 1]] = np.asarray(jnp.diagonal(row[0]), dtype=np.float64)
         return self._sum(out)
 
     def row(self, i: int) -> np.ndarray:
@@ -306,10 +305,10 @@ class StoredKernel:
             local = idx[sel] - b[bi]
             for j in range(bi):  # tiles above: K[B_j, B_bi] columns, transposed
                 if self.tiles[j][bi - j] is not None:
-                    out[sel, b[j] : b[j + 1]] = np.asarray(self.tiles[j][bi - j])[:, local].T
+                    out[sel, b[j] : b[j + 1]] = take_to_host(self.tiles[j][bi - j], local, axis=1).T
             for k, t in enumerate(self.tiles[bi]):
                 if t is not None:
-                    out[sel, b[bi + k] : b[bi + k + 1]] = np.asarray(t)[local, :]
+                    out[sel, b[bi + k] : b[bi + k + 1]] = take_to_host(t, local, axis=0)
         return self._sum(out)
 
     def to_dense(self) -> np.ndarray:
@@ -330,9 +329,11 @@ class StoredKernel:
         """``K @ v`` for v of shape (N,) or (N, C); float64 numpy result.
 
         Default: products in the storage dtype (v rounded to it), one pass over the tiles.
-        ``exact=True``: every tile converted to float64 and multiplied on the host with
-        float64 v (float64 accumulation; ~2-4x slower), used for the residuals of
-        :func:`stored_cg_solve`.
+        ``exact=True``: every tile converted to float64 and multiplied with float64 v
+        (float64 accumulation; ~2-4x slower), used for the residuals of
+        :func:`stored_cg_solve`. With the tiles on the host, that runs on the host through
+        one reused float64 tile buffer; on an accelerator both kinds of product run there
+        (:func:`~nwcorrupt.predict.resident.device_products`) and only v and the result cross.
         """
         v = np.asarray(v, dtype=np.float64)
         vector = v.ndim == 1
@@ -342,7 +343,10 @@ class StoredKernel:
             raise ValueError(f"v must have shape ({self.n},) or ({self.n}, C), got {tuple(np.shape(v))}")
         b = self.bounds
         m = self.n_blocks
-        if exact:
+        if on_accelerator(self.tiles):
+            with _precision.x64():
+                out = np.asarray(device_products(self.tiles, b, jnp.asarray(v), exact=exact), dtype=np.float64)
+        elif exact:
             out = np.zeros_like(v)
             size = int(np.max(np.diff(b)))
             buf = np.empty(size * size, dtype=np.float64)  # reused float64 copy of one tile
@@ -362,12 +366,12 @@ class StoredKernel:
             y = [jnp.zeros_like(vi) for vi in vb]
             for i, row in enumerate(self.tiles):
                 if row[0] is not None:
-                    y[i] = _tile_diag_mv(row[0], vb[i], y[i])
+                    y[i] = tile_diag_product(row[0], vb[i], y[i])
                 for k in range(1, len(row)):
                     if row[k] is None:
                         continue
                     j = i + k
-                    y[i], y[j] = _tile_pair_mv(row[k], vb[i], vb[j], y[i], y[j])
+                    y[i], y[j] = tile_pair_product(row[k], vb[i], vb[j], y[i], y[j])
             out = np.concatenate([np.asarray(yi, dtype=np.float64) for yi in y])
         out = self._sum(out)
         return out[:, 0] if vector else out
@@ -478,6 +482,14 @@ def _np_partial_cholesky_preconditioner(
     return apply
 
 
+def _nystrom_rows(k: StoredKernel, shift: float, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rank`` uniformly random pivots S (sorted) and the rows ``A[S, :]`` (float64 host) of ``A = K + shift I``."""
+    s_idx = np.sort(np.random.default_rng(seed).choice(k.n, size=min(rank, k.n), replace=False))
+    a_s = k.rows(s_idx)
+    a_s[np.arange(s_idx.size), s_idx] += shift
+    return s_idx, a_s
+
+
 def _np_nystrom_factor(
     k: StoredKernel, diag: np.ndarray, shift: float, rank: int, seed: int
 ) -> tuple[np.ndarray, list[int], np.ndarray]:
@@ -488,9 +500,7 @@ def _np_nystrom_factor(
     pivoted Cholesky. Returns (L, sorted pivots S, residual diagonal ``diag(A - L^T L)``).
     """
     n = k.n
-    s_idx = np.sort(np.random.default_rng(seed).choice(n, size=min(rank, n), replace=False))
-    a_s = k.rows(s_idx)
-    a_s[np.arange(s_idx.size), s_idx] += shift
+    s_idx, a_s = _nystrom_rows(k, shift, rank, seed)
     u = scipy.linalg.cholesky(a_s[:, s_idx], lower=False)
     # The (rank, N) triangular solve (the setup's cost: rank^2 N flops) runs in the kernel's
     # storage dtype: a float32 kernel carries ~1e-7 relative errors anyway, and any L keeps P
@@ -508,10 +518,16 @@ def _np_nystrom_factor(
 
 
 def _stored_preconditioner(
-    kind: Any, k: StoredKernel, shift: float, rank: int, seed: int = 0
-) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
-    """(P^{-1} as a function of (N, C) float64 arrays, number of pivots used)."""
+    kind: Any, k: StoredKernel, shift: float, rank: int, seed: int = 0, resident: bool = False
+) -> tuple[Callable[[Any], Any], int]:
+    """(P^{-1} as a function of (N, C) float64 arrays, number of pivots used).
+
+    The arrays are host numpy, or device arrays with ``resident=True`` (then the factor is
+    built and applied on the tiles' device; a user function still runs on the host).
+    """
     if callable(kind) and not isinstance(kind, str):
+        if resident:
+            return (lambda r: jnp.asarray(np.asarray(kind(np.asarray(r)), dtype=np.float64))), 0
         return (lambda r: np.asarray(kind(r), dtype=np.float64)), 0
     check_choice("preconditioner", kind, STORED_PRECONDITIONERS)
     if kind == "none":
@@ -519,16 +535,23 @@ def _stored_preconditioner(
     diag = k.diag() + shift
     eps = machine_eps(k.dtype)
     floor = eps * float(np.mean(np.abs(diag))) + float(np.finfo(np.float64).tiny)
+    partial = device_partial_cholesky if resident else _np_partial_cholesky_preconditioner
     if kind == "nystrom" and rank > 0:
         try:
-            lmat, pivots, dres = _np_nystrom_factor(k, diag, shift, rank, seed)
+            if resident:
+                s_idx, a_s = _nystrom_rows(k, shift, rank, seed)
+                lmat, dres = device_nystrom_factor(a_s, s_idx, diag, k.dtype)
+                del a_s
+                pivots = [int(i) for i in s_idx]
+            else:
+                lmat, pivots, dres = _np_nystrom_factor(k, diag, shift, rank, seed)
         except np.linalg.LinAlgError as err:
             raise ValueError(
                 f"the Nystrom preconditioner failed: K[S, S] + shift I of the {min(rank, k.n)} random pivots is "
                 "not positive definite; the kernel is not PSD or is singular (add diag_reg, or use "
                 "preconditioner='pivoted_cholesky')"
             ) from err
-        return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
+        return partial(lmat, pivots, dres, floor, k.dtype), len(pivots)
     if kind == "pivoted_cholesky" and rank > 0:
 
         def row(i: int) -> np.ndarray:
@@ -538,9 +561,10 @@ def _stored_preconditioner(
 
         lmat, pivots, dres = _np_pivoted_cholesky(diag, row, rank, stop_rtol=math.sqrt(eps))
         if pivots:
-            return _np_partial_cholesky_preconditioner(lmat, pivots, dres, floor, k.dtype), len(pivots)
+            return partial(lmat, pivots, dres, floor, k.dtype), len(pivots)
     inv = 1.0 / np.maximum(diag, floor)
-    return (lambda r: inv[:, None] * r), 0
+    inv_x = jnp.asarray(inv) if resident else inv
+    return (lambda r: inv_x[:, None] * r), 0
 
 
 def stored_cg_solve(
@@ -556,12 +580,13 @@ def stored_cg_solve(
     on_nonconvergence: str = "raise",
     callback: Callable[[int, float], None] | None = None,
     return_info: bool = False,
+    resident: bool | None = None,
 ) -> Union[np.ndarray, tuple[np.ndarray, StoredSolveInfo]]:
     """Solve ``(K + shift I) X = B`` with K a :class:`StoredKernel`, by preconditioned CG.
 
     All C columns run their own CG recurrence and share each pass over the tiles. The
-    recurrences (x, r, p, the scalars) are float64 on the host; the products ``K p`` run
-    in the storage dtype (p rounded to it). When every column's recursive residual is at
+    recurrences (x, r, p, the scalars) are float64 -- on the host, or on the tiles' device
+    (``resident``) --; the products ``K p`` run in the storage dtype (p rounded to it). When every column's recursive residual is at
     most ``tol`` -- or, for float32 storage, has fallen by :data:`STORED_PASS_REDUCTION`
     (1e-3) since the pass began, about what float32 products can resolve -- the true
     residual ``B - (K + shift I) X`` is recomputed with float64 accumulation
@@ -577,14 +602,24 @@ def stored_cg_solve(
       tol: relative residual tolerance per column (default :data:`STORED_TOL`: 1e-10 for
         float64 storage, 1e-6 for float32).
       maxiter: maximum CG iterations over all restarts (default 2 N + 10).
-      preconditioner: ``"pivoted_cholesky"`` (rank ``precond_rank``, float64; see
+      preconditioner: ``"nystrom"`` (default: partial Cholesky on ``precond_rank``
+        uniformly random pivots, its triangular solve in the storage dtype),
+        ``"pivoted_cholesky"`` (rank ``precond_rank``, greedy pivots, float64; see
         :func:`cg_solve`), ``"jacobi"``, ``"none"`` or a function R -> P^{-1} R on
-        float64 (N, C) numpy arrays.
+        float64 (N, C) numpy arrays (called on the host, also when ``resident``).
       max_refinements: restarts allowed after float64 residual checks.
       on_nonconvergence: ``"raise"`` (:class:`ConvergenceError`) or ``"warn"``.
       callback: called as ``callback(iterations, max relative recursive residual)``
         after every iteration.
       return_info: also return a :class:`StoredSolveInfo`.
+      resident: where the CG vectors live. False: float64 numpy on the host, the products
+        on the tiles' device (each iteration moves p there and K p back). True: float64
+        arrays on the tiles' device (64-bit types are enabled for the solve), with the
+        preconditioner built and applied there and the float64 residuals computed there
+        (:mod:`nwcorrupt.predict.resident`); per iteration only the C-vectors of CG
+        scalars reach the host. None (default): True when the tiles live on an
+        accelerator (and the kernel is not distributed), else False. Both give the same
+        iterates up to rounding (tested at 1e-12 in float64).
 
     Returns:
       X, float64 numpy of the shape of rhs, or ``(X, info)``.
@@ -610,72 +645,40 @@ def stored_cg_solve(
     rank = check_positive_int("precond_rank", precond_rank, allow_zero=True)
     max_refinements = check_positive_int("max_refinements", max_refinements, allow_zero=True)
 
+    if resident is None:
+        resident = on_accelerator(k.tiles) and not k.distributed
+    elif not isinstance(resident, bool):
+        raise TypeError(f"resident must be True, False or None, got {resident!r}")
+    elif resident and k.distributed:
+        raise ValueError("resident=True needs a StoredKernel on one process (distributed=False); "
+                         "a distributed kernel sums its products over processes on the host")
+
     t0 = time.perf_counter()
-    precond, used_rank = _stored_preconditioner(preconditioner, k, shift, rank)
-    t1 = time.perf_counter()
+    if resident:
+        with _precision.x64():  # float64 vectors on the device; the tiles keep their dtype
+            precond, used_rank = _stored_preconditioner(preconditioner, k, shift, rank, resident=True)
+            t1 = time.perf_counter()
 
-    def apply_a(v: np.ndarray, exact: bool = False) -> np.ndarray:
-        out = k.matvec(v, exact=exact)
-        return out + shift * v if shift else out
+            def apply_device(v: Array, exact: bool = False) -> Array:
+                out = device_products(k.tiles, k.bounds, v, exact=exact)
+                return out + shift * v if shift else out
 
-    b_norm = np.linalg.norm(b, axis=0)
-    b_safe = np.where(b_norm > 0, b_norm, 1.0)
-    x = np.zeros_like(b)
-    r = b.copy()
-    rel = np.linalg.norm(r, axis=0) / b_safe
-    iterations = refinements = passes = 0
-    alphas: list[np.ndarray] = []
-    betas: list[np.ndarray] = []
-    record = True
-    converged = False
-    while True:
-        if np.all(rel <= tol):
-            converged = True
-            break
-        if iterations >= maxiter:
-            break
-        if passes > 0:
-            if refinements >= max_refinements:
-                break
-            refinements += 1
-        passes += 1
-        active = rel > tol
-        inner_tol = np.maximum(tol, rel * pass_reduction)  # this pass's target (see STORED_PASS_REDUCTION)
-        z = precond(r)
-        p = z
-        rz = np.sum(r * z, axis=0)
-        while iterations < maxiter:
-            ap = apply_a(p)
-            pap = np.sum(p * ap, axis=0)
-            if np.any(active & (pap <= 0)):
-                raise ValueError(
-                    "conjugate gradients broke down (p^T A p <= 0): the stored kernel + shift * I is not "
-                    "positive definite; check the kernel or add diag_reg"
-                )
-            alpha = np.where(active, rz / np.where(active, pap, 1.0), 0.0)
-            x = x + alpha * p  # not in place: p may alias r (preconditioner "none")
-            r = r - alpha * ap
-            iterations += 1
-            rel = np.linalg.norm(r, axis=0) / b_safe
-            if record:
-                alphas.append(alpha)
-            if callback is not None:
-                callback(iterations, float(np.max(rel)))
-            new_active = active & (rel > inner_tol)
-            if not new_active.any():
-                break
-            z = precond(r)
-            rz_new = np.sum(r * z, axis=0)
-            beta = np.where(new_active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
-            if record:
-                betas.append(beta)
-            p = z + beta * p
-            rz = rz_new
-            active = new_active
-        record = False
-        # float64 true residual (iterative refinement)
-        r = b - apply_a(x, exact=True)
-        rel = np.linalg.norm(r, axis=0) / b_safe
+            state = refined_cg(jnp, apply_device, precond, jnp.asarray(b), tol, pass_reduction, maxiter,
+                               max_refinements, callback)
+            state.x, state.r, state.rel = (np.asarray(a, dtype=np.float64) for a in (state.x, state.r, state.rel))
+            state.alphas = [np.asarray(a) for a in state.alphas]
+            state.betas = [np.asarray(a) for a in state.betas]
+    else:
+        precond, used_rank = _stored_preconditioner(preconditioner, k, shift, rank)
+        t1 = time.perf_counter()
+
+        def apply_host(v: np.ndarray, exact: bool = False) -> np.ndarray:
+            out = k.matvec(v, exact=exact)
+            return out + shift * v if shift else out
+
+        state = refined_cg(np, apply_host, precond, b, tol, pass_reduction, maxiter, max_refinements, callback)
+    x, r, rel = state.x, state.r, state.rel
+    iterations, refinements, converged = state.iterations, state.refinements, state.converged
     t2 = time.perf_counter()
     if not np.all(np.isfinite(x)):
         raise FloatingPointError(
@@ -690,9 +693,9 @@ def stored_cg_solve(
         residual=residual,
         iterations=iterations,
         converged=converged,
-        cond=lanczos_cond(alphas, betas),
+        cond=lanczos_cond(state.alphas, state.betas),
         cond_method="lanczos",
-        precision=_stored_precision(k.dtype),
+        precision=_stored_precision(k.dtype, resident),
         storage_dtype=str(k.dtype),
         refinements=refinements,
         matrix_bytes=k.nbytes,
@@ -714,8 +717,9 @@ def stored_cg_solve(
     return (out, info) if return_info else out
 
 
-def _stored_precision(dtype: Any) -> str:
+def _stored_precision(dtype: Any, resident: bool = False) -> str:
     name = str(np.dtype(dtype))
+    where = " (all on the device)" if resident else ""
     if name == "float64":
-        return "float64 matrix, products, CG vectors and residuals"
-    return f"{name} matrix and CG products, float64 CG vectors/scalars and refinement residuals"
+        return "float64 matrix, products, CG vectors and residuals" + where
+    return f"{name} matrix and CG products, float64 CG vectors/scalars and refinement residuals" + where
