@@ -6,7 +6,8 @@ Two layers:
   of a :class:`TiledKernel`, a training kernel available only through row tiles):
   :func:`kernel_solve` (``alpha = (K + r I)^{-1} Y``), :func:`gradient_flow_weights`
   (the finite-time analogue), :func:`gp_mean`, :func:`gradient_flow_mean`, on top of the
-  solvers: dense Cholesky and eigendecomposition (:mod:`nwcorrupt.predict.dense`) and the
+  solvers: dense Cholesky (also float32 with float64 refinement) and eigendecomposition
+  (:mod:`nwcorrupt.predict.dense`) and the
   multi-right-hand-side conjugate-gradient solver :func:`cg_solve`
   (:mod:`nwcorrupt.predict.cg`).
 * **Architecture level** (:mod:`nwcorrupt.predict.architecture`) -- :func:`ntk_predict`
@@ -36,9 +37,10 @@ Conventions (those of neural-tangents' ``predict.gradient_descent_mse_ensemble``
   means ``t = inf``, i.e. ``K_* K^{-1} Y``. The NNGP posterior mean is the same
   infinite-time formula with the NNGP kernel.
 
-Solvers (``solver=``, :data:`SOLVERS`): ``"cholesky"`` (with a jitter fallback) and
-``"eigh"`` (needed for finite ``t``; drops numerically zero eigen-directions), see
-:mod:`nwcorrupt.predict.dense`; ``"cg"``, see :func:`cg_solve`; ``"stored_cg"``, see
+Solvers (``solver=``, :data:`SOLVERS`): ``"cholesky"`` (with a jitter fallback),
+``"mixed_cholesky"`` (a float32 factor preconditioning float64 CG: float64 accuracy at about
+the cost of a float32 factorisation) and ``"eigh"`` (needed for finite ``t``; drops
+numerically zero eigen-directions), see :mod:`nwcorrupt.predict.dense`; ``"cg"``, see :func:`cg_solve`; ``"stored_cg"``, see
 :func:`stored_cg_solve`; ``"auto"``, see :func:`auto_solver` and
 :mod:`nwcorrupt.predict.matrix`.
 
@@ -60,7 +62,15 @@ from __future__ import annotations
 from nwcorrupt.predict.architecture import nngp_predict, ntk_predict, tiled_predict
 from nwcorrupt.predict.base import TILE_SIZE, Array, ConvergenceError, SolveInfo
 from nwcorrupt.predict.cg import CG_TOL, PRECOND_RANK, PRECONDITIONERS, TiledKernel, cg_solve
-from nwcorrupt.predict.dense import JITTER_GROWTH, JITTER_MAX, JITTER_START, cholesky_factor, eigen_decomposition
+from nwcorrupt.predict.dense import (
+    JITTER_GROWTH,
+    JITTER_MAX,
+    JITTER_START,
+    MIXED_TOL,
+    cholesky_factor,
+    eigen_decomposition,
+    solve_mixed_cholesky,
+)
 from nwcorrupt.predict.ensemble import Gaussian, gradient_descent_mse_ensemble
 from nwcorrupt.predict.matrix import (
     AUTO_DENSE_MAX_BYTES,
@@ -122,6 +132,8 @@ __all__ = [
     "JITTER_START",
     "JITTER_GROWTH",
     "JITTER_MAX",
+    "MIXED_TOL",
+    "solve_mixed_cholesky",
     # conjugate gradients
     "cg_solve",
     "TiledKernel",

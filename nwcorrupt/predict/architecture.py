@@ -324,7 +324,9 @@ def ntk_predict(
       t: None (t = inf), a time >= 0, or a 1-D array of times (then the output has a
         leading time axis). Finite t always uses ``"eigh"``.
       diag_reg, diag_reg_absolute_scale, learning_rate: see :mod:`nwcorrupt.predict`.
-      solver: ``"auto"``, ``"cholesky"``, ``"eigh"``, ``"cg"`` or ``"stored_cg"``. With
+      solver: ``"auto"``, ``"cholesky"``, ``"mixed_cholesky"`` (float32 Cholesky factor
+        refined to a float64 residual; see :func:`kernel_solve`), ``"eigh"``, ``"cg"`` or
+        ``"stored_cg"``. With
         ``"cg"`` the training NTK is streamed in tiles of ``tile_size`` rows
         (``kernel(arch, x_train[tile], x_train)``) and never formed whole. With
         ``"stored_cg"`` it is computed once, tile by tile, into a :class:`StoredKernel`

@@ -61,7 +61,7 @@ class SolveInfo:
     """Diagnostics of one kernel solve.
 
     Attributes:
-      solver: ``"cholesky"``, ``"eigh"`` or ``"cg"`` (what ``"auto"`` resolved to).
+      solver: ``"cholesky"``, ``"mixed_cholesky"``, ``"eigh"``, ``"cg"`` or ``"stored_cg"`` (what ``"auto"`` resolved to).
       diag_reg: absolute regulariser ``r`` added to the diagonal (kernel units).
       jitter: absolute jitter added on top of ``r`` by the Cholesky fallback (0 if none).
       residual: ``max_t |(K + r I) A - B|_F / |Y|_F``, the relative residual of the

@@ -24,7 +24,19 @@
   positive ones (and gives NaN for an exact zero); for positive-definite kernels the two
   agree exactly.
 
-Both take the kernel as an (N, N) array of the working float and return the solution
+* :func:`solve_mixed_cholesky` (``solver="mixed_cholesky"``, for float32 kernels, e.g. a
+  60 000 x 60 000 NTK on one GPU): the Cholesky factor is computed in float32 (the jitter
+  rule above) and used as the preconditioner of a float64 CG on ``K + r I``, whose products
+  convert K to float64 in row blocks (:data:`MIXED_BLOCK_BYTES` at a time) -- iterative
+  refinement with CG acceleration. It returns the solution of the given matrix to a float64
+  relative residual :data:`MIXED_TOL` (default ``1e-10``) at the cost of one float32
+  factorisation plus a few float64 products, where a float32 solve alone carries errors of
+  ``eps32 * cond`` (1e-3 at cond 1e4). Measured on 300 x 300 matrices with log-spaced
+  spectra: 3, 5, 8 and 25 iterations at cond 1e4, 1e6, 1e7 (tol 1e-8) and 1e8 (tol 1e-7,
+  with jitter in the factor). A tol below ``eps64 * cond`` cannot be met by any float64
+  solve; the solver then raises :class:`~nwcorrupt.predict.base.ConvergenceError`.
+
+All take the kernel as an (N, N) array of the working float and return the solution
 with its :class:`~nwcorrupt.predict.base.SolveInfo`; the predictors of
 :mod:`nwcorrupt.predict.matrix` validate the inputs and call them.
 """
@@ -33,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -42,18 +55,32 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from nwcorrupt import precision as _precision
-from nwcorrupt.predict.base import Array, SolveInfo, check_nonneg_float, dtype_key, machine_eps, mm
+from nwcorrupt.predict.base import (
+    Array,
+    ConvergenceError,
+    SolveInfo,
+    check_nonneg_float,
+    dtype_key,
+    machine_eps,
+    mm,
+)
+from nwcorrupt.predict.cg import lanczos_cond, refined_cg
 
 __all__ = [
     "JITTER_START",
     "JITTER_GROWTH",
     "JITTER_MAX",
     "RESIDUAL_TOL",
+    "MIXED_TOL",
+    "MIXED_MAXITER",
+    "MIXED_REFINEMENTS",
+    "MIXED_BLOCK_BYTES",
     "cholesky_factor",
     "eigen_decomposition",
     "flow_coefficients",
     "solve_cholesky",
     "solve_eigh",
+    "solve_mixed_cholesky",
 ]
 
 _HI = _precision.MATMUL_PRECISION
@@ -69,6 +96,16 @@ JITTER_MAX = 1e-4
 #: duplicated training points with different labels, or a condition number beyond the working precision),
 #: and ``solve_cholesky`` raises instead of returning it.
 RESIDUAL_TOL = {"float64": 1e-6, "float32": 1e-2}
+
+#: Default float64 relative-residual tolerance of ``solver="mixed_cholesky"``.
+MIXED_TOL = 1e-10
+#: Default iteration limit of ``solver="mixed_cholesky"`` (a usable float32 factor needs ~2-10).
+MIXED_MAXITER = 100
+#: Restarts after float64 residual checks allowed to ``solver="mixed_cholesky"`` (none were
+#: needed in the tests up to cond 1e8: the recurrences are float64, only the factor is float32).
+MIXED_REFINEMENTS = 3
+#: Bytes of the float64 copy of K's rows that one product of the mixed solver makes at a time.
+MIXED_BLOCK_BYTES = 2**28
 
 
 @jax.jit
@@ -305,3 +342,108 @@ def solve_eigh(
     )
     return coef, info
 
+
+@functools.partial(jax.jit, static_argnames="rows")
+def _rows_float64_product(k: Array, v: Array, start: Array, rows: int) -> Array:
+    """``K[start:start + rows] @ v`` with the rows converted to v's dtype (float64)."""
+    blk = jax.lax.dynamic_slice_in_dim(k, start, rows, axis=0)
+    return mm(blk.astype(v.dtype), v)
+
+
+@jax.jit
+def _factor_solve(c: Array, r: Array) -> Array:
+    return jsl.cho_solve((c, True), r.astype(c.dtype)).astype(r.dtype)
+
+
+def solve_mixed_cholesky(
+    k: Array,
+    y: Array,
+    reg: float,
+    *,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    on_nonconvergence: str = "raise",
+) -> tuple[np.ndarray, SolveInfo]:
+    """Solve ``(K + reg I) X = Y`` with a float32 Cholesky factor and float64 refinement.
+
+    The factor of ``K + (reg + jitter) I`` is computed in float32 (K rounded to float32 if
+    it is not; the jitter rule of :func:`solve_cholesky`) and preconditions CG on the
+    float64 system ``K + reg I`` (without jitter), run on K's device with 64-bit types
+    enabled for the solve; each product converts :data:`MIXED_BLOCK_BYTES` of K's rows to
+    float64 at a time (:func:`~nwcorrupt.predict.cg.refined_cg`, closed by a float64
+    residual check). The result solves the given matrix, not its float32 rounding.
+
+    Args:
+      k: (N, N) symmetric kernel (float32 or float64).
+      y: (N, C) right-hand sides.
+      reg: absolute regulariser r >= 0 (kernel units).
+      tol: float64 relative residual per column (default :data:`MIXED_TOL`).
+      maxiter: CG iterations allowed (default :data:`MIXED_MAXITER`).
+      on_nonconvergence: ``"raise"`` (:class:`~nwcorrupt.predict.base.ConvergenceError`)
+        or ``"warn"``.
+
+    Returns:
+      X as (N, C) float64 numpy, and a :class:`SolveInfo` (``solver="mixed_cholesky"``, the
+      jitter of the factor, the float64 residual, the CG iterations, and the Lanczos
+      condition number of the factor-preconditioned operator).
+
+    Raises:
+      ValueError: K + r I cannot be factorised in float32 even with jitter, or is not
+        positive definite in float64.
+    """
+    tol = MIXED_TOL if tol is None else float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    maxiter = MIXED_MAXITER if maxiter is None else int(maxiter)
+    if maxiter < 1:
+        raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
+    if on_nonconvergence not in ("raise", "warn"):
+        raise ValueError(f"on_nonconvergence must be 'raise' or 'warn', got {on_nonconvergence!r}")
+    n = int(k.shape[0])
+    with _precision.x64():  # float64 vectors and products; the factor stays float32
+        k = jnp.asarray(k)
+        k32 = k if k.dtype == jnp.float32 else k.astype(jnp.float32)
+        c, jitter = cholesky_factor(k32, reg)
+        del k32
+        rows = max(1, min(n, MIXED_BLOCK_BYTES // (8 * n)))
+        starts = [min(s, n - rows) for s in range(0, n, rows)]  # the last block shifted back: one shape
+
+        def apply_a(v: Array, exact: bool = False) -> Array:
+            parts = []
+            for i, s0 in enumerate(starts):
+                part = _rows_float64_product(k, v, jnp.asarray(s0), rows)
+                skip = i * rows - s0  # rows the shifted last block shares with the one before
+                parts.append(part[skip:])
+            out = jnp.concatenate(parts)
+            return out + reg * v if reg else out
+
+        state = refined_cg(
+            jnp, apply_a, lambda r: _factor_solve(c, r), jnp.asarray(np.asarray(y, dtype=np.float64)),
+            tol, 0.0, maxiter, MIXED_REFINEMENTS, None,
+        )  # fmt: skip
+        x = np.asarray(state.x, dtype=np.float64)
+        rel = np.asarray(state.rel)
+        y_norm = float(np.linalg.norm(np.asarray(y, dtype=np.float64)))
+        residual = float(np.linalg.norm(np.asarray(state.r)) / y_norm) if y_norm > 0 else 0.0
+        alphas = [np.asarray(a) for a in state.alphas]
+        betas = [np.asarray(a) for a in state.betas]
+    if not np.all(np.isfinite(x)):
+        raise FloatingPointError(
+            "the mixed-precision Cholesky solution contains NaN or inf; the kernel is singular or too badly "
+            "conditioned for a float32 factor: add diag_reg or solve in float64 (solver='cholesky' under x64)"
+        )
+    info = SolveInfo(
+        solver="mixed_cholesky", diag_reg=reg, jitter=jitter, residual=residual, iterations=state.iterations,
+        converged=state.converged, cond=lanczos_cond(alphas, betas), cond_method="lanczos",
+    )  # fmt: skip
+    if not state.converged:
+        msg = (
+            f"the mixed-precision Cholesky solve did not reach tol={tol:g}: max relative column residual "
+            f"{float(np.max(rel)):.3g} after {state.iterations} iterations (maxiter={maxiter}); float64 itself "
+            "cannot resolve a relative residual much below 1e-16 x cond(K + r I), and the float32 factor stops "
+            "preconditioning as 1e-7 x cond approaches 1: raise tol, add diag_reg, or raise maxiter"
+        )
+        if on_nonconvergence == "raise":
+            raise ConvergenceError(msg, info)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return x, info

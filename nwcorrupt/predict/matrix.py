@@ -13,8 +13,8 @@ The training kernel is an (N, N) array, a :class:`~nwcorrupt.predict.cg.TiledKer
 * :func:`auto_solver`, :func:`default_preconditioner`: what ``solver="auto"`` and a None
   preconditioner resolve to.
 
-Solvers (``solver=``, :data:`SOLVERS`): ``"cholesky"`` and ``"eigh"``
-(:mod:`nwcorrupt.predict.dense`), ``"cg"`` (:func:`~nwcorrupt.predict.cg.cg_solve`),
+Solvers (``solver=``, :data:`SOLVERS`): ``"cholesky"``, ``"mixed_cholesky"`` (a float32
+factor refined to a float64 residual) and ``"eigh"`` (:mod:`nwcorrupt.predict.dense`), ``"cg"`` (:func:`~nwcorrupt.predict.cg.cg_solve`),
 ``"stored_cg"`` (:func:`~nwcorrupt.predict.stored.stored_cg_solve`; the kernel's
 products run in its storage dtype, the CG recurrences in float64) and ``"auto"``:
 ``"eigh"`` for finite ``t``; otherwise ``"cholesky"`` while an N x N matrix of the working
@@ -46,7 +46,7 @@ from nwcorrupt.predict.base import (
     mm,
 )
 from nwcorrupt.predict.cg import PRECOND_RANK, TiledKernel, cg_solve
-from nwcorrupt.predict.dense import solve_cholesky, solve_eigh
+from nwcorrupt.predict.dense import solve_cholesky, solve_eigh, solve_mixed_cholesky
 from nwcorrupt.predict.memory import STORED_PRECOND_RANK
 from nwcorrupt.predict.stored import StoredKernel, stored_cg_solve
 
@@ -67,7 +67,7 @@ __all__ = [
 
 _HI = _precision.MATMUL_PRECISION
 
-SOLVERS = ("auto", "cholesky", "eigh", "cg", "stored_cg")
+SOLVERS = ("auto", "cholesky", "mixed_cholesky", "eigh", "cg", "stored_cg")
 #: ``solver="auto"`` uses a dense direct solver while one N x N matrix of the working
 #: dtype takes at most this many bytes (4 GiB), else conjugate gradients.
 AUTO_DENSE_MAX_BYTES = 4 * 2**30
@@ -204,12 +204,15 @@ def kernel_solve(
       y_train: (N, C) targets (one-hot labels).
       diag_reg: relative regulariser (see :mod:`nwcorrupt.predict`); ``r = diag_reg * trace(K)/N``.
       diag_reg_absolute_scale: interpret ``diag_reg`` as the absolute ``r``.
-      solver: ``"auto"``, ``"cholesky"``, ``"eigh"``, ``"cg"`` or ``"stored_cg"``
+      solver: ``"auto"``, ``"cholesky"``, ``"mixed_cholesky"`` (float32 factor, float64
+        refinement: :func:`~nwcorrupt.predict.dense.solve_mixed_cholesky`), ``"eigh"``,
+        ``"cg"`` or ``"stored_cg"``
         (:func:`stored_cg_solve` on a :class:`StoredKernel`; a dense matrix is first
         tiled with :meth:`StoredKernel.from_matrix`). ``"auto"`` never picks
         ``"stored_cg"``, except for a :class:`StoredKernel`.
       tol, maxiter, preconditioner, precond_rank, on_nonconvergence: CG options
-        (:func:`cg_solve`, :func:`stored_cg_solve`); ignored by direct solvers. None
+        (:func:`cg_solve`, :func:`stored_cg_solve`; tol, maxiter and on_nonconvergence
+        also of ``"mixed_cholesky"``); ignored by direct solvers. None
         (default) picks the solver's own (:func:`default_preconditioner`).
       rcond: eigenvalue cut-off of ``"eigh"`` relative to the largest (default N * eps).
       estimate_cond: with ``"cholesky"``, estimate the condition number (about 80
@@ -252,6 +255,9 @@ def kernel_solve(
         return (alpha, info) if return_info else alpha
     if solver == "cholesky":
         alpha, info = solve_cholesky(k, y, reg, estimate_cond and return_info)
+    elif solver == "mixed_cholesky":
+        x, info = solve_mixed_cholesky(k, y, reg, tol=tol, maxiter=maxiter, on_nonconvergence=on_nonconvergence)
+        alpha = as_float(x)
     elif solver == "eigh":
         coef, info = solve_eigh(k, y, reg, np.array([np.inf]), rcond)
         alpha = coef[0]
