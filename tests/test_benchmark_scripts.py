@@ -110,3 +110,20 @@ def test_mnist_full_quick_runs_the_device_resident_solve_and_the_float64_check(t
     assert res["n"] == 1000 and "on the device" in res["precision"]
     assert res["residual"] <= 1e-5 and res["accuracy"] > 0.7  # p = 0.5: ~0.82 at N = 1000
     assert res["check"]["argmax_agreement"] >= 0.99 and res["check"]["rel_logit_error"] < 1e-3
+
+
+def test_gpu_table_quick_runs_every_section_and_prints_the_table(tmp_path):
+    out = tmp_path / "t.json"
+    text = _run("benchmarks/gpu_table.py", "--quick", "--json", str(out))
+    assert "| section | what | numbers |" in text and "failed sections" not in text
+    res = json.loads(out.read_text())
+    assert set(res["rows"]) == {"kernels", "stored", "mixed", "moments", "largest"}
+    assert res["header"]["device"]
+    stored = res["rows"]["stored"][0]
+    assert stored["residual"] <= 1e-5 and stored["accuracy"] > 0.7
+    mixed = res["rows"]["mixed"][0]
+    assert mixed["residual"] <= 1e-10 and mixed["accuracy"] > 0.7
+    mom = res["rows"]["moments"][0]
+    assert 0.1 < mom["predicted_accuracy"] <= 1.0 and mom["ratio"] > 0
+    largest = res["rows"]["largest"][0]
+    assert largest["n"] >= 1000 and largest["run_n"] == 1500 and largest["residual"] <= 1e-5
