@@ -12,21 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from linalg_helpers import fro_rel, spd
 from nwcorrupt import precision
 from nwcorrupt import predict as P
 from nwcorrupt.kernels import MLP
 from nwcorrupt.predict import dense as D
-
-
-def spd(n: int, cond: float, seed: int) -> np.ndarray:
-    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
-    k = (q * np.logspace(-np.log10(cond), 0, n)) @ q.T
-    return (k + k.T) / 2
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 @pytest.mark.parametrize("cond", [1e2, 1e4, 1e6])
@@ -41,13 +31,13 @@ def test_float32_kernel_is_solved_to_float64_accuracy(cond):
         assert not jax.config.read("jax_enable_x64")
     assert x.dtype == np.float64 and info.solver == "mixed_cholesky" and info.converged
     assert info.residual <= P.MIXED_TOL
-    assert rel(x, want) <= cond * info.residual  # the residual bound of a float64 solve, not float32's
+    assert fro_rel(x, want) <= cond * info.residual  # the residual bound of a float64 solve, not float32's
     assert 1.0 <= info.cond < 2.0  # the float32 factor is a near-exact preconditioner: ~1 + eps32 cond
     assert 2 <= info.iterations <= 8
     if cond >= 1e4:
         with precision.x64(False):
             plain = np.asarray(P.kernel_solve(jnp.asarray(k32), jnp.asarray(y, jnp.float32), solver="cholesky"))
-        assert rel(plain, want) > 1e3 * rel(x, want)  # what float32 alone gives
+        assert fro_rel(plain, want) > 1e3 * fro_rel(x, want)  # what float32 alone gives
 
 
 def test_float64_kernel_and_a_regulariser(x64):
@@ -56,7 +46,7 @@ def test_float64_kernel_and_a_regulariser(x64):
     y = np.random.default_rng(3).normal(size=(n, 2))
     x, info = P.solve_mixed_cholesky(jnp.asarray(k), jnp.asarray(y), reg)
     want = np.linalg.solve(k + reg * np.eye(n), y)
-    assert rel(x, want) < 1e-12 and info.residual <= 1e-10 and info.jitter == 0.0
+    assert fro_rel(x, want) < 1e-12 and info.residual <= 1e-10 and info.jitter == 0.0
 
 
 def test_row_blocks_with_a_shifted_last_block(x64, monkeypatch):
@@ -67,7 +57,7 @@ def test_row_blocks_with_a_shifted_last_block(x64, monkeypatch):
     y = np.random.default_rng(5).normal(size=(n, 2))
     x, info = P.solve_mixed_cholesky(jnp.asarray(k), jnp.asarray(y), 0.0, tol=1e-13)
     assert np.linalg.norm(k @ x - y) / np.linalg.norm(y) <= 1e-13
-    assert rel(x, np.linalg.solve(k, y)) < 1e-11
+    assert fro_rel(x, np.linalg.solve(k, y)) < 1e-11
 
 
 def test_near_singular_kernel_uses_jitter_in_the_factor_only(x64):
@@ -116,8 +106,8 @@ def test_ntk_predict_with_mixed_cholesky_matches_float64_cholesky():
         got, info = P.ntk_predict(arch, xtr, y, xte, solver="mixed_cholesky", return_info=True)
         plain = P.ntk_predict(arch, xtr, y, xte, solver="cholesky")
     assert info.solver == "mixed_cholesky" and info.residual <= P.MIXED_TOL
-    err = rel(got, want)
+    err = fro_rel(got, want)
     assert err < 1e-4  # the float32 kernel's rounding, amplified by cond
-    assert err <= rel(plain, want)  # never worse than the float32 solve
+    assert err <= fro_rel(plain, want)  # never worse than the float32 solve
     alpha = P.kernel_solve(jnp.asarray(spd(20, 10, 13)), np.ones((20, 1)), solver="mixed_cholesky")
     assert alpha.shape == (20, 1)

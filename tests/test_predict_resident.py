@@ -15,21 +15,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from linalg_helpers import max_rel, spd
 from nwcorrupt import precision
 from nwcorrupt import predict as P
 from nwcorrupt.predict import resident as R
 from nwcorrupt.predict import stored as S
-
-
-def spd(n: int, cond: float, seed: int) -> np.ndarray:
-    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
-    k = (q * np.logspace(-np.log10(cond), 0, n)) @ q.T
-    return (k + k.T) / 2
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
 @pytest.mark.parametrize("exact", [False, True])
@@ -39,8 +29,8 @@ def test_device_products_equal_the_dense_product(x64, exact):
     v = np.random.default_rng(1).normal(size=(53, 4))
     out = R.device_products(sk.tiles, sk.bounds, jnp.asarray(v), exact=exact)
     assert out.dtype == jnp.float64 and out.shape == (53, 4)
-    assert rel(out, k @ v) < 1e-12
-    assert rel(out, sk.matvec(v, exact=exact)) < 1e-13
+    assert max_rel(out, k @ v) < 1e-12
+    assert max_rel(out, sk.matvec(v, exact=exact)) < 1e-13
 
 
 def test_float32_tiles_exact_products_accumulate_in_float64(x64):
@@ -52,8 +42,8 @@ def test_float32_tiles_exact_products_accumulate_in_float64(x64):
     v = np.random.default_rng(3).normal(size=(40, 3))
     exact = R.device_products(sk.tiles, sk.bounds, jnp.asarray(v), exact=True)
     rounded = R.device_products(sk.tiles, sk.bounds, jnp.asarray(v), exact=False)
-    assert rel(exact, k32 @ v) < 1e-13  # float64 accumulation of the stored matrix
-    err32 = rel(rounded, k32 @ v)
+    assert max_rel(exact, k32 @ v) < 1e-13  # float64 accumulation of the stored matrix
+    err32 = max_rel(rounded, k32 @ v)
     assert 1e-9 < err32 < 1e-5  # float32 products: visibly rounded, within float32's bound
 
 
@@ -81,7 +71,7 @@ def test_device_preconditioner_equals_the_host_one(x64, kind):
     host, dev, used_h, used_d = _host_and_device_preconditioners(kind, sk, 1e-3, 25)
     assert used_h == used_d == (0 if kind == "jacobi" else 25)
     r = np.random.default_rng(6).normal(size=(70, 3))
-    assert rel(dev(jnp.asarray(r)), host(r)) < 1e-12
+    assert max_rel(dev(jnp.asarray(r)), host(r)) < 1e-12
 
 
 def test_device_nystrom_preconditioner_is_the_inverse_of_its_definition(x64):
@@ -103,7 +93,7 @@ def test_device_nystrom_preconditioner_is_the_inverse_of_its_definition(x64):
     _, dev, _, _ = _host_and_device_preconditioners("nystrom", sk, shift, rank)
     r = np.random.default_rng(8).normal(size=(n, 2))
     z = np.asarray(dev(jnp.asarray(r)))
-    assert rel(p_mat @ z, r) < 1e-10
+    assert max_rel(p_mat @ z, r) < 1e-10
 
 
 @pytest.mark.parametrize("kind", ["nystrom", "none"])
@@ -120,7 +110,7 @@ def test_resident_iterates_equal_the_host_loop(x64, kind):
             )  # fmt: skip
     (xh, ih), (xd, idev) = out
     assert ih.iterations == idev.iterations == 6
-    assert rel(xd, xh) < 1e-12
+    assert max_rel(xd, xh) < 1e-12
     assert abs(idev.residual - ih.residual) <= 1e-12 * ih.residual
     assert "device" in idev.precision and "device" not in ih.precision
 
@@ -167,7 +157,7 @@ def test_resident_accepts_a_host_preconditioner_function(x64):
 
     x = P.stored_cg_solve(sk, y, preconditioner=jacobi, tol=1e-11, resident=True)
     assert seen and all(t is np.ndarray for t in seen)
-    assert rel(x, np.linalg.solve(k, y)) < 1e-8
+    assert max_rel(x, np.linalg.solve(k, y)) < 1e-8
 
 
 def test_accelerator_tiles_choose_the_resident_loop_and_device_products(x64, monkeypatch):
@@ -180,9 +170,9 @@ def test_accelerator_tiles_choose_the_resident_loop_and_device_products(x64, mon
     monkeypatch.setattr(S, "on_accelerator", lambda tiles: True)
     _, info = P.stored_cg_solve(sk, y, shift=1e-3, return_info=True, precond_rank=10)
     assert "device" in info.precision
-    assert rel(sk.matvec(y, exact=True), host_exact) < 1e-13
-    assert rel(sk.matvec(y), host_rounded) < 1e-13
-    assert rel(sk.matvec(y[:, 0]), k @ y[:, 0]) < 1e-12
+    assert max_rel(sk.matvec(y, exact=True), host_exact) < 1e-13
+    assert max_rel(sk.matvec(y), host_rounded) < 1e-13
+    assert max_rel(sk.matvec(y[:, 0]), k @ y[:, 0]) < 1e-12
 
 
 def test_resident_argument_errors(x64):
@@ -208,7 +198,7 @@ def test_tiled_predict_float64_product_on_the_device_equals_the_host_one(monkeyp
     monkeypatch.setattr(A, "platform_of", lambda a: "gpu")
     dev = P.tiled_predict(arch, xtr, xte, w, tile_size=10)
     assert not jax.config.read("jax_enable_x64")
-    assert dev.dtype == np.float64 and rel(dev, host) < 1e-13
+    assert dev.dtype == np.float64 and max_rel(dev, host) < 1e-13
     with precision.x64():
         want = np.asarray(P.tiled_predict(arch, xtr, xte, w, tile_size=50))  # float64 kernel
-    assert 1e-9 < rel(dev, want) < 1e-5  # the float32 kernel's rounding, nothing more
+    assert 1e-9 < max_rel(dev, want) < 1e-5  # the float32 kernel's rounding, nothing more

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from linalg_helpers import spd
 from nwcorrupt import corruption, data, precision
 from nwcorrupt import predict as P
 from nwcorrupt.kernels import MLP, kernel
@@ -21,14 +22,6 @@ def normalized(n: int, d: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).normal(size=(n, d))
     x -= x.mean(axis=1, keepdims=True)
     return x / np.sqrt((x**2).mean(axis=1, keepdims=True))
-
-
-def spd(n: int, cond: float, seed: int) -> np.ndarray:
-    """Symmetric positive-definite matrix with eigenvalues log-spaced in [1/cond, 1]."""
-    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
-    lam = np.logspace(-np.log10(cond), 0, n)
-    k = (q * lam) @ q.T
-    return (k + k.T) / 2  # exactly symmetric
 
 
 def rel_err(a, b) -> float:

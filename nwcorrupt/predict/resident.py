@@ -46,6 +46,7 @@ __all__ = [
     "float64_product",
     "on_accelerator",
     "take_to_host",
+    "accumulate_tiles",
     "device_products",
     "device_partial_cholesky",
     "device_nystrom_factor",
@@ -127,6 +128,30 @@ def float64_product(a: Array, b: Array) -> Array:
     return mm(a.astype(b.dtype), b)
 
 
+def accumulate_tiles(tiles: Sequence[Sequence[Any]], vb: list[Array], *, exact: bool = False) -> list[Array]:
+    """The blocks ``(K V)[B_i]`` from the upper-triangle tiles, each tile read once and used twice.
+
+    Args:
+      tiles: ``tiles[i][j - i] = K[B_i, B_j]`` (None: held by another process, skipped).
+      vb: the blocks ``V[B_i]`` as device arrays, in the dtype the products run in.
+      exact: convert each tile to ``vb``'s dtype first (float64 products of lower-precision tiles).
+
+    Returns:
+      The m blocks of the product, in ``vb``'s dtype, on the tiles' device.
+    """
+    y = [jnp.zeros_like(vi) for vi in vb]
+    diag, pair = (_exact_diag_product, _exact_pair_product) if exact else (tile_diag_product, tile_pair_product)
+    for i, row in enumerate(tiles):
+        if row[0] is not None:
+            y[i] = diag(row[0], vb[i], y[i])
+        for k in range(1, len(row)):
+            if row[k] is None:
+                continue
+            j = i + k
+            y[i], y[j] = pair(row[k], vb[i], vb[j], y[i], y[j])
+    return y
+
+
 def device_products(tiles: Sequence[Sequence[Any]], bounds: Sequence[int], v: Array, *, exact: bool = False) -> Array:
     """``K @ V`` from the upper-triangle tiles of K, on their device.
 
@@ -153,17 +178,7 @@ def device_products(tiles: Sequence[Sequence[Any]], bounds: Sequence[int], v: Ar
         if dt is not None:
             break
     work = v.dtype if exact or dt is None else dt
-    vb = [v[b[i] : b[i + 1]].astype(work) for i in range(m)]
-    y = [jnp.zeros_like(vi) for vi in vb]
-    diag, pair = (_exact_diag_product, _exact_pair_product) if exact else (tile_diag_product, tile_pair_product)
-    for i, row in enumerate(tiles):
-        if row[0] is not None:
-            y[i] = diag(row[0], vb[i], y[i])
-        for k in range(1, len(row)):
-            if row[k] is None:
-                continue
-            j = i + k
-            y[i], y[j] = pair(row[k], vb[i], vb[j], y[i], y[j])
+    y = accumulate_tiles(tiles, [v[b[i] : b[i + 1]].astype(work) for i in range(m)], exact=exact)
     return jnp.concatenate(y).astype(v.dtype)
 
 

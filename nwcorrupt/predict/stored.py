@@ -49,9 +49,8 @@ from nwcorrupt.predict.resident import (
     device_partial_cholesky,
     device_products,
     on_accelerator,
+    accumulate_tiles,
     take_to_host,
-    tile_diag_product,
-    tile_pair_product,
 )
 
 __all__ = [
@@ -362,16 +361,7 @@ class StoredKernel:
                         out[b[j] : b[j + 1]] += blk.T @ v[b[i] : b[i + 1]]
         else:
             dt = self.dtype
-            vb = [jnp.asarray(v[b[i] : b[i + 1]], dtype=dt) for i in range(m)]
-            y = [jnp.zeros_like(vi) for vi in vb]
-            for i, row in enumerate(self.tiles):
-                if row[0] is not None:
-                    y[i] = tile_diag_product(row[0], vb[i], y[i])
-                for k in range(1, len(row)):
-                    if row[k] is None:
-                        continue
-                    j = i + k
-                    y[i], y[j] = tile_pair_product(row[k], vb[i], vb[j], y[i], y[j])
+            y = accumulate_tiles(self.tiles, [jnp.asarray(v[b[i] : b[i + 1]], dtype=dt) for i in range(m)])
             out = np.concatenate([np.asarray(yi, dtype=np.float64) for yi in y])
         out = self._sum(out)
         return out[:, 0] if vector else out
