@@ -29,6 +29,7 @@ else runs; throughput per CPU-second (FLOPs / CPU seconds, for training and for
 the reference matmul alike) is the load-independent measure of efficiency.
 
 Run: ``python benchmarks/training.py [--all-widths] [--widths 512 1024] [--no-torch]``
+(``--quick``: a small smoke run, as in the test suite)
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def torch_loop(x_sets, y, xt, width: int, depth: int, lr: float, batch: int, epo
     return time.perf_counter() - t0, out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", type=int, nargs="+", default=[512])
     parser.add_argument("--all-widths", action="store_true", help="widths 512 1024 2048")
@@ -173,7 +174,13 @@ def main() -> None:
     parser.add_argument("--p", type=float, default=0.9, help="replacement corruption level")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--repeats", type=int, default=2, help="timed repetitions per method (minimum reported)")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help="the same recipe made small (width 32, N = 500, 100 test points, K = 1 x M = 2, one "
+                             "repeat, no PyTorch): the test suite's smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.widths, args.all_widths, args.n, args.n_test = [32], False, 500, 100
+        args.datasets, args.inits, args.repeats, args.no_torch = 1, 2, 1, True
     widths = [512, 1024, 2048] if args.all_widths else args.widths
     depth, d, seed = 3, 784, 0
 

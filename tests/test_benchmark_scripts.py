@@ -127,3 +127,10 @@ def test_gpu_table_quick_runs_every_section_and_prints_the_table(tmp_path):
     assert 0.1 < mom["predicted_accuracy"] <= 1.0 and mom["ratio"] > 0
     largest = res["rows"]["largest"][0]
     assert largest["n"] >= 1000 and largest["run_n"] == 1500 and largest["residual"] <= 1e-5
+
+
+def test_training_quick_prints_the_ensemble_table_with_equal_members():
+    text = _run("benchmarks/training.py", "--quick")
+    assert "| width | ensemble (auto)" in text and "\n| 32 |" in text
+    diff = float(text.split("max |logit diff| ")[1].split(")")[0])
+    assert diff < 1e-4  # the ensemble's members equal the same members trained one by one
