@@ -111,3 +111,37 @@ def test_ntk_predict_with_mixed_cholesky_matches_float64_cholesky():
     assert err <= fro_rel(plain, want)  # never worse than the float32 solve
     alpha = P.kernel_solve(jnp.asarray(spd(20, 10, 13)), np.ones((20, 1)), solver="mixed_cholesky")
     assert alpha.shape == (20, 1)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "mixed_cholesky", "eigh"])
+def test_dense_solvers_refuse_a_kernel_that_cannot_fit_before_computing_it(monkeypatch, solver):
+    from nwcorrupt.predict import architecture as A
+    from nwcorrupt.predict import memory as M
+
+    rng = np.random.default_rng(14)
+    xtr, xte, y = rng.normal(size=(100, 5)), rng.normal(size=(10, 5)), np.eye(2)[rng.integers(0, 2, 100)]
+    need = M.DENSE_MATRICES[solver] * 100 * 100 * 4  # float32 (x64 off)
+    monkeypatch.setattr(M, "available_memory_bytes", lambda device=None: int(need / M.MEMORY_HEADROOM) - 1)
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the kernel was computed before the memory check")
+
+    monkeypatch.setattr(A, "_arch_kernel", no_kernel)
+    t = 1.0 if solver == "eigh" else None
+    with precision.x64(False), pytest.raises(MemoryError, match=f"solver='{solver}' at N = 100 holds"):
+        P.ntk_predict(MLP(depth=2), xtr, y, xte, t=t, solver=solver)
+    assert M.check_dense_memory(100, solver, itemsize=4, available_bytes=int(need / M.MEMORY_HEADROOM) + 1) == need
+    assert M.check_dense_memory(100, "cg", available_bytes=1) == 0  # not a dense solver
+    assert M.check_dense_memory(100, solver, available_bytes=None) == need  # unknown memory: passes
+
+
+def test_dense_memory_check_can_be_switched_off(monkeypatch):
+    from nwcorrupt.predict import memory as M
+
+    monkeypatch.setattr(M, "available_memory_bytes", lambda device=None: 1)
+    rng = np.random.default_rng(15)
+    xtr, xte, y = rng.normal(size=(30, 4)), rng.normal(size=(5, 4)), np.eye(2)[rng.integers(0, 2, 30)]
+    with pytest.raises(MemoryError):
+        P.nngp_predict(MLP(depth=2), xtr, y, xte, solver="cholesky", diag_reg=1e-3)
+    out = P.nngp_predict(MLP(depth=2), xtr, y, xte, solver="cholesky", diag_reg=1e-3, check_memory=False)
+    assert out.shape == (5, 2)

@@ -49,7 +49,7 @@ from nwcorrupt.predict.matrix import (
     gradient_flow_weights,
     kernel_solve,
 )
-from nwcorrupt.predict.memory import STORED_BLOCK, stored_memory_plan
+from nwcorrupt.predict.memory import STORED_BLOCK, check_dense_memory, stored_memory_plan
 from nwcorrupt.predict.resident import float64_product, platform_of
 from nwcorrupt.predict.stored import StoredKernel, StoredSolveInfo, stored_cg_solve
 
@@ -129,6 +129,8 @@ def _arch_predict(
             diagonal=diag,
         )
     else:
+        if stored_options.get("check_memory", True):
+            check_dense_memory(n, solver)  # before the N x N kernel is computed
         ktrain = _arch_kernel(arch, xtr, None, get, backend)
         if ktrain.shape != (n, n):
             raise ValueError(f"kernel(arch, x_train) returned shape {tuple(ktrain.shape)}, expected ({n}, {n})")
@@ -341,8 +343,10 @@ def ntk_predict(
       backend: passed to :func:`nwcorrupt.kernels.kernel`.
       return_info: also return a :class:`SolveInfo`.
       block_size: ``"stored_cg"`` only: rows per block of the stored kernel.
-      check_memory: ``"stored_cg"`` only: compare :func:`stored_memory_plan` with the
-        available memory first and raise ``MemoryError`` if it does not fit.
+      check_memory: compare the memory the solve needs with the free memory first and raise
+        ``MemoryError`` if it does not fit: :func:`stored_memory_plan` for ``"stored_cg"``,
+        :func:`~nwcorrupt.predict.memory.check_dense_memory` (the N x N matrices held at once)
+        for ``"cholesky"``, ``"mixed_cholesky"`` and ``"eigh"``.
       distributed: ``"stored_cg"`` only: spread the work over the processes of a
         multi-process run (:mod:`nwcorrupt.distributed`; every process calls this with the
         same arguments): each holds its tiles of the training kernel (memory ~ N^2 / (2 P)),

@@ -8,6 +8,10 @@ build, the preconditioner set-up and the test tiles -- and :meth:`StoredPlan.che
 compares it with :func:`available_memory_bytes` (``MemAvailable``, or the free memory of an
 accelerator that holds the tiles), raising
 ``MemoryError`` above :data:`MEMORY_HEADROOM` of it before any kernel is computed.
+
+The dense solvers get the same check: :func:`check_dense_memory` compares the N x N matrices a
+dense solve holds at once (:data:`DENSE_MATRICES`) with the free memory before the
+architecture-level predictors compute the training kernel.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ __all__ = [
     "available_memory_bytes",
     "StoredPlan",
     "stored_memory_plan",
+    "DENSE_MATRICES",
+    "check_dense_memory",
 ]
 
 #: Default rows per block of a :class:`~nwcorrupt.predict.stored.StoredKernel` (tiles of about
@@ -212,3 +218,39 @@ def stored_memory_plan(
     peak = matrix + max(build, solve, predict) + 256 * 2**20
     avail = available_memory_bytes() if available_bytes == -1 else available_bytes
     return StoredPlan(n, n_test, classes, itemsize, b, nb, matrix, build, solve, predict, peak, avail)
+
+
+#: N x N matrices a dense solver holds at its peak: the kernel, ``K + r I`` and its Cholesky factor
+#: (``"cholesky"``, ``"mixed_cholesky"``); the kernel, ``K + r I``, the eigenvectors and the
+#: eigensolver's workspace (``"eigh"``).
+DENSE_MATRICES = {"cholesky": 3, "mixed_cholesky": 3, "eigh": 4}
+
+
+def check_dense_memory(n: int, solver: str, *, itemsize: int | None = None,
+                       available_bytes: int | None = -1) -> int:  # fmt: skip
+    """Raise ``MemoryError`` if a dense solve of N training points cannot fit, before it starts.
+
+    Args:
+      n: N; solver: a key of :data:`DENSE_MATRICES` (other solvers pass unchecked).
+      itemsize: bytes per entry (default: the current JAX float, 4 or 8).
+      available_bytes: memory to compare with; -1 (default) reads :func:`available_memory_bytes`
+        (the first device's free memory on an accelerator, else ``MemAvailable``); None: unknown.
+
+    Returns:
+      The estimate in bytes (0 for a solver that is not dense).
+    """
+    n = check_positive_int("n", n)
+    if solver not in DENSE_MATRICES:
+        return 0
+    if itemsize is None:
+        itemsize = jnp.dtype(_precision.default_float()).itemsize
+    need = DENSE_MATRICES[solver] * n * n * int(itemsize)
+    avail = available_memory_bytes() if available_bytes == -1 else available_bytes
+    if avail is not None and need > MEMORY_HEADROOM * avail:
+        raise MemoryError(
+            f"solver={solver!r} at N = {n} holds {DENSE_MATRICES[solver]} N x N matrices of {itemsize}-byte "
+            f"entries, about {need / 2**30:.1f} GiB, but only {avail / 2**30:.1f} GiB are free "
+            f"({MEMORY_HEADROOM:.0%} may be used); use solver='stored_cg' (one stored triangle, about "
+            f"{n * n * itemsize / 2**31:.1f} GiB) or solver='cg' (streamed, nothing stored), or fewer points"
+        )
+    return need
