@@ -507,7 +507,14 @@ def test_fused_layer_path_equals_generic_duals(x64, name, parameterization):
         fast = K.kernel(K.MLP(activation=act, **kw), x1, other, tile_size=(5, 7) if not sym else 6)
         slow = K.kernel(K.MLP(activation=generic, **kw), x1, other)
         np.testing.assert_allclose(fast.nngp, slow.nngp, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(fast.ntk, slow.ntk, rtol=1e-12, atol=1e-14)
+        fast_ntk, slow_ntk = np.array(fast.ntk), np.array(slow.ntk)
+        if sym:
+            # x1[0] and x1[1] are nearly parallel (rho = 1 - 1.1e-7): the arccos-type duals (relu, abs)
+            # amplify rounding by ~1/sqrt(1 - rho^2) ~ 2000 at this entry (abs measured 1.07e-12 on
+            # 2026-12-07, numpy 2.4.6): a looser bound there, 1e-12 everywhere else.
+            np.testing.assert_allclose(fast_ntk[0, 1], slow_ntk[0, 1], rtol=2000 * 2.2e-16 * 10)
+            fast_ntk[[0, 1], [1, 0]] = slow_ntk[[0, 1], [1, 0]]
+        np.testing.assert_allclose(fast_ntk, slow_ntk, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", ["relu", "erf", "tanh"])
