@@ -529,7 +529,7 @@ def refined_cg(
     maxiter: int,
     max_refinements: int,
     callback: Callable[[int, float], None] | None,
-) -> _PassState:
+) -> RefinedCG:
     """Preconditioned CG in passes, each closed by a float64 residual check (iterative refinement).
 
     Every column of B runs its own CG recurrence; all share each product. A pass stops when
@@ -586,7 +586,7 @@ def refined_cg(
             pap = xp.sum(p * ap, axis=0)
             if bool(xp.any(active & (pap <= 0))):
                 raise ValueError(
-                    "conjugate gradients broke down (p^T A p <= 0): the stored kernel + shift * I is not "
+                    "conjugate gradients broke down (p^T A p <= 0): the kernel + shift * I is not "
                     "positive definite; check the kernel or add diag_reg"
                 )
             alpha = xp.where(active, rz / xp.where(active, pap, 1.0), 0.0)

@@ -55,6 +55,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from nwcorrupt import precision as _precision
+from nwcorrupt._checks import check_choice
 from nwcorrupt.predict.base import (
     Array,
     ConvergenceError,
@@ -397,8 +398,7 @@ def solve_mixed_cholesky(
     maxiter = MIXED_MAXITER if maxiter is None else int(maxiter)
     if maxiter < 1:
         raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
-    if on_nonconvergence not in ("raise", "warn"):
-        raise ValueError(f"on_nonconvergence must be 'raise' or 'warn', got {on_nonconvergence!r}")
+    check_choice("on_nonconvergence", on_nonconvergence, ("raise", "warn"))
     n = int(k.shape[0])
     with _precision.x64():  # float64 vectors and products; the factor stays float32
         k = jnp.asarray(k)

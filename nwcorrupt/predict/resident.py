@@ -169,14 +169,7 @@ def device_products(tiles: Sequence[Sequence[Any]], bounds: Sequence[int], v: Ar
     """
     b = tuple(int(e) for e in bounds)
     m = len(b) - 1
-    dt = None
-    for row in tiles:
-        for t in row:
-            if t is not None:
-                dt = t.dtype
-                break
-        if dt is not None:
-            break
+    dt = next((t.dtype for row in tiles for t in row if t is not None), None)
     work = v.dtype if exact or dt is None else dt
     y = accumulate_tiles(tiles, [v[b[i] : b[i + 1]].astype(work) for i in range(m)], exact=exact)
     return jnp.concatenate(y).astype(v.dtype)
@@ -229,7 +222,7 @@ def device_partial_cholesky(
 
 
 @jax.jit
-def _nystrom_rows(u: Array, a_s: Array) -> tuple[Array, Array]:
+def _nystrom_solve(u: Array, a_s: Array) -> tuple[Array, Array]:
     lmat = jsl.solve_triangular(u.astype(a_s.dtype), a_s, trans="T", lower=False)
     return lmat, jnp.sum(jnp.square(lmat.astype(jnp.float64)), axis=0)
 
@@ -252,7 +245,7 @@ def device_nystrom_factor(
       numpy.linalg.LinAlgError: ``A[S, S]`` is not positive definite.
     """
     u = scipy.linalg.cholesky(a_s[:, s_idx], lower=False)  # k x k, float64 on the host
-    lmat, sq = _nystrom_rows(jnp.asarray(u), jnp.asarray(a_s, dtype=dtype))
+    lmat, sq = _nystrom_solve(jnp.asarray(u), jnp.asarray(a_s, dtype=dtype))
     dres = np.maximum(np.asarray(diag, dtype=np.float64) - np.asarray(sq), 0.0)
     dres[s_idx] = 0.0
     return lmat, dres

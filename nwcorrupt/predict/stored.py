@@ -45,11 +45,11 @@ from nwcorrupt.predict.base import (
 from nwcorrupt.predict.cg import PRECONDITIONERS, lanczos_cond, refined_cg
 from nwcorrupt.predict.memory import STORED_BLOCK, STORED_PRECOND_RANK, block_bounds, stored_memory_plan, tile_owner
 from nwcorrupt.predict.resident import (
+    accumulate_tiles,
     device_nystrom_factor,
     device_partial_cholesky,
     device_products,
     on_accelerator,
-    accumulate_tiles,
     take_to_host,
 )
 
