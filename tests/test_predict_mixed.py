@@ -89,10 +89,15 @@ def test_indefinite_kernel_and_bad_arguments(x64):
     with pytest.raises(ValueError, match="could not be Cholesky-factorised"):
         P.solve_mixed_cholesky(jnp.asarray(k), jnp.ones((30, 1)), 0.0)
     good = jnp.asarray(spd(30, 10, 11))
-    for kwargs, match in (({"tol": 0.0}, "tol must be > 0"), ({"maxiter": 0}, "maxiter must be a positive"),
+    for kwargs, match in (({"tol": 0.0}, "tol must be a finite number > 0, got 0"),
+                          ({"tol": float("nan")}, "tol must be a finite number > 0"),
+                          ({"maxiter": 0}, "maxiter must be >= 1, got 0"),
                           ({"on_nonconvergence": "ignore"}, "on_nonconvergence must be")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
             P.solve_mixed_cholesky(good, jnp.ones((30, 1)), 0.0, **kwargs)
+    # a float maxiter is refused, not truncated (it was int()-ed silently until 2026-12-07)
+    with pytest.raises(TypeError, match="maxiter must be an integer, got 2.5"):
+        P.solve_mixed_cholesky(good, jnp.ones((30, 1)), 0.0, maxiter=2.5)
 
 
 def test_ntk_predict_with_mixed_cholesky_matches_float64_cholesky():

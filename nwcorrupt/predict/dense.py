@@ -55,7 +55,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from nwcorrupt import precision as _precision
-from nwcorrupt._checks import check_choice
+from nwcorrupt._checks import check_choice, check_positive_float, check_positive_int
 from nwcorrupt.predict.base import (
     Array,
     ConvergenceError,
@@ -392,12 +392,8 @@ def solve_mixed_cholesky(
       ValueError: K + r I cannot be factorised in float32 even with jitter, or is not
         positive definite in float64.
     """
-    tol = MIXED_TOL if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol!r}")
-    maxiter = MIXED_MAXITER if maxiter is None else int(maxiter)
-    if maxiter < 1:
-        raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
+    tol = MIXED_TOL if tol is None else check_positive_float("tol", tol)
+    maxiter = MIXED_MAXITER if maxiter is None else check_positive_int("maxiter", maxiter)
     check_choice("on_nonconvergence", on_nonconvergence, ("raise", "warn"))
     n = int(k.shape[0])
     with _precision.x64():  # float64 vectors and products; the factor stays float32
