@@ -112,7 +112,8 @@ def kernel(
     x2 = x1 if symmetric else jnp.asarray(x2, dtype)
     d = int(x1.shape[1])
     return run_tiled(
-        arch, want, order, d, x1, x2, None, None, symmetric, False, devices, tiles, budget, ("x1", "x1" if symmetric else "x2")
+        arch, x1, x2, want=want, order=order, d=d, q0_1=None, q0_2=None, symmetric=symmetric, from_gram=False,
+        devices=devices, tiles=tiles, budget=budget, names=("x1", "x1" if symmetric else "x2"),
     )
 
 
@@ -236,8 +237,9 @@ def kernel_from_gram(
     q0_1 = jnp.asarray(diag1, dtype)
     q0_2 = q0_1 if symmetric else jnp.asarray(diag2, dtype)
     return run_tiled(
-        arch, want, order, d, gram12, jnp.zeros((1, 1), dtype), q0_1, q0_2, bool(symmetric), True, devices, tiles,
-        budget, ("diag1", "diag1" if symmetric else "diag2"),
+        arch, gram12, jnp.zeros((1, 1), dtype), want=want, order=order, d=d, q0_1=q0_1, q0_2=q0_2,
+        symmetric=bool(symmetric), from_gram=True, devices=devices, tiles=tiles, budget=budget,
+        names=("diag1", "diag1" if symmetric else "diag2"),
     )
 
 

@@ -377,11 +377,12 @@ def _write_triangular(out: np.ndarray, tile: np.ndarray, tile_t: np.ndarray, i0:
 
 def host_loop(
     arch: MLP,
+    src: Array,
+    x2: Array,
+    *,
     want_ntk: bool,
     order: int,
     d: int,
-    src: Array,
-    x2: Array,
     q0_1: Array | None,
     q0_2: Array | None,
     symmetric: bool,
@@ -580,11 +581,12 @@ def plan_tiles(
 
 def run_tiled(
     arch: MLP,
+    src: Array,
+    x2: Array,
+    *,
     want: tuple[str, ...],
     order: int,
     d: int,
-    src: Array,
-    x2: Array,
     q0_1: Array | None,
     q0_2: Array | None,
     symmetric: bool,
@@ -606,8 +608,8 @@ def run_tiled(
 
     if uses_host_loop(devices):
         K, theta, diag1, diag2, finite = host_loop(
-            arch, want_ntk, order, d, src, x2, q0_1, q0_2, symmetric, from_gram, devices[0], rt, ct,
-            want_nngp="nngp" in want,
+            arch, src, x2, want_ntk=want_ntk, order=order, d=d, q0_1=q0_1, q0_2=q0_2, symmetric=symmetric,
+            from_gram=from_gram, device=devices[0], rt=rt, ct=ct, want_nngp="nngp" in want,
         )
         diag1 = {key: np.asarray(v) for key, v in diag1.items()}
     else:
