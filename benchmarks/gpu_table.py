@@ -10,7 +10,9 @@ Sections (``--sections``; each runs on its own, a failure is printed in its row 
   p = 0.5, relu, diag_reg 1e-4), 10 000 clean test images, end to end: ``mnist_full.main`` with the
   float32 stored kernel and the CG loop resident on the device (``--resident auto``).
 * ``kernels``: NNGP+NTK of an L = 3 MLP at N = M = 4000, d = 784, float32 and float64, relu and erf:
-  time over the time of the Gram product ``x1 @ x2.T`` of the same round (``kernels_vs_matmul.run``).
+  time over the time of the Gram product ``x1 @ x2.T`` of the same round (``kernels_vs_matmul.run``),
+  with the device's default tiles and with the CPU's (``ratio_cpu_tiles``: whether the larger
+  accelerator tiles of ``nwcorrupt.kernels.tile_defaults`` pay off there).
 * ``mixed``: the same predictor with a dense float32 NTK solved by ``solver="mixed_cholesky"`` (float32
   Cholesky, float64 refinement), end to end (kernel build included).
 * ``moments``: the exact mean and covariance of every test logit under symmetric label noise (rate 0.5)
@@ -108,14 +110,16 @@ def section_kernels(args) -> list[dict]:
     rows = []
     for dtype in ("float32", "float64"):
         for act in ("relu", "erf"):
-            r = kernels_vs_matmul.run(dtype, act, args.kernel_n, 784, 3, args.reps)
-            med = r["median_s"]
+            r = kernels_vs_matmul.run(dtype, act, args.kernel_n, 784, 3, args.reps, cpu_tiles=True)
+            med, ratio = r["median_s"], {k: float(np.median(v)) for k, v in r["ratios"].items()}
             rows.append({
                 "what": f"NNGP+NTK {act} {dtype}, N=M={args.kernel_n}",
                 "time_s": med["kernel(x1, x2)"],
                 "matmul_s": med["matmul"],
-                "ratio": float(np.median(r["ratios"]["kernel(x1, x2)"])),
-                "ratio_symmetric": float(np.median(r["ratios"]["kernel(x1)"])),
+                "ratio": ratio["kernel(x1, x2)"],
+                "ratio_symmetric": ratio["kernel(x1)"],
+                "ratio_cpu_tiles": ratio["kernel(x1, x2) CPU tiles"],
+                "ratio_symmetric_cpu_tiles": ratio["kernel(x1) CPU tiles"],
             })  # fmt: skip
             log(f"kernels: {rows[-1]}")
     return rows

@@ -42,8 +42,12 @@ from nwcorrupt import kernels as nk  # noqa: E402
 from nwcorrupt.precision import MATMUL_PRECISION, x64  # noqa: E402
 
 
-def run(dtype: str, activation: str, n: int, d: int, depth: int, reps: int) -> dict:
-    """Times (s) per method and per-round ratios kernel / matmul for one configuration."""
+def run(dtype: str, activation: str, n: int, d: int, depth: int, reps: int, cpu_tiles: bool = False) -> dict:
+    """Times (s) per method and per-round ratios kernel / matmul for one configuration.
+
+    ``cpu_tiles``: also time both kernels with the tiles the CPU would use (on an accelerator the
+    defaults are larger; see ``nwcorrupt.kernels.tile_defaults``), as "... CPU tiles".
+    """
     with x64(dtype == "float64"):
         x1 = mnist_like(n, d, 0, dtype)
         x2 = mnist_like(n, d, 1, dtype)
@@ -68,6 +72,12 @@ def run(dtype: str, activation: str, n: int, d: int, depth: int, reps: int) -> d
             "recursion from the Gram": lambda: nk.kernel_from_gram(arch, g, q1, q2, input_dim=d),
             "first touch of the outputs": lambda: [np.full((n, n), 1.0, dtype) for _ in range(2)],
         }
+        if cpu_tiles:
+            cpu = jax.devices("cpu")
+            rect = nk.plan_tiles(arch, n, n, d, devices=cpu)
+            square = nk.plan_tiles(arch, n, n, d, devices=cpu, symmetric=True)
+            fns["kernel(x1, x2) CPU tiles"] = lambda: nk.kernel(arch, x1, x2, tile_size=rect)
+            fns["kernel(x1) CPU tiles"] = lambda: nk.kernel(arch, x1, tile_size=square)
         for fn in fns.values():
             jax.block_until_ready(fn())
         times = interleaved_medians(fns, reps)

@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
@@ -209,6 +210,43 @@ def test_memory_budget_bounds_compiled_working_memory(x64, name, depth, budget):
     assert temp <= budget, (budget, rt, ct, temp)
     ref = K.kernel(arch, x, y)
     np.testing.assert_allclose(compiled(*args)[1], ref.ntk, rtol=1e-12, atol=1e-14)
+
+
+def test_tile_defaults_by_platform(monkeypatch):
+    cpu = K.tile_defaults(jax.devices("cpu"))
+    assert (cpu.tile_bytes, cpu.square_tile, cpu.max_columns) == (2**22, 512, 4096)
+    gpu = K.tile_defaults([types.SimpleNamespace(platform="gpu")])
+    assert (gpu.tile_bytes, gpu.square_tile, gpu.max_columns) == (2**26, 4096, 16384)
+    assert K.tile_defaults([types.SimpleNamespace(platform="tpu")]) == gpu
+    # plan_tiles on an accelerator: the larger defaults, still shrunk to a memory budget
+    monkeypatch.setattr(K.tiled, "tile_defaults", lambda devices: gpu)
+    arch = K.MLP(3, "relu")
+    assert K.plan_tiles(arch, 60_000, 60_000, 784, symmetric=True) == (4096, 4096)
+    # 10000 columns fit under 16384; rows: a divisor of 10000 in [838, 1677] (2**26 bytes of float32)
+    assert K.plan_tiles(arch, 10_000, 10_000, 784) == (1250, 10_000)
+    rt, ct = K.plan_tiles(arch, 10_000, 10_000, 784, memory_budget=2**29)  # the default tile needs ~1.0e9
+    assert rt * ct < 1250 * 10_000 and rt * ct * 4 * K.buffers_per_entry(3) < 2**29
+
+
+def test_kernel_takes_the_tiles_of_its_devices(monkeypatch, x64):
+    """kernel() asks tile_defaults for its devices' tiling, and any tiling gives the same kernel."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(23, 6)), rng.normal(size=(19, 6))
+    arch = K.MLP(3, "erf")
+    ref, ref_sym = K.kernel(arch, x, y), K.kernel(arch, x)
+    asked = []
+
+    def odd_defaults(devices):
+        asked.append(list(devices))
+        return K.TileDefaults(tile_bytes=8 * 5 * 9, square_tile=7, max_columns=9)
+
+    monkeypatch.setattr(K.tiled, "tile_defaults", odd_defaults)
+    assert K.plan_tiles(arch, 23, 19, 6) == (5, 9) and K.plan_tiles(arch, 23, 23, 6, symmetric=True) == (7, 7)
+    got, got_sym = K.kernel(arch, x, y), K.kernel(arch, x)
+    assert asked[-2:] == [jax.local_devices(), jax.local_devices()]
+    for a, b in ((got, ref), (got_sym, ref_sym)):
+        np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-12, atol=0)
 
 
 def test_plan_tiles_defaults_and_limits():

@@ -50,7 +50,14 @@ from __future__ import annotations
 from nwcorrupt.arch import GET_NAMES, MLP, PARAMETERIZATIONS, Kernels
 from nwcorrupt.kernels.composable import kernel_fn
 from nwcorrupt.kernels.matrices import BACKENDS, kernel, kernel_diag, kernel_from_gram, kernel_layers
-from nwcorrupt.kernels.tiled import DEFAULT_SQUARE_TILE, DEFAULT_TILE_BYTES, buffers_per_entry, plan_tiles
+from nwcorrupt.kernels.tiled import (
+    DEFAULT_SQUARE_TILE,
+    DEFAULT_TILE_BYTES,
+    TileDefaults,
+    buffers_per_entry,
+    plan_tiles,
+    tile_defaults,
+)
 
 __all__ = [
     "BACKENDS",
@@ -60,6 +67,7 @@ __all__ = [
     "MLP",
     "PARAMETERIZATIONS",
     "Kernels",
+    "TileDefaults",
     "buffers_per_entry",
     "kernel",
     "kernel_diag",
@@ -67,4 +75,5 @@ __all__ = [
     "kernel_from_gram",
     "kernel_layers",
     "plan_tiles",
+    "tile_defaults",
 ]

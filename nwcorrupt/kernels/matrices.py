@@ -59,7 +59,9 @@ def kernel(
       backend: ``"native"`` or ``"neural_tangents"`` (needs the reference
         environment, see ``scripts/ref_env.sh``; tiling options do not apply).
       tile_size: rows × columns of the tile one device computes per step (an
-        int for square tiles); None = as large as the budget allows.
+        int for square tiles); None = the devices' default tiles
+        (:func:`~nwcorrupt.kernels.tiled.tile_defaults`: cache-sized on a CPU, larger on
+        an accelerator), made smaller where the budget requires.
       memory_budget: bytes of working memory one step may use over all devices
         (beyond the output itself and the inputs); None = no limit.
       quad_order: Gauss–Hermite nodes per dimension for activations without a

@@ -11,6 +11,7 @@ behind :func:`~nwcorrupt.kernels.kernel` and :func:`~nwcorrupt.kernels.kernel_fr
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import mmap
 import weakref
@@ -30,8 +31,13 @@ from nwcorrupt.precision import MATMUL_PRECISION, default_float
 Array = jax.Array
 
 __all__ = [
+    "ACCELERATOR_MAX_COLUMNS",
+    "ACCELERATOR_SQUARE_TILE",
+    "ACCELERATOR_TILE_BYTES",
+    "DEFAULT_MAX_COLUMNS",
     "DEFAULT_SQUARE_TILE",
     "DEFAULT_TILE_BYTES",
+    "TileDefaults",
     "buffers_per_entry",
     "check_devices",
     "check_tiling",
@@ -42,6 +48,7 @@ __all__ = [
     "HOST_LOOP_MIN_JAX",
     "plan_tiles",
     "run_tiled",
+    "tile_defaults",
 ]
 
 
@@ -111,6 +118,38 @@ _STATIC = ("arch", "want_ntk", "order", "d", "rt", "ct", "symmetric", "from_gram
 DEFAULT_TILE_BYTES = 2**22
 #: Default side of the square tiles of symmetric kernels (measured best on CPU).
 DEFAULT_SQUARE_TILE = 512
+#: Most columns of a default tile on the CPU.
+DEFAULT_MAX_COLUMNS = 4096
+
+#: The same three defaults on an accelerator (GPU, TPU). A CPU-sized tile (a 512 x 512 square, 2**18
+#: entries) is far too little work for one step of a GPU loop: each step's elementwise kernels would
+#: use a fraction of the card, and the step count (~7000 squares for N = 60 000) would make the loop's
+#: per-step overhead the cost. These tiles hold 2**24 entries per buffer in float32 (a 4096 x 4096
+#: square), ~1.2 GiB of working memory for L = 3 (19 buffers, ``buffers_per_entry``); a memory budget
+#: still shrinks them. Chosen, not yet measured on a GPU: ``benchmarks/gpu_table.py``'s ``kernels``
+#: section times both sizes there.
+ACCELERATOR_TILE_BYTES = 2**26
+ACCELERATOR_SQUARE_TILE = 4096
+ACCELERATOR_MAX_COLUMNS = 16384
+
+
+@dataclasses.dataclass(frozen=True)
+class TileDefaults:
+    """Default tiling of one platform: bytes of one tile-sized buffer, the side of the square tiles of
+    symmetric kernels, and the most columns of a rectangular tile."""
+
+    tile_bytes: int
+    square_tile: int
+    max_columns: int
+
+
+def tile_defaults(devices: Sequence[jax.Device]) -> TileDefaults:
+    """The default tiling for ``devices`` (by the first one's platform): cache-sized tiles on a CPU
+    (:data:`DEFAULT_TILE_BYTES`, :data:`DEFAULT_SQUARE_TILE`, :data:`DEFAULT_MAX_COLUMNS`), larger ones on
+    an accelerator (:data:`ACCELERATOR_TILE_BYTES`, ...)."""
+    if devices[0].platform == "cpu":
+        return TileDefaults(DEFAULT_TILE_BYTES, DEFAULT_SQUARE_TILE, DEFAULT_MAX_COLUMNS)
+    return TileDefaults(ACCELERATOR_TILE_BYTES, ACCELERATOR_SQUARE_TILE, ACCELERATOR_MAX_COLUMNS)
 
 
 def _tile(
@@ -505,8 +544,12 @@ def _choose_tiles(
     budget: int | None,
     depth: int,
     square: bool = False,
+    defaults: TileDefaults | None = None,
 ) -> tuple[int, int]:
     """Rows ``rt`` (per device) and columns ``ct`` of one tile (equal if ``square``).
+
+    Without ``tiles`` the sizes come from ``defaults`` (the CPU's when None; see
+    :func:`tile_defaults`).
 
     ``width`` is the per-row input size (d, or N2 for a Gram source). The
     working memory of a call is estimated as
@@ -519,11 +562,13 @@ def _choose_tiles(
         rt, ct = min(tiles[0], m), min(tiles[1], N2)
         if square:
             rt = ct = min(rt, ct)
-    elif square:
-        rt = ct = max(1, min(m, N2, DEFAULT_SQUARE_TILE))
     else:
-        ct = _even_side(N2, 4096)
-        rt = _even_side(m, max(1, DEFAULT_TILE_BYTES // (itemsize * ct)))
+        defaults = defaults or TileDefaults(DEFAULT_TILE_BYTES, DEFAULT_SQUARE_TILE, DEFAULT_MAX_COLUMNS)
+        if square:
+            rt = ct = max(1, min(m, N2, defaults.square_tile))
+        else:
+            ct = _even_side(N2, defaults.max_columns)
+            rt = _even_side(m, max(1, defaults.tile_bytes // (itemsize * ct)))
     if budget is None:
         return rt, ct
     fixed = itemsize * (n * m + N2) * (width + 8 * depth)
@@ -562,8 +607,9 @@ def plan_tiles(
 ) -> tuple[int, int]:
     """The (rows per device, columns) tile :func:`kernel` uses for an (n1, n2) kernel of d features.
 
-    Without ``tile_size``/``memory_budget`` tiles are cache-sized
-    (:data:`DEFAULT_TILE_BYTES` per buffer, at most 4096 columns). With a
+    Without ``tile_size``/``memory_budget`` tiles are cache-sized on a CPU
+    (:data:`DEFAULT_TILE_BYTES` per buffer, at most 4096 columns) and larger on an
+    accelerator (:func:`tile_defaults`; ``devices`` None means the default device). With a
     budget, the estimated working memory (see :func:`_choose_tiles`) fits in it.
     A ``symmetric`` kernel (x2 None) on one device uses square tiles and
     computes only those on and above the diagonal.
@@ -573,10 +619,11 @@ def plan_tiles(
     n2 = check_positive_int("n2", n2)
     d = check_positive_int("d", d)
     tiles, budget = check_tiling(tile_size, memory_budget)
-    n = len(check_devices(devices))
+    devices = check_devices(devices)
+    n = len(devices)
     itemsize = jnp.dtype(default_float()).itemsize
     square = bool(symmetric) and n == 1
-    return _choose_tiles(-(-n1 // n), n2, n, d, itemsize, tiles, budget, arch.depth, square)
+    return _choose_tiles(-(-n1 // n), n2, n, d, itemsize, tiles, budget, arch.depth, square, tile_defaults(devices))
 
 
 def run_tiled(
@@ -604,7 +651,9 @@ def run_tiled(
     N1p = n * m
     dtype = src.dtype
     square = symmetric and n == 1
-    rt, ct = _choose_tiles(m, N2, n, src.shape[1], jnp.dtype(dtype).itemsize, tiles, budget, arch.depth, square)
+    rt, ct = _choose_tiles(
+        m, N2, n, src.shape[1], jnp.dtype(dtype).itemsize, tiles, budget, arch.depth, square, tile_defaults(devices)
+    )
 
     if uses_host_loop(devices):
         K, theta, diag1, diag2, finite = host_loop(
