@@ -148,8 +148,12 @@ def tile_defaults(devices: Sequence[jax.Device]) -> TileDefaults:
     (:data:`DEFAULT_TILE_BYTES`, :data:`DEFAULT_SQUARE_TILE`, :data:`DEFAULT_MAX_COLUMNS`), larger ones on
     an accelerator (:data:`ACCELERATOR_TILE_BYTES`, ...)."""
     if devices[0].platform == "cpu":
-        return TileDefaults(DEFAULT_TILE_BYTES, DEFAULT_SQUARE_TILE, DEFAULT_MAX_COLUMNS)
-    return TileDefaults(ACCELERATOR_TILE_BYTES, ACCELERATOR_SQUARE_TILE, ACCELERATOR_MAX_COLUMNS)
+        return _CPU_TILES
+    return _ACCELERATOR_TILES
+
+
+_CPU_TILES = TileDefaults(DEFAULT_TILE_BYTES, DEFAULT_SQUARE_TILE, DEFAULT_MAX_COLUMNS)
+_ACCELERATOR_TILES = TileDefaults(ACCELERATOR_TILE_BYTES, ACCELERATOR_SQUARE_TILE, ACCELERATOR_MAX_COLUMNS)
 
 
 def _tile(
@@ -543,13 +547,12 @@ def _choose_tiles(
     tiles: tuple[int, int] | None,
     budget: int | None,
     depth: int,
-    square: bool = False,
-    defaults: TileDefaults | None = None,
+    square: bool,
+    defaults: TileDefaults,
 ) -> tuple[int, int]:
     """Rows ``rt`` (per device) and columns ``ct`` of one tile (equal if ``square``).
 
-    Without ``tiles`` the sizes come from ``defaults`` (the CPU's when None; see
-    :func:`tile_defaults`).
+    Without ``tiles`` the sizes come from ``defaults`` (:func:`tile_defaults` of the devices).
 
     ``width`` is the per-row input size (d, or N2 for a Gram source). The
     working memory of a call is estimated as
@@ -563,7 +566,6 @@ def _choose_tiles(
         if square:
             rt = ct = min(rt, ct)
     else:
-        defaults = defaults or TileDefaults(DEFAULT_TILE_BYTES, DEFAULT_SQUARE_TILE, DEFAULT_MAX_COLUMNS)
         if square:
             rt = ct = max(1, min(m, N2, defaults.square_tile))
         else:
